@@ -1,0 +1,5 @@
+"""DVC stage `scratch`: read params.yaml, run catdog_lab's scratch stage. No logic here."""
+from catdog_lab.entry import run_stage
+
+if __name__ == "__main__":
+    run_stage("scratch")

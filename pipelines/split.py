@@ -1,0 +1,5 @@
+"""DVC stage `split`: read params.yaml, run catdog_lab's split stage. No logic here."""
+from catdog_lab.entry import run_stage
+
+if __name__ == "__main__":
+    run_stage("split")

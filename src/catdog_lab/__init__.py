@@ -1,0 +1,6 @@
+"""catdog-lab: the computer-vision chapter of Deep Learning with Python, rebuilt in PyTorch."""
+
+__version__ = "0.1.0"
+
+CLASSES = ("cat", "dog")  # label 0 = cat, 1 = dog (Keras' alphabetical order); the model's logit is "dog"
+TRAINING_STAGES = ("scratch", "augmented", "features", "features_augmented", "finetune")

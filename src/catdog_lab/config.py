@@ -1,0 +1,173 @@
+"""Loading, composing and validating the config. Every check names the key it rejects."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from catdog_lab import TRAINING_STAGES
+from catdog_lab.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = PROJECT_ROOT / "conf"
+
+
+def compose(overrides: list[str] | None = None, config_dir: Path | str = CONF_DIR) -> DictConfig:
+    """Compose conf/ with Hydra, as DVC does for `dvc exp run` (no `hydra:` node, no job dirs)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=list(overrides or []))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(_first_line(str(exc))) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> DictConfig:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} not found: run from the project root (where dvc.yaml is)")
+    return OmegaConf.load(path)
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True, sort_keys=False)
+
+
+def params_hash(cfg: DictConfig, keys: list[str] | None = None) -> str:
+    """Short stable hash of the resolved config (or of some top-level keys of it)."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    if keys is not None:
+        data = {k: data.get(k) for k in keys}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+# ----------------------------------------------------------------------------- validation
+def _get(cfg: DictConfig, key: str):
+    value = OmegaConf.select(cfg, key, default="__missing__")
+    if value == "__missing__":
+        raise ConfigError(f"{key}: missing from the config")
+    return value
+
+
+def _positive_int(cfg, key, allow_zero=False):
+    value = _get(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+        raise ConfigError(f"{key}: must be a {'non-negative' if allow_zero else 'positive'} integer, got {value!r}")
+    return value
+
+
+def _positive_float(cfg, key):
+    value = _get(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{key}: must be a number > 0, got {value!r}")
+    return value
+
+
+def _fraction(cfg, key, upper_inclusive=False):
+    value = _get(cfg, key)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value and (
+        value <= 1 if upper_inclusive else value < 1)
+    if not ok:
+        raise ConfigError(f"{key}: must be in [0, 1{']' if upper_inclusive else ')'}, got {value!r}")
+    return value
+
+
+def validate_data(cfg: DictConfig) -> None:
+    for split in ("train", "validation", "test"):
+        _positive_int(cfg, f"data.split.{split}")
+    _positive_int(cfg, "data.image_size")
+    if cfg.data.image_size < 48:
+        raise ConfigError(f"data.image_size: must be at least 48 pixels (four conv/pool blocks), got {cfg.data.image_size}")
+    _positive_int(cfg, "data.max_image_pixels")
+    _get(cfg, "data.split.seed")
+    path = _get(cfg, "data.source.path")
+    if path is not None and not Path(str(path)).expanduser().exists():
+        raise ConfigError(f"data.source.path: {path} does not exist")
+    if path is None and not _get(cfg, "data.source.url"):
+        raise ConfigError("data.source.url: empty, and data.source.path is null: nowhere to get images from")
+
+
+def validate_stage(cfg: DictConfig, stage: str) -> None:
+    if stage not in TRAINING_STAGES:
+        raise ConfigError(f"stage: unknown stage {stage!r}; choose one of {', '.join(TRAINING_STAGES)}")
+    _positive_int(cfg, f"{stage}.epochs")
+    _positive_float(cfg, f"{stage}.lr")
+    _positive_int(cfg, f"{stage}.batch_size")
+    _fraction(cfg, f"{stage}.dropout")
+    model = _get(cfg, f"{stage}.model")
+    if model not in ("convnet", "head", "transfer"):
+        raise ConfigError(f"{stage}.model: unknown model {model!r}; choose convnet, head or transfer")
+    if model in ("head", "transfer"):
+        _positive_int(cfg, f"{stage}.hidden")
+        validate_backbone(cfg)
+    if _get(cfg, f"{stage}.augment"):
+        validate_augmentation(cfg)
+    init_from = OmegaConf.select(cfg, f"{stage}.init_from")
+    if init_from is not None and init_from not in TRAINING_STAGES:
+        raise ConfigError(f"{stage}.init_from: unknown stage {init_from!r}")
+    _positive_int(cfg, "trainer.checkpoint_every_n_epochs")
+    if _get(cfg, "trainer.accelerator") not in ("auto", "cpu", "gpu", "cuda", "mps"):
+        raise ConfigError(f"trainer.accelerator: unknown accelerator {cfg.trainer.accelerator!r}")
+
+
+def validate_augmentation(cfg: DictConfig) -> None:
+    value = _get(cfg, "augmentation.rotation_degrees")
+    if not isinstance(value, (int, float)) or not 0 <= value <= 180:
+        raise ConfigError(f"augmentation.rotation_degrees: must be in [0, 180], got {value!r}")
+    for key in ("width_shift", "height_shift", "zoom"):
+        _fraction(cfg, f"augmentation.{key}")
+    if _get(cfg, "augmentation.fill") not in ("nearest", "zeros"):
+        raise ConfigError(f"augmentation.fill: must be nearest or zeros, got {cfg.augmentation.fill!r}")
+
+
+def validate_backbone(cfg: DictConfig) -> None:
+    from catdog_lab.models.components.backbones import BACKBONES
+
+    name = _get(cfg, "backbone.name")
+    if name not in BACKBONES:
+        raise ConfigError(f"backbone.name: unknown backbone {name!r}; choose one of {', '.join(sorted(BACKBONES))}")
+    weights = _get(cfg, "backbone.weights")
+    if weights is None or str(weights) == "":
+        raise ConfigError("backbone.weights: empty; use imagenet, none or a file path")
+    if str(weights) not in ("imagenet", "none") and not Path(str(weights)).expanduser().is_file():
+        raise ConfigError(f"backbone.weights: file {weights} not found (use imagenet, none or an existing file)")
+    _positive_int(cfg, "backbone.feature_batch_size")
+
+
+def write_params(path: str | Path = PROJECT_ROOT / "params.yaml", overrides: list[str] | None = None) -> None:
+    """Regenerate params.yaml from conf/ (what DVC does on `dvc exp run`)."""
+    from catdog_lab.io import write_text
+
+    header = "# Generated from conf/ by `python -m catdog_lab.config` (DVC rewrites it on `dvc exp run`).\n" \
+             "# Edit conf/, not this file: tests/test_config.py checks that the two agree.\n"
+    write_text(path, header + to_yaml(compose(overrides)))
+
+
+if __name__ == "__main__":
+    import sys
+
+    write_params(overrides=sys.argv[1:])
+    print("wrote params.yaml")

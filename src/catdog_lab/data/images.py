@@ -1,0 +1,80 @@
+"""Reading one photo safely: label from its name, bad files reported (never a crash)."""
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from catdog_lab import CLASSES
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+_KAGGLE_NAME = re.compile(r"^(cat|dog)\.(\d+)\.[A-Za-z]+$", re.IGNORECASE)
+_PET_FOLDER = {"cat": "cat", "cats": "cat", "dog": "dog", "dogs": "dog"}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    path: Path        # absolute
+    rel: str          # relative to the source root, posix
+    label: str        # "cat" | "dog"
+    key: tuple        # stable sort key (numeric id where there is one)
+
+
+def find_candidates(root: Path) -> list[Candidate]:
+    """Images whose class is known: Kaggle names (cat.12.jpg) or PetImages-style Cat/ Dog/ folders."""
+    found = []
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES and not _KAGGLE_NAME.match(path.name):
+            continue
+        rel = path.relative_to(root).as_posix()
+        match = _KAGGLE_NAME.match(path.name)
+        if match:
+            label, ident = match.group(1).lower(), int(match.group(2))
+        elif path.parent.name.lower() in _PET_FOLDER:
+            label = _PET_FOLDER[path.parent.name.lower()]
+            ident = int(path.stem) if path.stem.isdigit() else path.stem
+        else:
+            continue
+        key = (0, ident, rel) if isinstance(ident, int) else (1, 0, rel)
+        found.append(Candidate(path=path, rel=rel, label=label, key=key))
+    return found
+
+
+def open_rgb(path: Path, max_pixels: int) -> tuple[Image.Image | None, str]:
+    """Decode fully and convert to RGB. Returns (image, note) or (None, reason-it-was-skipped)."""
+    if path.stat().st_size == 0:
+        return None, "empty file (0 bytes)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                fmt, mode = img.format, img.mode
+                width, height = img.size
+                if width * height > max_pixels:
+                    return None, f"too large: {width}x{height} > data.max_image_pixels={max_pixels}"
+                img.load()                       # full decode: catches truncated files
+                note = "" if mode == "RGB" else f"converted {mode} to RGB"
+                if fmt not in ("JPEG",) and path.suffix.lower() in (".jpg", ".jpeg"):
+                    note = (note + "; " if note else "") + f"{fmt} data in a .jpg file"
+                if mode in ("RGBA", "LA") or (mode == "P" and "transparency" in img.info):
+                    background = Image.new("RGB", img.size, (255, 255, 255))
+                    background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+                    rgb = background
+                else:
+                    rgb = img.convert("RGB")
+        if min(rgb.size) < 1:
+            return None, "zero-sized image"
+        return rgb, note
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return None, f"decompression bomb: {exc}"
+    except UnidentifiedImageError:
+        return None, "not an image (unidentified format)"
+    except (OSError, SyntaxError, ValueError) as exc:   # truncated / corrupt data
+        return None, f"unreadable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+
+
+def label_index(label: str) -> int:
+    return CLASSES.index(label)

@@ -1,0 +1,135 @@
+"""Where the raw photos come from: a local folder, a local .zip, or the public download.
+
+The download resumes (HTTP Range), shows a progress bar and verifies a SHA-256 when one is pinned.
+Archives are extracted safely: no absolute paths, no `..`, no links, bounded size.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from tqdm.auto import tqdm
+
+from catdog_lab.errors import DataError
+
+MAX_MEMBER_BYTES = 200 * 1024 * 1024   # no photo of this data set is anywhere near this
+MAX_ARCHIVE_BYTES = 4 * 1024**3        # the whole Microsoft archive unpacks to ~0.9 GB
+
+
+def resolve_source(source_cfg, workdir: Path = Path(".")) -> Path:
+    """Return a folder holding the raw images, extracting or downloading as the config says."""
+    if source_cfg.path:
+        path = Path(str(source_cfg.path)).expanduser()
+        if not path.exists():
+            raise DataError(f"data.source.path: {path} does not exist")
+        if path.is_dir():
+            return path
+        if zipfile.is_zipfile(path):
+            return extract_zip(path, workdir / source_cfg.download_dir / (path.stem + "_extracted"))
+        raise DataError(f"data.source.path: {path} is neither a folder nor a .zip archive")
+    archive = download(source_cfg.url, workdir / source_cfg.download_dir, source_cfg.sha256)
+    return extract_zip(archive, archive.parent / (archive.stem + "_extracted"))
+
+
+def _safe_member_path(name: str) -> PurePosixPath:
+    """Reject absolute paths, drive letters and `..` components in an archive member name."""
+    normalized = name.replace("\\", "/")
+    member = PurePosixPath(normalized)
+    if normalized.startswith("/") or member.is_absolute() or (len(normalized) > 1 and normalized[1] == ":"):
+        raise DataError(f"refusing archive member with an absolute path: {name!r}")
+    if any(part == ".." for part in member.parts):
+        raise DataError(f"refusing archive member that escapes the target folder: {name!r}")
+    return member
+
+
+def extract_zip(archive: Path, target: Path) -> Path:
+    """Extract `archive` into `target` (once: a `.complete` marker records a finished extraction)."""
+    marker = target / ".complete"
+    if marker.exists():
+        return target
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataError(f"{archive}: not a readable zip archive ({exc})") from None
+    with zf:
+        infos = zf.infolist()
+        total = 0
+        for info in infos:                      # check everything before writing anything
+            _safe_member_path(info.filename)
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                raise DataError(f"refusing symbolic link in archive: {info.filename!r}")
+            if info.file_size > MAX_MEMBER_BYTES:
+                raise DataError(f"refusing oversized archive member {info.filename!r} ({info.file_size} bytes)")
+            total += info.file_size
+        if total > MAX_ARCHIVE_BYTES:
+            raise DataError(f"{archive}: unpacks to {total} bytes, more than the {MAX_ARCHIVE_BYTES} allowed")
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        for info in tqdm(infos, desc=f"extract {archive.name}", unit="file", mininterval=1.0):
+            if info.is_dir():
+                continue
+            dest = partial.joinpath(*_safe_member_path(info.filename).parts)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+    marker.write_text(str(archive) + "\n")
+    return target
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(url: str, dest_dir: Path, sha256: str | None = None, timeout: float = 60.0) -> Path:
+    """Download `url` into `dest_dir`, resuming a `.part` file, and verify `sha256` if given."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    name = Path(urllib.request.urlparse(url).path).name or "download.zip"
+    final = dest_dir / name
+    if final.exists():
+        _verify(final, sha256)
+        return final
+    part = final.with_name(final.name + ".part")
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if offset and response.status != 206:    # server ignored Range: start over
+                offset = 0
+            length = response.headers.get("Content-Length")
+            total = offset + int(length) if length else None
+            with open(part, "ab" if offset else "wb") as out, tqdm(
+                total=total, initial=offset, unit="B", unit_scale=True, desc=f"download {name}"
+            ) as bar:
+                while block := response.read(1 << 20):
+                    out.write(block)
+                    bar.update(len(block))
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise DataError(
+            f"could not download {url} ({getattr(exc, 'reason', exc)}); offline? download it elsewhere "
+            f"and set data.source.path to the folder or .zip (e.g. dvc exp run -S data.source.path=/path/to/train.zip)"
+        ) from None
+    _verify(part, sha256)
+    os.replace(part, final)
+    return final
+
+
+def _verify(path: Path, sha256: str | None) -> None:
+    digest = sha256_file(path)
+    if sha256 and digest != sha256.lower():
+        bad = path.with_name(path.name + ".bad")
+        os.replace(path, bad)
+        raise DataError(f"{path.name}: sha256 {digest} does not match data.source.sha256 {sha256}; moved to {bad}")
+    if not sha256:
+        print(f"[catdog] {path.name} sha256 {digest} (set data.source.sha256 to pin it)")

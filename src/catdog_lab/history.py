@@ -1,0 +1,37 @@
+"""Per-epoch history: written to the DVC plots CSV after every epoch (nothing lost on a crash) and
+kept in the checkpoint so a resumed run continues the same file."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+from catdog_lab.io import write_csv
+
+COLUMNS = ["epoch", "train/loss", "train/acc", "val/loss", "val/acc", "seconds"]
+
+
+class History(pl.Callback):
+    def __init__(self, csv_path: str | Path):
+        self.csv_path, self.rows, self._t0 = Path(csv_path), [], None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch + 1,
+               "seconds": round(time.perf_counter() - self._t0, 3) if self._t0 else None}
+        for key in COLUMNS[1:-1]:
+            row[key] = round(float(m[key]), 6) if key in m else None
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        write_csv(self.csv_path, self.rows, COLUMNS)
+
+    def state_dict(self):
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict):
+        self.rows = list(state_dict.get("rows", []))

@@ -1,0 +1,52 @@
+"""One LightningModule for every training stage: binary logit, BCE, accuracy, RMSprop.
+
+Stages differ only by the wrapped `net`, the optional batch augmentation, and the learning rate.
+"""
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class BinaryClassifier(pl.LightningModule):
+    def __init__(self, net: nn.Module, lr: float, augment: nn.Module | None = None, channels_last: bool = True):
+        super().__init__()
+        self.net, self.augment, self.lr = net, augment, lr
+        self.channels_last = channels_last
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    def forward(self, x):
+        x = x.float()
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def _step(self, batch, prefix: str, augment: bool = False):
+        x, y = batch
+        x = x.float()
+        if augment and self.augment is not None:
+            x = self.augment(x)                  # a fresh random view of every image, every epoch
+        logits = self(x)
+        loss = F.binary_cross_entropy_with_logits(logits, y.float())
+        acc = ((logits > 0).long() == y).float().mean()
+        on_step = prefix == "train"
+        self.log(f"{prefix}/loss", loss, on_step=False, on_epoch=True, prog_bar=on_step, batch_size=len(y))
+        self.log(f"{prefix}/acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train", augment=True)
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        # Keras' RMSprop defaults (rho=0.9, epsilon=1e-7), not torch's (alpha=0.99, eps=1e-8)
+        return torch.optim.RMSprop(params, lr=self.lr, alpha=0.9, eps=1e-7)

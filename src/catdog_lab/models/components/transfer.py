@@ -1,0 +1,46 @@
+"""A pretrained conv base + dense head, with only the named backbone layers trainable."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from catdog_lab.models.components.backbones import Backbone
+from catdog_lab.models.components.heads import DenseHead
+
+
+class TransferNet(nn.Module):
+    def __init__(self, backbone: Backbone, image_size: int, hidden: int = 256, dropout: float = 0.0,
+                 trainable: list[str] | tuple[str, ...] = ()):
+        super().__init__()
+        self.backbone_name, self.layer_index, self.conv_index = backbone.name, backbone.layers, backbone.convs
+        self.preprocess = backbone.preprocess
+        self.features = backbone.features
+        side = backbone.output_side(image_size)
+        self.head = DenseHead(backbone.out_channels * side * side, hidden, dropout)
+        self.set_trainable(trainable)
+
+    def set_trainable(self, trainable) -> None:
+        unknown = [name for name in trainable if name not in self.conv_index]
+        if unknown:
+            raise ValueError(f"unknown backbone layer(s) {unknown}; known: {', '.join(self.conv_index)}")
+        self.trainable = list(trainable)
+        for p in self.features.parameters():
+            p.requires_grad_(False)
+        for name in trainable:
+            for p in self.features[self.conv_index[name]].parameters():
+                p.requires_grad_(True)
+        # everything before the first trainable layer is a frozen prefix: run it without autograd
+        self.frozen_prefix = min((self.conv_index[n] for n in trainable), default=len(self.features))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(x)
+        prefix, rest = self.features[:self.frozen_prefix], self.features[self.frozen_prefix:]
+        if x.requires_grad or not torch.is_grad_enabled():
+            x = prefix(x)                        # Captum & co. need gradients down to the pixels
+        else:
+            with torch.no_grad():                # training: no graph for the frozen part
+                x = prefix(x)
+        return rest(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))

@@ -1,0 +1,40 @@
+"""Training curves as the book draws them: raw and smoothed by an exponential moving average."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from catdog_lab.io import atomic_path  # noqa: E402
+
+
+def ema(values: list[float], factor: float = 0.8) -> list[float]:
+    """The book's smooth_curve: previous * factor + point * (1 - factor)."""
+    out: list[float] = []
+    for v in values:
+        out.append(out[-1] * factor + v * (1 - factor) if out else v)
+    return out
+
+
+def plot_curves(rows: list[dict], path: str | Path, title: str, factor: float = 0.8) -> None:
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric in zip(axes, ("acc", "loss")):
+        for split, color in (("train", "tab:blue"), ("val", "tab:orange")):
+            values = [r.get(f"{split}/{metric}") for r in rows]
+            if any(v is None or v == "" for v in values):
+                continue
+            values = [float(v) for v in values]
+            ax.plot(epochs, values, "o", color=color, alpha=0.35, markersize=3, label=f"{split} (raw)")
+            ax.plot(epochs, ema(values, factor), "-", color=color, label=f"{split} (EMA {factor})")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{title}: {'accuracy' if metric == 'acc' else 'loss'}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,66 @@
+"""Run the frozen conv base once over every split and cache its outputs (the book's fast method)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from catdog_lab.config import params_hash
+from catdog_lab.data.datamodule import SPLITS, load_cached_split
+from catdog_lab.data.split import manifest_hash
+from catdog_lab.io import torch_load, torch_save
+from catdog_lab.models.components.backbones import Backbone, build_backbone
+
+
+def device_for(cfg) -> torch.device:
+    wanted = str(cfg.trainer.accelerator)
+    if wanted in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+@torch.inference_mode()
+def conv_base_outputs(backbone: Backbone, images: torch.Tensor, batch_size: int, device: torch.device,
+                      channels_last: bool = True, desc: str = "features") -> torch.Tensor:
+    """images: uint8 N x 3 x H x W (RGB 0-255) -> float32 N x C x h x w, in batches."""
+    model = torch.nn.Sequential(backbone.preprocess, backbone.features).eval().to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    outputs = []
+    use_bf16 = device.type == "cuda"
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", mininterval=1.0):
+        x = images[start:start + batch_size].to(device, non_blocking=True).float()
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            outputs.append(model(x).float().cpu())
+    return torch.cat(outputs)
+
+
+def extract_features(cfg) -> dict:
+    """Write <paths.features>/<split>.pt; reuse them when weights, size and data are unchanged."""
+    out_dir = Path(cfg.paths.features)
+    key = {"backbone": params_hash(cfg, ["backbone"]), "manifest": manifest_hash(cfg.paths.split),
+           "image_size": int(cfg.data.image_size)}
+    if all((out_dir / f"{s}.pt").exists() for s in SPLITS):
+        try:
+            if all(torch_load(out_dir / f"{s}.pt").get("key") == key for s in SPLITS):
+                print(f"[features] cached conv-base features in {out_dir} are current")
+                return {"images_per_second": None, "reused": True}
+        except Exception:
+            pass                              # unreadable: recompute below
+    backbone = build_backbone(cfg.backbone)
+    device = device_for(cfg)
+    t0, count = time.perf_counter(), 0
+    for split in SPLITS:
+        data = load_cached_split(cfg.paths.cache, split)
+        feats = conv_base_outputs(backbone, data["images"], int(cfg.backbone.feature_batch_size), device,
+                                  bool(cfg.trainer.channels_last), desc=f"conv base: {split}")
+        count += len(feats)
+        torch_save({"features": feats, "labels": data["labels"], "files": data["files"], "key": key},
+                   out_dir / f"{split}.pt")
+    seconds = time.perf_counter() - t0
+    print(f"[features] {count} images through the conv base in {seconds:.1f}s ({count / seconds:.1f} img/s)")
+    return {"images_per_second": count / seconds, "extract_seconds": seconds, "reused": False}

@@ -1,0 +1,155 @@
+"""train(cfg, stage): every training stage of the chapter, driven by its config section.
+
+Outputs: <models>/<stage>.pt (self-contained model), <metrics>/<stage>.json (DVC metrics),
+<plots>/<stage>.csv (per-epoch history), <reports>/curves/<stage>.png, an MLflow run.
+Resumable: killed runs continue from <checkpoints>/<stage>/last.ckpt when the params match.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+
+from catdog_lab.config import params_hash, validate_stage
+from catdog_lab.data.augment import BatchAugment
+from catdog_lab.data.datamodule import TensorDataModule
+from catdog_lab.data.split import manifest_hash
+from catdog_lab.errors import DataError
+from catdog_lab.history import History
+from catdog_lab.io import read_csv, write_json
+from catdog_lab.models.classifier import BinaryClassifier
+from catdog_lab.models.factory import (arch_from_config, build_from_arch, build_head, load_model, save_model,
+                                       transfer_from_head)
+from catdog_lab.plots import plot_curves
+from catdog_lab.tracking import stage_run
+
+# config keys that define a stage's result (a checkpoint is resumed only if these are unchanged)
+RESUME_KEYS = ("seed", "data", "backbone", "augmentation")
+
+
+def _resume_key(cfg, stage: str) -> str:
+    return params_hash(cfg, [*RESUME_KEYS, stage])
+
+
+def _precision(cfg) -> str:
+    if str(cfg.trainer.precision) != "auto":
+        return str(cfg.trainer.precision)
+    return "bf16-mixed" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "32-true"
+
+
+def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
+    validate_stage(cfg, stage)
+    s = cfg[stage]
+    paths = cfg.paths
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    t_start = time.perf_counter()
+
+    extract_info = {}
+    if s.model == "head":
+        from catdog_lab.stages.features import extract_features
+        extract_info = extract_features(cfg)
+        data = TensorDataModule(paths.features, int(s.batch_size), "features", int(cfg.seed),
+                                int(cfg.trainer.num_workers))
+        data.setup()
+        in_features = data.datasets["train"].tensors[0][0].numel()
+        net = build_head(cfg, stage, in_features)
+    else:
+        data = TensorDataModule(paths.cache, int(s.batch_size), "images", int(cfg.seed), int(cfg.trainer.num_workers))
+        net = build_from_arch(arch_from_config(cfg, stage))
+        if s.get("init_from"):
+            source, _ = load_model(Path(paths.models) / f"{s.init_from}.pt")
+            missing = net.load_state_dict(source.state_dict(), strict=False)
+            if missing.missing_keys:
+                raise DataError(f"{stage}.init_from: {s.init_from} model does not fit this stage's network "
+                                f"(missing {missing.missing_keys[:2]})")
+            net.set_trainable(list(s.trainable))    # load_state_dict keeps requires_grad, but be explicit
+    augment = BatchAugment.from_config(cfg.augmentation) if s.augment else None
+    module = BinaryClassifier(net, float(s.lr), augment, bool(cfg.trainer.channels_last))
+
+    ckpt_dir = Path(paths.checkpoints) / stage
+    meta_path = ckpt_dir / "meta.json"
+    key = _resume_key(cfg, stage)
+    resume_from, resume_run = None, None
+    if (ckpt_dir / "last.ckpt").exists() and meta_path.exists() and not fast_dev_run:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") == key:
+            resume_from, resume_run = ckpt_dir / "last.ckpt", meta.get("mlflow_run_id")
+            print(f"[{stage}] resuming from {resume_from}")
+    if resume_from is None:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+    history = History(Path(paths.plots) / f"{stage}.csv")
+    with stage_run(cfg, stage, resume_run, {"data_manifest": manifest_hash(paths.split)}) as run:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        write_json(meta_path, {"key": key, "mlflow_run_id": run.run_id})
+        loggers = []
+        if run.enabled:
+            from pytorch_lightning.loggers import MLFlowLogger
+            loggers.append(MLFlowLogger(experiment_name=cfg.tracking.experiment, tracking_uri=cfg.tracking.uri,
+                                        run_id=run.run_id))
+        checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min",
+                                     save_top_k=1, save_last=True,
+                                     every_n_epochs=int(cfg.trainer.checkpoint_every_n_epochs))
+        callbacks = [checkpoint, history]
+        if cfg.trainer.progress_bar:
+            callbacks.append(TQDMProgressBar(refresh_rate=10))
+        trainer = pl.Trainer(
+            max_epochs=int(s.epochs), accelerator="gpu" if cfg.trainer.accelerator == "cuda" else cfg.trainer.accelerator,
+            devices=1, precision=_precision(cfg), logger=loggers or False, callbacks=callbacks,
+            enable_progress_bar=bool(cfg.trainer.progress_bar), enable_model_summary=False,
+            num_sanity_val_steps=0, log_every_n_steps=10, fast_dev_run=fast_dev_run, default_root_dir=ckpt_dir,
+        )
+        t_fit = time.perf_counter()
+        trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
+        fit_seconds = time.perf_counter() - t_fit
+        # evaluate the epoch with the best validation loss, as the book's 2nd edition does
+        best = checkpoint.best_model_path if checkpoint.best_model_path and not fast_dev_run else None
+        if best:
+            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+            module.load_state_dict(state)
+        test = trainer.test(module, datamodule=data, verbose=False)[0]
+
+        final_net = module.net.float().to(memory_format=torch.contiguous_format).cpu()
+        arch = arch_from_config(cfg, stage)
+        if s.model == "head":
+            final_net, arch = transfer_from_head(cfg, stage, final_net), arch | {"kind": "transfer", "trainable": []}
+        save_model(Path(paths.models) / f"{stage}.pt", stage, arch, final_net)
+
+        rows = history.rows if history.rows else (read_csv(history.csv_path) if history.csv_path.exists() else [])
+        epochs_run = len(rows)
+        metrics = {
+            "test/acc": round(float(test["test/acc"]), 6), "test/loss": round(float(test["test/loss"]), 6),
+            "val/acc": _last(rows, "val/acc"), "val/loss": _last(rows, "val/loss"),
+            "best_epoch": _best_epoch(rows), "epochs": epochs_run, "profile": str(cfg.get("profile", "")),
+            "seconds_per_epoch": round(sum(float(r["seconds"]) for r in rows) / epochs_run, 3) if epochs_run else None,
+            "fit_seconds": round(fit_seconds, 2), "wall_time_s": round(time.perf_counter() - t_start, 2),
+        }
+        if extract_info.get("images_per_second"):
+            metrics["extract_images_per_second"] = round(extract_info["images_per_second"], 2)
+        write_json(Path(paths.metrics) / f"{stage}.json", metrics)
+        curves = Path(paths.reports) / "curves" / f"{stage}.png"
+        if rows:
+            plot_curves(rows, curves, stage)
+        # val/* already has one point per epoch (Lightning's logger): log only the summary figures
+        run.log_metrics({k: v for k, v in metrics.items() if not k.startswith("val/")})
+        run.log_artifact(curves, "curves")
+        run.log_artifact(Path(paths.plots) / f"{stage}.csv", "history")
+    shutil.rmtree(ckpt_dir, ignore_errors=True)         # finished: nothing left to resume
+    print(f"[{stage}] test accuracy {metrics['test/acc']:.4f} after {epochs_run} epochs "
+          f"({metrics['seconds_per_epoch']} s/epoch, {metrics['wall_time_s']:.0f}s in all)")
+    return metrics
+
+
+def _last(rows, key):
+    values = [r.get(key) for r in rows if r.get(key) not in (None, "")]
+    return round(float(values[-1]), 6) if values else None
+
+
+def _best_epoch(rows):
+    scored = [(float(r["val/loss"]), int(r["epoch"])) for r in rows if r.get("val/loss") not in (None, "")]
+    return min(scored)[1] if scored else None

@@ -1,0 +1,157 @@
+"""MLflow: one SQLite store, one run per stage execution, grouped under a parent run per pipeline.
+
+Runs of one `dvc repro` share a `pipeline_id` tag (git commit + params.yaml hash, or
+$CATDOG_PIPELINE_ID) and hang under one parent run named after it, which `compare` fills with the
+accuracy table. SQLite "database is locked" errors (concurrent queue workers) are retried.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+from catdog_lab.config import flatten, params_hash
+
+RUN_NAMES = {
+    "split": "0 split: 1000/500/500 per class",
+    "scratch": "1 scratch: small convnet from scratch (5.2)",
+    "augmented": "2 augmented: + data augmentation and dropout (5.2.5)",
+    "features": "3 features: VGG16 feature extraction (5.3.1)",
+    "features_augmented": "4 features_augmented: frozen VGG16 + augmentation (5.3.1)",
+    "finetune": "5 finetune: VGG16 block5 fine-tuned (5.3.2)",
+    "visualize": "6 visualize: what convnets learn (5.4)",
+    "compare": "7 compare: the accuracy ladder",
+}
+
+
+def retry(fn: Callable, attempts: int = 8, base_delay: float = 0.2):
+    """Retry an MLflow call while SQLite reports a lock held by another writer."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # sqlalchemy OperationalError wrapped in MlflowException
+            if "locked" not in str(exc).lower() and "busy" not in str(exc).lower() or attempt == attempts - 1:
+                raise
+            time.sleep(base_delay * (2 ** attempt) * (1 + random.random()))
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+    except Exception:
+        return "unknown"
+
+
+def pipeline_id(cfg) -> str:
+    if os.environ.get("CATDOG_PIPELINE_ID"):
+        return os.environ["CATDOG_PIPELINE_ID"]
+    return hashlib.sha256(f"{git_commit()}:{params_hash(cfg)}".encode()).hexdigest()[:12]
+
+
+def _client(cfg):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    return MlflowClient(tracking_uri=cfg.tracking.uri)
+
+
+def experiment_id(client, cfg) -> str:
+    def get_or_create():
+        exp = client.get_experiment_by_name(cfg.tracking.experiment)
+        if exp is not None:
+            return exp.experiment_id
+        location = Path(cfg.tracking.artifact_location).resolve().as_uri()
+        try:
+            return client.create_experiment(cfg.tracking.experiment, artifact_location=location)
+        except Exception as exc:      # created meanwhile by a concurrent worker
+            if "already exists" in str(exc).lower() or "unique" in str(exc).lower():
+                return client.get_experiment_by_name(cfg.tracking.experiment).experiment_id
+            raise
+    return retry(get_or_create)
+
+
+def parent_run_id(client, exp_id: str, cfg) -> str:
+    """The pipeline's parent run: found by tag, created on first use (by whichever stage runs first)."""
+    pid = pipeline_id(cfg)
+    query = f"tags.pipeline_id = '{pid}' and tags.run_kind = 'pipeline'"
+    found = retry(lambda: client.search_runs([exp_id], query, max_results=1, order_by=["attributes.start_time ASC"]))
+    if found:
+        return found[0].info.run_id
+    run = retry(lambda: client.create_run(exp_id, run_name=f"pipeline {pid} ({cfg.get('profile', '?')} profile)",
+                                          tags={"pipeline_id": pid, "run_kind": "pipeline", "git_commit": git_commit(),
+                                                "profile": str(cfg.get("profile", "")),
+                                                "params_hash": params_hash(cfg)}))
+    retry(lambda: client.set_terminated(run.info.run_id, "FINISHED"))
+    return run.info.run_id
+
+
+class StageRun:
+    """A handle on one stage's MLflow run (or a no-op when tracking is disabled)."""
+
+    def __init__(self, client=None, run_id: str | None = None):
+        self.client, self.run_id = client, run_id
+
+    @property
+    def enabled(self) -> bool:
+        return self.client is not None
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        if self.enabled:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    retry(lambda k=key, v=value: self.client.log_metric(self.run_id, k, float(v), step=step or 0))
+
+    def log_artifact(self, path, artifact_path: str | None = None) -> None:
+        if self.enabled and Path(path).exists():
+            retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+
+    def set_tags(self, tags: dict) -> None:
+        if self.enabled:
+            for k, v in tags.items():
+                retry(lambda k=k, v=v: self.client.set_tag(self.run_id, k, str(v)))
+
+
+@contextlib.contextmanager
+def stage_run(cfg, stage: str, resume_run_id: str | None = None, extra_tags: dict | None = None
+              ) -> Iterator[StageRun]:
+    """Open (or reopen, when resuming) the stage's run; mark it FINISHED / FAILED / KILLED on exit."""
+    if not cfg.tracking.enabled:
+        yield StageRun()
+        return
+    from mlflow.entities import Param
+
+    client = _client(cfg)
+    exp_id = experiment_id(client, cfg)
+    parent = parent_run_id(client, exp_id, cfg)
+    run_id = None
+    if resume_run_id:
+        try:
+            retry(lambda: client.update_run(resume_run_id, status="RUNNING"))
+            run_id = resume_run_id
+        except Exception:
+            run_id = None
+    if run_id is None:
+        tags = {"mlflow.parentRunId": parent, "pipeline_id": pipeline_id(cfg), "stage": stage, "run_kind": "stage",
+                "git_commit": git_commit(), "params_hash": params_hash(cfg), "profile": str(cfg.get("profile", ""))}
+        tags |= {k: str(v) for k, v in (extra_tags or {}).items()}
+        run_id = retry(lambda: client.create_run(exp_id, run_name=RUN_NAMES.get(stage, stage), tags=tags)).info.run_id
+        params = [Param(k, str(v)[:6000]) for k, v in flatten(cfg).items()]
+        for i in range(0, len(params), 100):
+            retry(lambda chunk=params[i:i + 100]: client.log_batch(run_id, params=chunk))
+    handle = StageRun(client, run_id)
+    try:
+        yield handle
+    except KeyboardInterrupt:
+        retry(lambda: client.set_terminated(run_id, "KILLED"))
+        raise
+    except BaseException:
+        retry(lambda: client.set_terminated(run_id, "FAILED"))
+        raise
+    retry(lambda: client.set_terminated(run_id, "FINISHED"))

@@ -1,0 +1,79 @@
+"""Shared fixtures: tiny generated photos and a composed config that writes only under tmp_path."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from catdog_lab.config import compose
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED_DATA = SHARED / "data" / "dogs-vs-cats-4000"
+SHARED_WEIGHTS_CANDIDATES = [
+    SHARED / "weights" / "vgg16_keras_imagenet_features.pt",
+    Path(os.environ.get("CATDOG_VGG16_WEIGHTS", "/nonexistent")),
+    Path.home() / ".cache" / "catdog-lab" / "vgg16_keras_imagenet_features.pt",
+]
+
+
+def shared_weights() -> Path | None:
+    return next((p for p in SHARED_WEIGHTS_CANDIDATES if p.is_file()), None)
+
+
+def make_photo(path: Path, label: str, index: int, size=(64, 56), mode="RGB", fmt="JPEG") -> Path:
+    """A learnable toy photo: cats are reddish with a bright top half, dogs bluish with a bright bottom."""
+    rng = np.random.default_rng(index * 2 + (label == "dog"))
+    h, w = size[1], size[0]
+    img = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+    channel = 0 if label == "cat" else 2
+    img[..., channel] += 120
+    rows = slice(0, h // 2) if label == "cat" else slice(h // 2, h)
+    img[rows] = np.clip(img[rows].astype(int) + 60, 0, 255).astype(np.uint8)
+    image = Image.fromarray(img).convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt)
+    return path
+
+
+def make_dataset(root: Path, per_class: int = 12, start: int = 1) -> Path:
+    for label in ("cat", "dog"):
+        for i in range(start, start + per_class):
+            make_photo(root / f"{label}.{i}.jpg", label, i)
+    return root
+
+
+def tiny_overrides(tmp: Path, raw: Path, extra: list[str] | None = None) -> list[str]:
+    return [
+        f"data.source.path={raw}", "data.split.train=6", "data.split.validation=3", "data.split.test=3",
+        "data.image_size=48", "profile=smoke", "backbone.weights=none", "backbone.feature_batch_size=8",
+        "trainer.progress_bar=false", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+        f"tracking.artifact_location={tmp}/mlartifacts",
+        *[f"paths.{k}={tmp}/{v}" for k, v in {
+            "split": "data/split", "cache": "data/cache", "features": "data/features", "models": "models",
+            "metrics": "metrics", "plots": "plots", "reports": "reports", "checkpoints": "checkpoints"}.items()],
+        *(extra or []),
+    ]
+
+
+@pytest.fixture
+def raw_images(tmp_path) -> Path:
+    return make_dataset(tmp_path / "raw")
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path, raw_images):
+    """Composed config over 12 generated photos per class (6/3/3), 48 px, writing under tmp_path."""
+    return compose(tiny_overrides(tmp_path, raw_images))
+
+
+@pytest.fixture
+def tiny_split(tiny_cfg):
+    """tiny_cfg with the split stage already run."""
+    from catdog_lab.stages.split import split
+    split(tiny_cfg)
+    return tiny_cfg

@@ -1,0 +1,70 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from catdog_lab.config import PROJECT_ROOT, compose, validate_data, validate_stage
+from catdog_lab.errors import ConfigError
+
+
+def test_params_yaml_is_the_composition_of_conf():
+    composed = OmegaConf.to_container(compose(), resolve=True)
+    committed = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    assert committed == composed, "params.yaml is stale: run `python -m catdog_lab.config`"
+
+
+def test_no_hydra_or_env_interpolations_in_conf():
+    for path in (PROJECT_ROOT / "conf").rglob("*.yaml"):
+        text = path.read_text()
+        assert "${hydra:" not in text and "${oc.env:" not in text, path
+
+
+def test_profiles_set_every_training_stage_epochs():
+    from catdog_lab import TRAINING_STAGES
+    book, quick = compose(), compose(["profile=quick"])
+    assert book.scratch.epochs == 30 and book.augmented.epochs == 100 and book.finetune.epochs == 100
+    for stage in TRAINING_STAGES:
+        assert quick[stage].epochs <= book[stage].epochs
+
+
+@pytest.mark.parametrize("override, key", [
+    ("scratch.epochs=-1", "scratch.epochs"),
+    ("scratch.epochs=0", "scratch.epochs"),
+    ("augmented.lr=0", "augmented.lr"),
+    ("augmented.lr=-0.1", "augmented.lr"),
+    ("scratch.batch_size=0", "scratch.batch_size"),
+    ("augmented.dropout=1.5", "augmented.dropout"),
+    ("backbone.name=resnet9000", "backbone.name"),
+    ("backbone.weights=/no/such/file.pt", "backbone.weights"),
+])
+def test_bad_values_name_the_key(override, key):
+    cfg = compose([override])
+    stage = key.split(".")[0] if key.split(".")[0] in ("scratch", "augmented") else "features"
+    with pytest.raises(ConfigError, match=f"^{key.replace('.', '[.]')}:"):
+        validate_stage(cfg, stage)
+
+
+def test_missing_data_path_and_small_images_name_the_key():
+    with pytest.raises(ConfigError, match=r"^data\.source\.path: /no/where does not exist"):
+        validate_data(compose(["data.source.path=/no/where"]))
+    with pytest.raises(ConfigError, match=r"^data\.image_size:"):
+        validate_data(compose(["data.image_size=16"]))
+    with pytest.raises(ConfigError, match=r"^data\.split\.train:"):
+        validate_data(compose(["data.split.train=-5"]))
+
+
+def test_unknown_group_option_is_one_line():
+    with pytest.raises(ConfigError, match="profile") as info:
+        compose(["profile=turbo"])
+    assert "\n" not in str(info.value)
+
+
+def test_pipeline_entry_prints_one_line_and_exits_2(tmp_path):
+    params = OmegaConf.to_container(compose(["scratch.epochs=-3"]), resolve=True)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = subprocess.run([sys.executable, "-c", "from catdog_lab.entry import run_stage; run_stage('scratch')"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: scratch.epochs: must be a positive integer, got -3"

@@ -1,0 +1,85 @@
+import csv
+
+import pytest
+import torch
+
+from catdog_lab.data.split import make_split
+from catdog_lab.errors import DataError
+from catdog_lab.stages.split import split
+from conftest import make_dataset, make_photo
+
+COUNTS = {"train": 4, "validation": 2, "test": 2}
+
+
+def _files(result, name):
+    return [m["file"] for m in result["manifest"] if m["split"] == name]
+
+
+def test_split_is_deterministic_disjoint_and_balanced(tmp_path):
+    root = make_dataset(tmp_path / "raw", per_class=10)
+    a = make_split(root, COUNTS, seed=1, image_size=48, max_pixels=10**7)
+    b = make_split(root, COUNTS, seed=1, image_size=48, max_pixels=10**7)
+    c = make_split(root, COUNTS, seed=2, image_size=48, max_pixels=10**7)
+    assert a["manifest"] == b["manifest"]
+    assert a["manifest"] != c["manifest"]
+    train, val, test = (set(_files(a, s)) for s in ("train", "validation", "test"))
+    assert not (train & val or train & test or val & test)
+    assert a["report"]["counts"] == {s: {"cat": n, "dog": n} for s, n in COUNTS.items()}
+    for row in a["manifest"]:
+        assert row["file"].startswith(row["class"] + ".") and len(row["sha256"]) == 64
+    images = a["tensors"]["train"]["images"]
+    assert images.dtype == torch.uint8 and images.shape == (8, 3, 48, 48)
+
+
+def test_bad_files_are_skipped_or_converted_and_listed(tmp_path):
+    root = make_dataset(tmp_path / "raw", per_class=10)
+    (root / "cat.101.jpg").write_bytes(b"")                                  # zero bytes
+    (root / "cat.102.jpg").write_bytes(b"definitely not an image")           # not an image
+    good = (root / "cat.1.jpg").read_bytes()
+    (root / "dog.103.jpg").write_bytes(good[: len(good) // 2])               # truncated
+    make_photo(root / "dog.104.jpg", "dog", 104, mode="L")                   # grayscale
+    make_photo(root / "cat.105.jpg", "cat", 105, mode="CMYK")                # CMYK jpeg
+    make_photo(root / "dog.106.jpg", "dog", 106, mode="RGBA", fmt="PNG")     # RGBA png named .jpg
+    result = make_split(root, {"train": 8, "validation": 2, "test": 1}, seed=0, image_size=48, max_pixels=10**7)
+    reasons = {s["file"]: s["reason"] for s in result["skipped"]}
+    assert reasons["cat.101.jpg"].startswith("empty file")
+    assert reasons["cat.102.jpg"].startswith("not an image")
+    assert reasons["dog.103.jpg"].startswith("unreadable")
+    notes = {c["file"]: c["note"] for c in result["report"]["converted"]}
+    assert "L to RGB" in notes["dog.104.jpg"]
+    assert "CMYK to RGB" in notes["cat.105.jpg"]
+    assert "RGBA to RGB" in notes["dog.106.jpg"] and "PNG data in a .jpg" in notes["dog.106.jpg"]
+    assert not set(reasons) & {m["file"] for m in result["manifest"]}
+
+
+def test_too_large_images_are_skipped(tmp_path):
+    root = make_dataset(tmp_path / "raw", per_class=4)
+    make_photo(root / "cat.99.jpg", "cat", 99, size=(400, 300))
+    result = make_split(root, {"train": 2, "validation": 1, "test": 1}, seed=0, image_size=48, max_pixels=100_000)
+    assert any(s["file"] == "cat.99.jpg" and s["reason"].startswith("too large") for s in result["skipped"])
+
+
+def test_too_few_images_names_the_class_and_the_counts(tmp_path):
+    root = make_dataset(tmp_path / "raw", per_class=5)
+    with pytest.raises(DataError, match=r"class 'cat': only 5 usable images.*asks for 8"):
+        make_split(root, COUNTS, seed=0, image_size=48, max_pixels=10**7)
+
+
+def test_petimages_layout_and_zip_source(tmp_path, tiny_cfg):
+    import zipfile
+    from omegaconf import open_dict
+    pet = tmp_path / "pet"
+    for label, folder in (("cat", "Cat"), ("dog", "Dog")):
+        for i in range(12):
+            make_photo(pet / "PetImages" / folder / f"{i}.jpg", label, i)
+    archive = tmp_path / "kagglecatsanddogs.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in pet.rglob("*.jpg"):
+            zf.write(path, path.relative_to(pet).as_posix())
+    with open_dict(tiny_cfg):
+        tiny_cfg.data.source.path = str(archive)
+        tiny_cfg.data.source.download_dir = str(tmp_path / "dl")
+    report = split(tiny_cfg)
+    assert report["counts"]["train"] == {"cat": 6, "dog": 6}
+    rows = list(csv.DictReader(open(tmp_path / "data/split/manifest.csv")))
+    assert rows[0]["file"].startswith("PetImages/")

@@ -1,0 +1,64 @@
+import json
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from catdog_lab.models.components.convnet import BookConvNet
+from catdog_lab.stages.train import train
+
+
+def test_book_convnet_shapes_and_parameter_count():
+    net = BookConvNet(150)
+    assert net(torch.zeros(2, 3, 150, 150)).shape == (2,)
+    # the book's model.summary(): 3,453,121 parameters
+    assert sum(p.numel() for p in net.parameters()) == 3_453_121
+
+
+@pytest.mark.parametrize("stage", ["scratch", "augmented"])
+def test_fast_dev_run(tiny_split, stage):
+    metrics = train(tiny_split, stage, fast_dev_run=True)
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+
+
+def test_training_writes_outputs_and_logs_to_mlflow(tiny_split, tmp_path):
+    cfg = tiny_split
+    with open_dict(cfg):
+        cfg.scratch.epochs = 2
+    metrics = train(cfg, "scratch")
+    for path in ("models/scratch.pt", "metrics/scratch.json", "plots/scratch.csv", "reports/curves/scratch.png"):
+        assert (tmp_path / path).exists(), path
+    assert json.loads((tmp_path / "metrics/scratch.json").read_text())["epochs"] == 2
+    assert metrics["epochs"] == 2
+    assert not (tmp_path / "checkpoints/scratch").exists()          # finished: no resume state left
+
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    runs = client.search_runs([exp.experiment_id], "tags.stage = 'scratch'")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 2
+    assert run.data.params["scratch.lr"] == "0.0001"
+    for tag in ("git_commit", "params_hash", "data_manifest", "pipeline_id", "mlflow.parentRunId"):
+        assert run.data.tags.get(tag), tag
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["run_kind"] == "pipeline"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "curves")}
+    assert "curves/scratch.png" in artifacts
+
+
+def test_saved_model_reloads_and_predicts_the_same(tiny_split, tmp_path):
+    from catdog_lab.data.datamodule import load_cached_split
+    from catdog_lab.models.factory import load_model
+    cfg = tiny_split
+    with open_dict(cfg):
+        cfg.tracking.enabled = False
+    train(cfg, "augmented")
+    net, bundle = load_model(tmp_path / "models/augmented.pt")
+    images = load_cached_split(cfg.paths.cache, "test")["images"]
+    with torch.no_grad():
+        a, b = net(images.float()), net(images.float())
+    assert bundle["stage"] == "augmented" and torch.equal(a, b) and a.shape == (len(images),)
