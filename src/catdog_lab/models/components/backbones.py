@@ -6,6 +6,7 @@ and Keras-style layer names (block5_conv3 ...) mapped to modules, for freezing a
 from __future__ import annotations
 
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,8 +55,12 @@ def load_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise WeightsError(f"backbone.weights: {path} refused by torch.load(weights_only=True): it holds "
-                           f"objects other than tensors ({str(exc).splitlines()[0][:120]})") from None
+        found = re.search(r"Unsupported global: GLOBAL [\w.]+", str(exc))
+        if found:   # a pickle that would import or call code: refused, never run
+            raise WeightsError(f"backbone.weights: {path} refused by torch.load(weights_only=True): it holds "
+                               f"objects other than tensors ({found.group(0).strip()})") from None
+        raise WeightsError(f"backbone.weights: {path} is not a readable PyTorch file (corrupt or not a "
+                           f"checkpoint)") from None
     except Exception as exc:
         raise WeightsError(f"backbone.weights: {path} is not a readable PyTorch file ({type(exc).__name__})") from None
     if isinstance(obj, dict) and "format" in obj:
