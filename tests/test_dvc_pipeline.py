@@ -1,0 +1,59 @@
+"""End to end: `dvc repro` on a tiny generated dataset in a temporary copy of the repository."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from catdog_lab.config import PROJECT_ROOT, compose
+from conftest import make_dataset
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is needed by DVC")
+
+
+def _copy_repo(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=PROJECT_ROOT, check=True,
+                           capture_output=True, text=True).stdout.split("\n")
+    for rel in filter(None, files):
+        src = PROJECT_ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+def _run(cmd, cwd, env):
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def test_dvc_repro_runs_the_pipeline_and_a_second_repro_does_nothing(tmp_path):
+    repo = tmp_path / "repo"
+    _copy_repo(repo)
+    raw = make_dataset(tmp_path / "raw", per_class=12)
+    cfg = compose([f"data.source.path={raw}", "data.split.train=6", "data.split.validation=3", "data.split.test=3",
+                   "data.image_size=48", "profile=smoke", "backbone.weights=none", "trainer.progress_bar=false"])
+    (repo / "params.yaml").write_text(yaml.safe_dump(OmegaConf.to_container(cfg, resolve=True), sort_keys=False))
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo / "src"),
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "DVC_NO_ANALYTICS": "1"}
+    _run(["git", "init", "-q"], repo, env)
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "copy"], repo, env)
+    dvc = [sys.executable, "-m", "dvc"]
+    _run(dvc + ["repro"], repo, env)
+    for stage in ("scratch", "augmented", "features", "features_augmented", "finetune"):
+        assert (repo / "metrics" / f"{stage}.json").exists(), stage
+        assert (repo / "models" / f"{stage}.pt").exists(), stage
+    assert (repo / "mlflow.db").exists()
+    second = _run(dvc + ["repro"], repo, env)
+    assert "Running stage" not in second, second
+    status = _run(dvc + ["status"], repo, env)
+    assert "up to date" in status, status
+    shown = _run(dvc + ["metrics", "show"], repo, env)
+    assert "metrics/scratch.json" in shown and "test/acc" in shown

@@ -1,0 +1,50 @@
+"""Slow checks on the real photos and weights (skipped when ../shared or the weights are absent)."""
+import hashlib
+
+import pytest
+from omegaconf import open_dict
+
+from catdog_lab.config import compose
+from conftest import SHARED_DATA, shared_weights
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent")]
+
+
+@pytest.fixture(scope="module")
+def real_split(tmp_path_factory):
+    from catdog_lab.stages.split import split
+    tmp = tmp_path_factory.mktemp("real")
+    cfg = compose([f"data.source.path={SHARED_DATA}", "trainer.progress_bar=false",
+                   f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"tracking.artifact_location={tmp}/mlartifacts",
+                   *[f"paths.{k}={tmp}/{k}" for k in ("split", "cache", "features", "models", "metrics", "plots",
+                                                       "reports", "checkpoints")]])
+    report = split(cfg)
+    return cfg, report
+
+
+def test_real_split_is_the_books_split(real_split):
+    cfg, report = real_split
+    assert report["counts"] == {s: {"cat": n, "dog": n} for s, n in
+                                (("train", 1000), ("validation", 500), ("test", 500))}
+    assert report["skipped"] == 0
+    sums = dict(line.split()[::-1] for line in (SHARED_DATA / "SHA256SUMS").read_text().splitlines() if line.strip())
+    import csv
+    rows = list(csv.DictReader(open(f"{cfg.paths.split}/manifest.csv")))
+    assert len(rows) == 4000
+    for row in rows[:50]:
+        assert sums[row["file"]] == row["sha256"]
+        assert hashlib.sha256((SHARED_DATA / row["file"]).read_bytes()).hexdigest() == row["sha256"]
+
+
+@pytest.mark.skipif(shared_weights() is None, reason="the shared VGG16 weights file has not been built")
+def test_real_feature_extraction_reaches_95_percent(real_split):
+    from catdog_lab.stages.train import train
+    cfg, _ = real_split
+    with open_dict(cfg):
+        cfg.backbone.weights = str(shared_weights())
+    metrics = train(cfg, "features")
+    print(f"features stage on real data: test/acc={metrics['test/acc']:.4f}, "
+          f"{metrics.get('extract_images_per_second')} img/s extraction, {metrics['wall_time_s']}s")
+    assert metrics["epochs"] == 30
+    assert metrics["test/acc"] >= 0.95
