@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from catdog_lab.config import CONF_DIR
 from catdog_lab.entry import exit_on_user_error, stage_function
 
-WRITTEN = ("models", "metrics", "plots", "reports", "checkpoints")
+WRITTEN = ("features", "models", "metrics", "plots", "reports", "checkpoints")
 
 
 def run(cfg: DictConfig, job_dir: Path) -> dict:
