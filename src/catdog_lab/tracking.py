@@ -155,3 +155,14 @@ def stage_run(cfg, stage: str, resume_run_id: str | None = None, extra_tags: dic
         retry(lambda: client.set_terminated(run_id, "FAILED"))
         raise
     retry(lambda: client.set_terminated(run_id, "FINISHED"))
+
+
+@contextlib.contextmanager
+def pipeline_run(cfg) -> Iterator[StageRun]:
+    """The pipeline's parent run, for the summary (the compare stage): the accuracy table and chart."""
+    if not cfg.tracking.enabled:
+        yield StageRun()
+        return
+    client = _client(cfg)
+    run_id = parent_run_id(client, experiment_id(client, cfg), cfg)
+    yield StageRun(client, run_id)

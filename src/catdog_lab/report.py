@@ -1,0 +1,71 @@
+"""The static HTML report (reports/index.html): opens from disk, no server, relative links only."""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from catdog_lab import TRAINING_STAGES
+from catdog_lab.io import write_text
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th:first-child,td:first-child{text-align:left}figure{margin:1.5em 0}img{max-width:100%;border:1px solid #eee}
+figcaption{color:#555;font-size:14px}h2{border-bottom:1px solid #ddd;padding-bottom:.2em}"""
+
+
+def _md_table_to_html(table: str) -> str:
+    lines = [line.strip().strip("|").split("|") for line in table.strip().splitlines()]
+    head, body = lines[0], lines[2:]
+    out = ["<table><thead><tr>", *[f"<th>{html.escape(c.strip())}</th>" for c in head], "</tr></thead><tbody>"]
+    for row in body:
+        out += ["<tr>", *[f"<td>{html.escape(c.strip())}</td>" for c in row], "</tr>"]
+    return "".join(out + ["</tbody></table>"])
+
+
+def _figure(src: str, title: str, caption: str = "") -> str:
+    return (f'<figure><img src="{html.escape(src)}" alt="{html.escape(title)}" loading="lazy">'
+            f"<figcaption><b>{html.escape(title)}</b>{(' — ' + html.escape(caption)) if caption else ''}"
+            f"</figcaption></figure>")
+
+
+def figure_index(reports: Path) -> list[dict]:
+    """Figures listed by the visualize stage (reports/figures/index.json), those that exist."""
+    index = reports / "figures" / "index.json"
+    if not index.exists():
+        return []
+    entries = json.loads(index.read_text())
+    return [e for e in entries if (reports / "figures" / e["file"]).exists()]
+
+
+def build_html(cfg, rows: list[dict], table: str, settings: str) -> Path:
+    reports = Path(cfg.paths.reports)
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>catdog-lab report</title>"
+             f"<style>{CSS}</style></head><body>",
+             "<h1>catdog-lab: Deep Learning with Python's cats vs dogs, rebuilt</h1>",
+             f"<p>Profile <b>{html.escape(str(cfg.get('profile', '')))}</b>. Our accuracies are on the 1000-image "
+             "test split; the book's figures (1st and 2nd edition) on the split shown in brackets.</p>",
+             "<h2>Accuracy ladder</h2>", _md_table_to_html(table)]
+    if (reports / "accuracy.png").exists():
+        parts.append(_figure("accuracy.png", "Our test accuracy per stage, with the book's numbers as markers"))
+    parts += ["<h3>Settings that differ between stages</h3>", _md_table_to_html(settings), "<h2>Training curves</h2>"]
+    titles = {r["stage"]: r["title"] for r in rows}
+    for stage in TRAINING_STAGES:
+        if (reports / "curves" / f"{stage}.png").exists():
+            parts.append(_figure(f"curves/{stage}.png", f"{stage}: {titles.get(stage, '')}",
+                                 "raw per-epoch values (dots) and the book's EMA smoothing, factor 0.8 (lines)"))
+    figures = figure_index(reports)
+    if figures:
+        parts.append("<h2>What the convnets learned</h2>")
+        parts += [_figure(f"figures/{e['file']}", e.get("title", e["file"]), e.get("caption", "")) for e in figures]
+    parts.append("</body></html>")
+    path = reports / "index.html"
+    write_text(path, "\n".join(parts))
+    return path
+
+
+def referenced_files(html_path: Path) -> list[Path]:
+    """Every local file the page points at (for tests and the browser check)."""
+    import re
+    text = Path(html_path).read_text()
+    return [Path(html_path).parent / m for m in re.findall(r'src="([^"]+)"', text)]
