@@ -35,11 +35,11 @@ class TransferNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.preprocess(x)
         prefix, rest = self.features[:self.frozen_prefix], self.features[self.frozen_prefix:]
-        if x.requires_grad or not torch.is_grad_enabled():
-            x = prefix(x)                        # Captum & co. need gradients down to the pixels
-        else:
+        if self.training and not x.requires_grad:
             with torch.no_grad():                # training: no graph for the frozen part
                 x = prefix(x)
+        else:                                    # eval (Captum, Grad-CAM, predict): the full graph
+            x = prefix(x)
         return rest(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""What the convnets learned: Captum where it has the technique, plain PyTorch where it does not."""

@@ -1,0 +1,61 @@
+"""Grad-CAM and pixel attributions with Captum, with explicit targets for a one-logit model."""
+from __future__ import annotations
+
+import torch
+from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
+from torch import nn
+
+CAT, DOG = 0, 1
+
+
+class TwoLogits(nn.Module):
+    """Our nets output one logit z = log p(dog)/p(cat). Captum needs a target column: this returns
+    [cat logit, dog logit] = [-z, z] (sigmoid(-z) = p(cat)), so `target=0` explains "cat" and
+    `target=1` explains "dog" explicitly."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        z = self.net(x)
+        return torch.stack([-z, z], dim=1)
+
+
+def gradcam(net: nn.Module, layer: nn.Module, images: torch.Tensor, target: int | torch.Tensor,
+            upsample: bool = True) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al.) at `layer`: N x H x W maps (ReLU'd, as the paper), upsampled to the input."""
+    cam = LayerGradCam(TwoLogits(net), layer)
+    maps = cam.attribute(images.float(), target=target, relu_attributions=True)
+    if upsample:
+        maps = LayerAttribution.interpolate(maps, tuple(images.shape[-2:]), interpolate_mode="bilinear")
+    return maps[:, 0].detach()
+
+
+def saliency(net: nn.Module, images: torch.Tensor, target) -> torch.Tensor:
+    """|d logit / d pixel|, max over colour channels: N x H x W."""
+    x = images.float().clone().requires_grad_(True)
+    return Saliency(TwoLogits(net)).attribute(x, target=target, abs=True).amax(dim=1).detach()
+
+
+def integrated_gradients(net: nn.Module, images: torch.Tensor, target, steps: int = 32) -> torch.Tensor:
+    """IG from a black image, summed |attribution| over channels: N x H x W."""
+    x = images.float().clone()
+    attr = IntegratedGradients(TwoLogits(net)).attribute(x, baselines=torch.zeros_like(x), target=target,
+                                                         n_steps=steps, internal_batch_size=max(1, steps))
+    return attr.abs().sum(dim=1).detach()
+
+
+def occlusion(net: nn.Module, images: torch.Tensor, target, window: int = 30, stride: int = 15) -> torch.Tensor:
+    """Drop in the target logit when a grey patch covers each region ("cover part of the image"): N x H x W."""
+    x = images.float().clone()
+    attr = Occlusion(TwoLogits(net)).attribute(x, sliding_window_shapes=(3, window, window),
+                                               strides=(3, stride, stride), baselines=128.0, target=target,
+                                               perturbations_per_eval=16)
+    return attr.sum(dim=1).detach()
+
+
+def has_hooks(module: nn.Module) -> bool:
+    """True if any submodule still carries forward/backward hooks (Captum must remove its own)."""
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or
+               getattr(m, "_backward_pre_hooks", None) for m in module.modules())

@@ -1,0 +1,82 @@
+"""Shared figure helpers: grids of channels, heatmap overlays, atomic PNG saving, the figure index."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from catdog_lab.io import atomic_path, write_json, write_text  # noqa: E402
+
+
+@dataclass
+class FigureIndex:
+    """The figures a visualize run wrote, with titles and captions (reports/figures/index.json)."""
+    directory: Path
+    entries: list[dict] = field(default_factory=list)
+
+    def save(self, fig, name: str, title: str, caption: str = "", dpi: int = 100) -> Path:
+        path = self.directory / name
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        plt.close(fig)
+        self.entries = [e for e in self.entries if e["file"] != name] + [
+            {"file": name, "title": title, "caption": caption}]
+        return path
+
+    def write(self) -> None:
+        write_json(self.directory / "index.json", self.entries)
+        lines = ["# Figures", ""] + [f"- **{e['title']}** (`{e['file']}`): {e['caption']}" for e in self.entries]
+        write_text(self.directory / "index.md", "\n".join(lines) + "\n")
+
+
+def to_image(x: torch.Tensor) -> np.ndarray:
+    """RGB 0-255 tensor 3 x H x W -> H x W x 3 float in [0, 1] for imshow."""
+    return (x.detach().float().clamp(0, 255) / 255).permute(1, 2, 0).cpu().numpy()
+
+
+def normalise(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Min-max to [0, 1] (per tensor)."""
+    x = x.detach().float()
+    return (x - x.min()) / (x.max() - x.min() + eps)
+
+
+def display_channel(a: torch.Tensor) -> np.ndarray:
+    """The book's per-channel display normalisation: standardise, x64 + 128, clip to 0-255."""
+    a = a.detach().float()
+    a = (a - a.mean()) / (a.std() + 1e-5) * 64 + 128
+    return a.clamp(0, 255).cpu().numpy() / 255
+
+
+def channel_grid(maps: torch.Tensor, per_row: int = 16, gap: int = 1) -> np.ndarray:
+    """C x H x W -> one 2-D mosaic, `per_row` channels a row, each normalised for display."""
+    c, h, w = maps.shape
+    rows = (c + per_row - 1) // per_row
+    grid = np.ones((rows * (h + gap) - gap, min(c, per_row) * (w + gap) - gap))
+    for i in range(c):
+        r, k = divmod(i, per_row)
+        grid[r * (h + gap):r * (h + gap) + h, k * (w + gap):k * (w + gap) + w] = display_channel(maps[i])
+    return grid
+
+
+def image_grid(images: torch.Tensor, per_row: int = 8, gap: int = 2) -> np.ndarray:
+    """N x 3 x H x W RGB 0-255 -> one H x W x 3 mosaic (white gaps)."""
+    n, _, h, w = images.shape
+    rows = (n + per_row - 1) // per_row
+    grid = np.ones((rows * (h + gap) - gap, min(n, per_row) * (w + gap) - gap, 3))
+    for i in range(n):
+        r, k = divmod(i, per_row)
+        grid[r * (h + gap):r * (h + gap) + h, k * (w + gap):k * (w + gap) + w] = to_image(images[i])
+    return grid
+
+
+def overlay(image: torch.Tensor, heat: torch.Tensor, alpha: float = 0.4) -> np.ndarray:
+    """The book's Grad-CAM display: jet-coloured heatmap blended over the photo with `alpha`."""
+    rgb = to_image(image)
+    colored = plt.get_cmap("jet")(normalise(heat).cpu().numpy())[..., :3]
+    return np.clip(colored * alpha + rgb * (1 - alpha), 0, 1)

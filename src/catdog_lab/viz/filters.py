@@ -1,0 +1,83 @@
+"""Filter patterns by gradient ascent (the book's 5.4.2), in plain PyTorch: Captum has no released
+feature-visualisation module.
+
+For each of a layer's first N filters, find the input that maximises the filter's mean activation:
+start from seeded grey noise, step along the gradient normalised by its RMS, in the weights'
+preprocessing space. All N filters are optimised together as one batch, and the network is cut
+right after the target layer. Optional regularisers: jitter, blur, L2 towards grey, and
+multi-scale octaves (optimise small, upscale, continue).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from catdog_lab.models.components.preprocess import Preprocess
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, int(math.ceil(2 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(t ** 2) / (2 * sigma ** 2))
+    k = (k / k.sum()).view(1, 1, -1)
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def filter_patterns(features: nn.Sequential, layer_index: int, preprocess: Preprocess, filters: list[int],
+                    size: int = 96, iterations: int = 30, step: float = 0.04, jitter: int = 0, blur_every: int = 0,
+                    blur_sigma: float = 0.5, l2: float = 0.0, octaves: int = 1, octave_scale: float = 1.4,
+                    seed: int = 0, progress: str | None = None) -> torch.Tensor:
+    """Returns len(filters) x 3 x size x size RGB 0-255 images, one pattern per filter.
+
+    `layer_index` is the index in `features` of the module whose output is maximised (for VGG the
+    ReLU after the conv, as Keras' layer outputs include the activation).
+    """
+    trunk = features[:layer_index + 1].eval()
+    for p in trunk.parameters():
+        p.requires_grad_(False)
+    g = torch.Generator().manual_seed(seed)
+    n = len(filters)
+    start = max(8, int(round(size / octave_scale ** (octaves - 1))))
+    grey = 128 + 20 * (torch.rand(n, 3, start, start, generator=g) - 0.5)        # seeded grey noise
+    x = preprocess(grey).detach()
+    # step in preprocessing units: `step` of the 0-255 range, mapped through the weights' scale and std
+    step_size = step * 255 * preprocess.scale / float(preprocess.std.mean())
+    grey_pre = preprocess(torch.full((1, 3, 1, 1), 128.0))
+    idx = torch.tensor(filters)
+    bar = tqdm(total=iterations * octaves, desc=progress, unit="step", mininterval=2.0, disable=progress is None)
+    for octave in range(octaves):
+        if octave > 0:
+            side = size if octave == octaves - 1 else int(round(x.shape[-1] * octave_scale))
+            x = F.interpolate(x, size=(side, side), mode="bicubic", align_corners=False).detach()
+        for i in range(iterations):
+            if jitter:
+                dx, dy = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=g))
+                x = torch.roll(x, shifts=(dx, dy), dims=(2, 3))
+            x.requires_grad_(True)
+            act = trunk(x)
+            border = 2 if act.shape[-1] > 8 else 0               # the book ignores border artefacts
+            inner = act[:, :, border:act.shape[-2] - border, border:act.shape[-1] - border]
+            score = inner[torch.arange(n), idx].mean(dim=(1, 2)).sum()
+            if l2:
+                score = score - l2 * ((x - grey_pre) ** 2).mean(dim=(1, 2, 3)).sum()
+            grad, = torch.autograd.grad(score, x)
+            rms = grad.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt() + 1e-8
+            x = (x + step_size * grad / rms).detach()
+            if jitter:
+                x = torch.roll(x, shifts=(-dx, -dy), dims=(2, 3))
+            if blur_every and (i + 1) % blur_every == 0:
+                x = _gaussian_blur(x, blur_sigma)
+            bar.update(1)
+    bar.close()
+    with torch.no_grad():
+        out = preprocess.inverse(x)
+        # the book's deprocess: centre, scale to a std of 0.15 of the range, shift to 0.5, clip
+        out = out - out.mean(dim=(1, 2, 3), keepdim=True)
+        out = out / (out.std(dim=(1, 2, 3), keepdim=True) + 1e-5) * 0.15 * 255 + 128
+        return out.clamp(0, 255)
