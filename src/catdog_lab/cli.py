@@ -46,6 +46,12 @@ def main() -> None:
 
     # `stage` is a CLI-only key (not in conf/, so not in params.yaml): `+stage=` is not needed
     sys.argv = [a if not a.startswith("stage=") else "+" + a for a in sys.argv]
+    args = sys.argv[1:]
+    if "-m" not in args and "--multirun" not in args:
+        # compose once up front so that a bad group option or key is one line, not Hydra's traceback
+        from catdog_lab.config import compose
+        overrides = [a for a in args if "=" in a and not a.lstrip("+~").startswith("hydra.")]
+        exit_on_user_error(compose, overrides)
     _main()
 
 

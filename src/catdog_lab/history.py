@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from catdog_lab.io import write_csv
+from catdog_lab.io import read_csv, write_csv
 
 COLUMNS = ["epoch", "train/loss", "train/acc", "val/loss", "val/acc", "seconds"]
 
@@ -15,6 +15,18 @@ COLUMNS = ["epoch", "train/loss", "train/acc", "val/loss", "val/acc", "seconds"]
 class History(pl.Callback):
     def __init__(self, csv_path: str | Path):
         self.csv_path, self.rows, self._t0 = Path(csv_path), [], None
+
+    def on_train_start(self, trainer, pl_module):
+        # Resuming: Lightning saved the checkpoint at validation end, before this epoch's row was added
+        # to the checkpointed state, so take the rows of the completed epochs from the CSV written since.
+        done = trainer.current_epoch
+        on_disk = read_csv(self.csv_path) if done and self.csv_path.exists() else []
+        rows = {int(r["epoch"]): r for r in self.rows if int(r["epoch"]) <= done}
+        for r in on_disk:
+            if int(r["epoch"]) <= done:
+                rows.setdefault(int(r["epoch"]), {k: (float(v) if v not in ("", None) else None) for k, v in r.items()}
+                                | {"epoch": int(r["epoch"])})
+        self.rows = [rows[e] for e in sorted(rows)]
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._t0 = time.perf_counter()

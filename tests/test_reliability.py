@@ -1,0 +1,250 @@
+"""Faults and bad input: corrupt files, hostile archives, killed runs, half-written outputs, bad config."""
+import os
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from catdog_lab.config import compose
+from catdog_lab.data.sources import extract_zip
+from catdog_lab.data.split import make_split
+from catdog_lab.errors import DataError
+from catdog_lab.io import atomic_path, torch_load
+from conftest import make_dataset, make_photo, tiny_overrides
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A tiny PNG file whose header claims width x height pixels (a decompression bomb's calling card)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+
+
+BAD_KINDS = ("zero-byte", "truncated", "non-image", "png-named-jpg", "cmyk", "grayscale", "rgba", "bomb-header",
+             "too-large")
+
+
+def _mixed_folder(root: Path) -> dict[str, str]:
+    """Good photos plus 2 files of every bad kind. Returns {file name: kind}."""
+    make_dataset(root, per_class=10)
+    kinds, good = {}, (root / "cat.1.jpg").read_bytes()
+    for n, label in enumerate(("cat", "dog")):
+        i = 100 + 20 * n
+        files = {f"{label}.{i}.jpg": "zero-byte", f"{label}.{i + 1}.jpg": "truncated",
+                 f"{label}.{i + 2}.jpg": "non-image", f"{label}.{i + 3}.jpg": "png-named-jpg",
+                 f"{label}.{i + 4}.jpg": "cmyk", f"{label}.{i + 5}.jpg": "grayscale", f"{label}.{i + 6}.jpg": "rgba",
+                 f"{label}.{i + 7}.jpg": "bomb-header", f"{label}.{i + 8}.jpg": "too-large"}
+        (root / f"{label}.{i}.jpg").write_bytes(b"")
+        (root / f"{label}.{i + 1}.jpg").write_bytes(good[: len(good) // 3])
+        (root / f"{label}.{i + 2}.jpg").write_text("<html>this is a web page, not a photo</html>")
+        make_photo(root / f"{label}.{i + 3}.jpg", label, i + 3, fmt="PNG")
+        make_photo(root / f"{label}.{i + 4}.jpg", label, i + 4, mode="CMYK")
+        make_photo(root / f"{label}.{i + 5}.jpg", label, i + 5, mode="L")
+        make_photo(root / f"{label}.{i + 6}.jpg", label, i + 6, mode="RGBA", fmt="PNG")
+        _png_header_only(root / f"{label}.{i + 7}.jpg", 50_000, 50_000)
+        make_photo(root / f"{label}.{i + 8}.jpg", label, i + 8, size=(1200, 1000))
+        kinds |= files
+    return kinds
+
+
+EXPECTED = {"zero-byte": "skipped", "truncated": "skipped", "non-image": "skipped", "bomb-header": "skipped",
+            "too-large": "skipped", "png-named-jpg": "converted", "cmyk": "converted", "grayscale": "converted",
+            "rgba": "converted"}
+
+
+@pytest.mark.parametrize("as_zip", [False, True], ids=["folder", "zip"])
+def test_every_kind_of_bad_file_is_skipped_or_converted_and_listed(tmp_path, as_zip):
+    root = tmp_path / "raw"
+    kinds = _mixed_folder(root)
+    source = root
+    if as_zip:
+        source = tmp_path / "train.zip"
+        with zipfile.ZipFile(source, "w") as zf:
+            for p in root.iterdir():
+                zf.write(p, f"train/{p.name}")
+        source = extract_zip(source, tmp_path / "extracted")
+    total = sum(1 for p in Path(source).rglob("*.jpg"))
+    # ask for every file, so that each one is inspected
+    result = make_split(source, {"train": 10, "validation": 3, "test": 1}, seed=0, image_size=48,
+                        max_pixels=1_000_000)
+    skipped = {Path(s["file"]).name: s["reason"] for s in result["skipped"]}
+    converted = {Path(c["file"]).name: c["note"] for c in result["report"]["converted"]}
+    outcome = Counter()
+    for name, kind in kinds.items():
+        got = "skipped" if name in skipped else "converted" if name in converted else "used as is"
+        assert got == EXPECTED[kind], (name, kind, skipped.get(name), converted.get(name))
+        outcome[(kind, got)] += 1
+    assert len(result["manifest"]) + len(skipped) == total
+    print("\nbad inputs per kind:", dict(sorted(outcome.items())))
+
+
+def _zip_with(path: Path, name: str, data: bytes = b"x", symlink: bool = False) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("train/cat.1.jpg", b"fine")
+        info = zipfile.ZipInfo(name)
+        if symlink:
+            info.external_attr = (0o120777 << 16)
+        zf.writestr(info, data)
+    return path
+
+
+@pytest.mark.parametrize("member, symlink", [("../escape.txt", False), ("train/../../escape.txt", False),
+                                             ("/tmp/absolute_escape.txt", False), ("C:/windows.txt", False),
+                                             ("..\\escape.txt", False), ("train/link", True)])
+def test_hostile_archives_are_refused_and_write_nothing(tmp_path, member, symlink):
+    archive = _zip_with(tmp_path / "evil.zip", member, b"/etc/passwd" if symlink else b"pwned", symlink)
+    target = tmp_path / "out" / "extracted"
+    before = set(tmp_path.rglob("*"))
+    with pytest.raises(DataError, match="refusing"):
+        extract_zip(archive, target)
+    assert set(tmp_path.rglob("*")) == before
+    assert not Path("/tmp/absolute_escape.txt").exists()
+
+
+KILLABLE = textwrap.dedent("""
+    import sys, time
+    from omegaconf import OmegaConf
+    from catdog_lab.history import History
+    from catdog_lab.stages.train import train
+    original = History.on_train_epoch_end
+    def slow(self, trainer, module):
+        original(self, trainer, module)
+        if trainer.current_epoch + 1 == 2:       # after epoch 2 is saved and written: wait to be killed
+            time.sleep(120)
+    History.on_train_epoch_end = slow
+    train(OmegaConf.load(sys.argv[1]), "scratch")
+""")
+
+
+def test_sigkilled_training_resumes_and_finishes_its_mlflow_run(tiny_split, tmp_path):
+    from mlflow.tracking import MlflowClient
+    cfg = tiny_split
+    cfg.scratch.epochs = 4
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(OmegaConf.to_yaml(cfg))
+    script = tmp_path / "killable.py"
+    script.write_text(KILLABLE)
+    history = tmp_path / "plots/scratch.csv"
+    proc = subprocess.Popen([sys.executable, str(script), str(cfg_path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if history.exists() and len(history.read_text().strip().splitlines()) == 3:      # header + 2 epochs
+            break
+        time.sleep(0.2)
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (tmp_path / "checkpoints/scratch/last.ckpt").exists()
+    assert not (tmp_path / "metrics/scratch.json").exists()
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    [killed] = client.search_runs([exp.experiment_id], "tags.stage = 'scratch'")
+    assert killed.info.status == "RUNNING"                 # SIGKILL: nobody could close it
+
+    rerun = subprocess.run([sys.executable, "-c", "import sys; from omegaconf import OmegaConf; "
+                            "from catdog_lab.stages.train import train; train(OmegaConf.load(sys.argv[1]), 'scratch')",
+                            str(cfg_path)], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "[scratch] resuming from" in rerun.stdout
+    metrics = yaml.safe_load((tmp_path / "metrics/scratch.json").read_text())
+    assert metrics["epochs"] == 4
+    epochs = [line.split(",")[0] for line in history.read_text().strip().splitlines()[1:]]
+    assert epochs == ["1", "2", "3", "4"]
+    [run] = client.search_runs([exp.experiment_id], "tags.stage = 'scratch'")
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    # Lightning resumes a checkpoint taken at validation end by validating that epoch once more:
+    # possibly one repeated point, never a missing or an extra epoch
+    assert sorted({m.step for m in client.get_metric_history(run.info.run_id, "val/acc")}) == [0, 1, 2, 3]
+
+
+def test_a_killed_writer_leaves_no_half_written_output(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"previous good content")
+    code = textwrap.dedent(f"""
+        import sys, time
+        from catdog_lab.io import atomic_path
+        with atomic_path({str(target)!r}) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"half of a new file")
+                f.flush()
+                print("writing", flush=True)
+                time.sleep(120)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert target.read_bytes() == b"previous good content"
+    # an exception inside the block: old content kept, temporary file removed
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("crash")
+    assert target.read_bytes() == b"previous good content"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.bin") and p.stat().st_size == len(b"partial")] == []
+
+
+@pytest.mark.parametrize("stage, override, message", [
+    ("scratch", "scratch.epochs=-2", "error: scratch.epochs: must be a positive integer, got -2"),
+    ("augmented", "augmented.epochs=0", "error: augmented.epochs: must be a positive integer, got 0"),
+    ("scratch", "scratch.lr=0", "error: scratch.lr: must be a number > 0, got 0"),
+    ("finetune", "finetune.lr=-1e-5", "error: finetune.lr: must be a number > 0, got -1e-05"),
+    ("features", "backbone.name=resnet9000", "error: backbone.name: unknown backbone 'resnet9000'; choose one of vgg16"),
+    ("features", "backbone.weights=/missing/vgg.pt",
+     "error: backbone.weights: file /missing/vgg.pt not found (use imagenet, none or an existing file)"),
+    ("split", "data.split.train=500", None),
+])
+def test_bad_config_values_fail_fast_with_one_line_naming_the_key(tmp_path, raw_images, stage, override, message):
+    cfg = compose(tiny_overrides(tmp_path, raw_images, [override]))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(OmegaConf.to_container(cfg, resolve=True)))
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "pipelines" / f"{stage}.py")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 or lines[-1].startswith("error:")
+    if message:
+        assert lines[-1] == message
+    else:
+        assert lines[-1].startswith("error: class 'cat': only 12 usable images") and "data.split asks for 506" in lines[-1]
+    assert not (tmp_path / "models").exists()                 # failed before any work
+
+
+def test_unknown_profile_is_one_line_from_the_cli(tmp_path):
+    exe = Path(sys.executable).parent / "catdog"
+    proc = subprocess.run([str(exe), "stage=scratch", "profile=turbo", f"hydra.run.dir={tmp_path}/run"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[0]]
+    assert proc.stderr.startswith("error: ") and "profile" in proc.stderr and "turbo" in proc.stderr
+
+
+def test_our_own_tensor_files_refuse_pickled_code(tmp_path):
+    import torch
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"images": Evil()}, tmp_path / "train.pt")
+    with pytest.raises(Exception, match="Weights only load failed"):
+        torch_load(tmp_path / "train.pt")
+    assert not marker.exists()
+    from catdog_lab.data.datamodule import load_cached_split
+    with pytest.raises(DataError, match="unreadable cache"):
+        load_cached_split(tmp_path, "train")
+    assert not marker.exists()
