@@ -1,0 +1,230 @@
+"""Throughput and epoch-time figures for this machine, measured in one run (ratios are what count:
+machines are noisy). Not part of the test suite.
+
+    python benchmarks/bench.py                         # synthetic tensors, all sections
+    python benchmarks/bench.py --cache data/cache --run-dir . --json bench.json
+    python benchmarks/bench.py --skip-keras --images 256
+
+Sections:
+  1. VGG16 conv base, images/s: the `features` stage's code path vs a bare PyTorch loop
+  2. scratch convnet, seconds per training epoch: our Lightning path vs a bare PyTorch loop
+  3. the same model and epoch in Keras 3 (PyTorch backend), the peer a book reader would use
+  4. end-to-end wall time per stage, read from <run-dir>/metrics/*.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "gpu": gpu}
+
+
+def data(args, n: int, size: int = 150):
+    if args.cache:
+        cached = torch.load(Path(args.cache) / "train.pt", weights_only=True)
+        images, labels = cached["images"][:n], cached["labels"][:n]
+    else:
+        g = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+        labels = torch.randint(0, 2, (n,), generator=g)
+    return images, labels
+
+
+# ---------------------------------------------------------------- 1. conv base throughput
+def bench_conv_base(args) -> dict:
+    from catdog_lab.models.components.backbones import build_vgg16
+    from catdog_lab.stages.features import conv_base_outputs
+
+    images, _ = data(args, args.feature_images)
+    backbone = build_vgg16(args.weights or "none")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    bs = args.feature_batch
+    conv_base_outputs(backbone, images[:bs], bs, device)                 # warm-up
+    t = time.perf_counter()
+    ours = conv_base_outputs(backbone, images, bs, device, desc="bench: stage path")
+    ours_s = time.perf_counter() - t
+
+    model = torch.nn.Sequential(backbone.preprocess, backbone.features).eval().to(device).to(
+        memory_format=torch.channels_last)
+    with torch.inference_mode():
+        model(images[:bs].to(device).float().contiguous(memory_format=torch.channels_last))   # warm-up
+        t = time.perf_counter()
+        outs = []
+        for i in range(0, len(images), bs):
+            x = images[i:i + bs].to(device).float().contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                outs.append(model(x).float().cpu())
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        bare_s = time.perf_counter() - t
+    assert torch.allclose(torch.cat(outs), ours, atol=1e-3, rtol=1e-3)
+    n = len(images)
+    return {"images": n, "batch": bs, "stage_img_per_s": n / ours_s, "bare_img_per_s": n / bare_s,
+            "ratio_stage_vs_bare": (n / ours_s) / (n / bare_s)}
+
+
+# ---------------------------------------------------------------- 2. scratch epoch: Lightning vs bare
+def bench_scratch_epoch(args) -> dict:
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from catdog_lab.models.classifier import BinaryClassifier
+    from catdog_lab.models.components.convnet import BookConvNet
+
+    images, labels = data(args, args.images)
+    epochs = args.epochs
+
+    class EpochTimer(pl.Callback):
+        def __init__(self):
+            self.times, self.t = [], 0.0
+
+        def on_train_epoch_start(self, trainer, module):
+            self.t = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, module):
+            self.times.append(time.perf_counter() - self.t)
+
+    torch.manual_seed(0)
+    module = BinaryClassifier(BookConvNet(150), lr=1e-4, channels_last=True)
+    loader = DataLoader(TensorDataset(images, labels), batch_size=20, shuffle=True,
+                        generator=torch.Generator().manual_seed(0))
+    timer = EpochTimer()
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         callbacks=[timer])
+    trainer.fit(module, train_dataloaders=loader)
+    ours = min(timer.times[1:] or timer.times)                       # first epoch includes warm-up
+
+    torch.manual_seed(0)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = BookConvNet(150).to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.RMSprop(net.parameters(), lr=1e-4, alpha=0.9, eps=1e-7)
+    times = []
+    for _ in range(epochs):
+        t = time.perf_counter()
+        for xb, yb in loader:
+            xb = xb.to(device).float().contiguous(memory_format=torch.channels_last)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xb), yb.to(device).float())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        times.append(time.perf_counter() - t)
+    bare = min(times[1:] or times)
+    return {"images": len(images), "epochs_timed": epochs, "lightning_s_per_epoch": ours, "bare_s_per_epoch": bare,
+            "ratio_lightning_vs_bare": ours / bare}
+
+
+# ---------------------------------------------------------------- 3. Keras 3 peer
+KERAS_SCRIPT = r"""
+import os, sys, time, json
+os.environ["KERAS_BACKEND"] = "torch"
+import numpy as np, keras
+from keras import layers
+n, epochs = int(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(0)
+x = rng.integers(0, 256, (n, 150, 150, 3)).astype("float32") / 255.0
+y = rng.integers(0, 2, (n, 1)).astype("float32")
+model = keras.Sequential([keras.Input((150, 150, 3)),
+    layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(2),
+    layers.Conv2D(64, 3, activation="relu"), layers.MaxPooling2D(2),
+    layers.Conv2D(128, 3, activation="relu"), layers.MaxPooling2D(2),
+    layers.Conv2D(128, 3, activation="relu"), layers.MaxPooling2D(2),
+    layers.Flatten(), layers.Dense(512, activation="relu"), layers.Dense(1, activation="sigmoid")])
+model.compile(optimizer=keras.optimizers.RMSprop(1e-4), loss="binary_crossentropy", metrics=["accuracy"])
+class T(keras.callbacks.Callback):
+    def on_epoch_begin(self, e, logs=None): self.t = time.perf_counter()
+    def on_epoch_end(self, e, logs=None): times.append(time.perf_counter() - self.t)
+times = []
+model.fit(x, y, batch_size=20, epochs=epochs, verbose=0, callbacks=[T()])
+print(json.dumps({"keras": keras.__version__, "params": model.count_params(), "times": times}))
+"""
+
+
+def bench_keras(args) -> dict:
+    try:
+        import keras  # noqa: F401
+    except ImportError:
+        print("installing keras for the benchmark (not a project dependency) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "keras"], check=True)
+    proc = subprocess.run([sys.executable, "-c", KERAS_SCRIPT, str(args.images), str(args.epochs)],
+                          capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": "torch"})
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "keras run failed"}
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    times = out["times"]
+    return {"keras_version": out["keras"], "params": out["params"], "keras_s_per_epoch": min(times[1:] or times)}
+
+
+# ---------------------------------------------------------------- 4. end-to-end per stage
+def stage_times(run_dir: Path) -> dict:
+    times = {}
+    for stage in ("scratch", "augmented", "features", "features_augmented", "finetune", "visualize"):
+        path = run_dir / "metrics" / f"{stage}.json"
+        if path.exists():
+            m = json.loads(path.read_text())
+            times[stage] = {k: m.get(k) for k in ("profile", "epochs", "seconds_per_epoch", "wall_time_s", "test/acc")
+                            if k in m}
+    return times
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--images", type=int, default=2000, help="training images per epoch (sections 2-3)")
+    p.add_argument("--epochs", type=int, default=2, help="epochs per trainer; the fastest after the first counts")
+    p.add_argument("--feature-images", type=int, default=320, help="images through the conv base (section 1)")
+    p.add_argument("--feature-batch", type=int, default=32)
+    p.add_argument("--cache", help="a data/cache folder to use real decoded images instead of synthetic ones")
+    p.add_argument("--weights", help="backbone weights for section 1 (speed does not depend on them)")
+    p.add_argument("--run-dir", type=Path, help="a project folder whose metrics/*.json hold a finished run")
+    p.add_argument("--skip-keras", action="store_true")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    args = p.parse_args()
+
+    result = {"machine": machine()}
+    print("machine:", json.dumps(result["machine"]))
+    result["conv_base"] = r = bench_conv_base(args)
+    print(f"1. VGG16 conv base, {r['images']} images at 150 px, batch {r['batch']}: features stage path "
+          f"{r['stage_img_per_s']:.1f} img/s, bare PyTorch loop {r['bare_img_per_s']:.1f} img/s -> "
+          f"{100 * r['ratio_stage_vs_bare']:.0f}% of the bare loop (goal >= 90%)")
+    result["scratch_epoch"] = r = bench_scratch_epoch(args)
+    print(f"2. scratch convnet, one epoch of {r['images']} images, batch 20: Lightning path "
+          f"{r['lightning_s_per_epoch']:.2f} s, bare PyTorch loop {r['bare_s_per_epoch']:.2f} s -> "
+          f"{r['ratio_lightning_vs_bare']:.2f}x (goal <= 1.1x)")
+    if not args.skip_keras:
+        result["keras"] = k = bench_keras(args)
+        if "error" in k:
+            print(f"3. Keras 3: could not run ({k['error']})")
+        else:
+            ratio = r["lightning_s_per_epoch"] / k["keras_s_per_epoch"]
+            k["ratio_ours_vs_keras"] = ratio
+            print(f"3. Keras {k['keras_version']} (PyTorch backend), same model ({k['params']:,} params) and epoch: "
+                  f"{k['keras_s_per_epoch']:.2f} s -> ours {ratio:.2f}x of its time (goal <= 0.5x)")
+    if args.run_dir:
+        result["stages"] = times = stage_times(args.run_dir)
+        print(f"4. end-to-end per stage from {args.run_dir}/metrics:")
+        for stage, m in times.items():
+            print(f"   {stage:20s} profile={m.get('profile')} epochs={m.get('epochs')} "
+                  f"s/epoch={m.get('seconds_per_epoch')} wall={m.get('wall_time_s')} s")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
