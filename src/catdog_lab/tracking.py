@@ -54,12 +54,33 @@ def pipeline_id(cfg) -> str:
     return hashlib.sha256(f"{git_commit()}:{params_hash(cfg)}".encode()).hexdigest()[:12]
 
 
+@contextlib.contextmanager
+def _store_init_lock(uri: str):
+    """Serialise the first connection to a SQLite store: MLflow creates/migrates its schema then, and two
+    processes doing it at once (parallel queue workers on a fresh mlflow.db) corrupt the migration."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri[len("sqlite:///"):] + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        try:
+            import fcntl
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except ImportError:           # no POSIX locks (Windows): rely on retry()
+            pass
+        yield
+
+
 def _client(cfg):
     import mlflow
     from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(cfg.tracking.uri)
-    return MlflowClient(tracking_uri=cfg.tracking.uri)
+    with _store_init_lock(str(cfg.tracking.uri)):
+        client = MlflowClient(tracking_uri=cfg.tracking.uri)
+        retry(lambda: client.search_experiments(max_results=1))     # opens the store (schema) under the lock
+    return client
 
 
 def experiment_id(client, cfg) -> str:
@@ -79,6 +100,11 @@ def experiment_id(client, cfg) -> str:
 
 def parent_run_id(client, exp_id: str, cfg) -> str:
     """The pipeline's parent run: found by tag, created on first use (by whichever stage runs first)."""
+    with _store_init_lock(str(cfg.tracking.uri)):          # find-or-create atomically across workers
+        return _find_or_create_parent(client, exp_id, cfg)
+
+
+def _find_or_create_parent(client, exp_id: str, cfg) -> str:
     pid = pipeline_id(cfg)
     query = f"tags.pipeline_id = '{pid}' and tags.run_kind = 'pipeline'"
     found = retry(lambda: client.search_runs([exp_id], query, max_results=1, order_by=["attributes.start_time ASC"]))

@@ -1,0 +1,52 @@
+"""Concurrent writers (e.g. `dvc queue start -j 2`) share one SQLite MLflow store without losing data."""
+import subprocess
+import sys
+import textwrap
+
+from mlflow.tracking import MlflowClient
+
+WRITER = textwrap.dedent("""
+    import sys
+    from catdog_lab.config import compose
+    from catdog_lab.tracking import stage_run
+    db, art, worker = sys.argv[1], sys.argv[2], sys.argv[3]
+    cfg = compose([f"tracking.uri=sqlite:///{db}", f"tracking.artifact_location={art}", f"scratch.lr={worker}e-4"])
+    for r in range(3):
+        with stage_run(cfg, "scratch", extra_tags={"worker": worker}) as run:
+            for step in range(15):
+                run.log_metrics({"val/acc": step / 15, "train/loss": 1 - step / 15}, step=step)
+    print("done", worker)
+""")
+
+
+def _run_two(tmp_path, workers):
+    db, art = tmp_path / "mlflow.db", tmp_path / "mlartifacts"
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(art), str(w)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for w in workers]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    return MlflowClient(tracking_uri=f"sqlite:///{db}")
+
+
+def test_two_processes_write_one_sqlite_store(tmp_path):
+    client = _run_two(tmp_path, (1, 2))
+    exps = client.search_experiments()
+    assert [e.name for e in exps if e.name == "catdog-lab"] == ["catdog-lab"]          # created once
+    exp = client.get_experiment_by_name("catdog-lab")
+    runs = client.search_runs([exp.experiment_id], "tags.stage = 'scratch'")
+    assert sorted(r.data.tags["worker"] for r in runs) == ["1"] * 3 + ["2"] * 3
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 15
+    parents = client.search_runs([exp.experiment_id], "tags.run_kind = 'pipeline'")
+    assert len({r.data.tags["pipeline_id"] for r in parents}) == 2                      # one per params set
+
+
+def test_two_workers_of_one_pipeline_share_one_parent_run(tmp_path):
+    client = _run_two(tmp_path, (3, 3))                  # same params: same pipeline
+    exp = client.get_experiment_by_name("catdog-lab")
+    parents = client.search_runs([exp.experiment_id], "tags.run_kind = 'pipeline'")
+    assert len(parents) == 1
+    children = client.search_runs([exp.experiment_id], "tags.stage = 'scratch'")
+    assert len(children) == 6 and {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
