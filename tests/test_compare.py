@@ -68,3 +68,31 @@ def test_compare_with_some_stages_missing(fake_run, tmp_path):
         fake_run.tracking.enabled = False
     summary = compare(fake_run)
     assert "finetune/test_acc" not in summary and "scratch/test_acc" in summary
+
+
+needs_chromium = pytest.mark.skipif(__import__("catdog_lab.browser_check").browser_check.chromium() is None,
+                                    reason="chromium is not installed")
+
+
+def _real_png(path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig = plt.figure(figsize=(1, 1))
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+@needs_chromium
+def test_report_opens_in_a_real_browser_with_every_image(fake_run, tmp_path):
+    from catdog_lab.browser_check import check_page
+    for png in list((tmp_path / "reports").rglob("*.png")):
+        _real_png(png)                                       # the fakes above are not decodable
+    compare(fake_run)
+    result = check_page(tmp_path / "reports/index.html", screenshot=tmp_path / "shot.png")
+    assert result["images"] == 7 and result["broken"] == [] and result["console_errors"] == []
+    assert (tmp_path / "shot.png").stat().st_size > 1000
+    # the check can fail: a missing image is caught
+    (tmp_path / "reports/curves/scratch.png").unlink()
+    result = check_page(tmp_path / "reports/index.html")
+    assert result["broken"] == ["curves/scratch.png"]

@@ -24,7 +24,7 @@ def _md_table_to_html(table: str) -> str:
 
 
 def _figure(src: str, title: str, caption: str = "") -> str:
-    return (f'<figure><img src="{html.escape(src)}" alt="{html.escape(title)}" loading="lazy">'
+    return (f'<figure><img src="{html.escape(src)}" alt="{html.escape(title)}">'
             f"<figcaption><b>{html.escape(title)}</b>{(' — ' + html.escape(caption)) if caption else ''}"
             f"</figcaption></figure>")
 
