@@ -50,3 +50,16 @@ def test_two_workers_of_one_pipeline_share_one_parent_run(tmp_path):
     assert len(parents) == 1
     children = client.search_runs([exp.experiment_id], "tags.stage = 'scratch'")
     assert len(children) == 6 and {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+
+
+def test_queued_dvc_experiments_log_into_the_projects_store(tmp_path, monkeypatch):
+    from catdog_lab.config import compose
+    from catdog_lab.tracking import artifact_location, tracking_uri
+    exp_dir = tmp_path / "project" / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    exp_dir.mkdir(parents=True)
+    monkeypatch.chdir(exp_dir)
+    cfg = compose()
+    assert tracking_uri(cfg) == f"sqlite:///{tmp_path / 'project' / 'mlflow.db'}"
+    assert artifact_location(cfg) == (tmp_path / "project" / "mlartifacts").as_uri()
+    monkeypatch.chdir(tmp_path)
+    assert tracking_uri(cfg) == f"sqlite:///{tmp_path / 'mlflow.db'}"

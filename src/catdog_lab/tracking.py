@@ -54,6 +54,29 @@ def pipeline_id(cfg) -> str:
     return hashlib.sha256(f"{git_commit()}:{params_hash(cfg)}".encode()).hexdigest()[:12]
 
 
+DVC_EXP_WORKSPACE = "/.dvc/tmp/exps/"
+
+
+def _project_root() -> Path:
+    """Where relative store paths live. `dvc exp run --queue` runs each experiment in a temporary copy
+    under <project>/.dvc/tmp/exps/...; its runs belong in the project's store, not in the copy (deleted)."""
+    cwd = Path.cwd().resolve()
+    text = cwd.as_posix()
+    return Path(text.split(DVC_EXP_WORKSPACE)[0]) if DVC_EXP_WORKSPACE in text else cwd
+
+
+def tracking_uri(cfg) -> str:
+    uri = str(cfg.tracking.uri)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{_project_root() / uri[len('sqlite:///'):]}"
+    return uri
+
+
+def artifact_location(cfg) -> str:
+    path = Path(str(cfg.tracking.artifact_location))
+    return (path if path.is_absolute() else _project_root() / path).as_uri()
+
+
 @contextlib.contextmanager
 def _store_init_lock(uri: str):
     """Serialise the first connection to a SQLite store: MLflow creates/migrates its schema then, and two
@@ -76,9 +99,10 @@ def _client(cfg):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(cfg.tracking.uri)
-    with _store_init_lock(str(cfg.tracking.uri)):
-        client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    with _store_init_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
         retry(lambda: client.search_experiments(max_results=1))     # opens the store (schema) under the lock
     return client
 
@@ -92,7 +116,7 @@ def experiment_id(client, cfg) -> str:
         exp = client.get_experiment_by_name(cfg.tracking.experiment)
         if exp is not None:
             return exp.experiment_id
-        location = Path(cfg.tracking.artifact_location).resolve().as_uri()
+        location = artifact_location(cfg)
         try:
             return client.create_experiment(cfg.tracking.experiment, artifact_location=location,
                                             tags=EXPERIMENT_TAGS)
@@ -105,7 +129,7 @@ def experiment_id(client, cfg) -> str:
 
 def parent_run_id(client, exp_id: str, cfg) -> str:
     """The pipeline's parent run: found by tag, created on first use (by whichever stage runs first)."""
-    with _store_init_lock(str(cfg.tracking.uri)):          # find-or-create atomically across workers
+    with _store_init_lock(tracking_uri(cfg)):               # find-or-create atomically across workers
         return _find_or_create_parent(client, exp_id, cfg)
 
 

@@ -26,7 +26,7 @@ from catdog_lab.models.classifier import BinaryClassifier
 from catdog_lab.models.factory import (arch_from_config, build_from_arch, build_head, load_model, save_model,
                                        transfer_from_head)
 from catdog_lab.plots import plot_curves
-from catdog_lab.tracking import stage_run
+from catdog_lab.tracking import stage_run, tracking_uri
 
 # config keys that define a stage's result (a checkpoint is resumed only if these are unchanged)
 RESUME_KEYS = ("seed", "data", "backbone", "augmentation")
@@ -90,7 +90,7 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
         loggers = []
         if run.enabled:
             from pytorch_lightning.loggers import MLFlowLogger
-            loggers.append(MLFlowLogger(experiment_name=cfg.tracking.experiment, tracking_uri=cfg.tracking.uri,
+            loggers.append(MLFlowLogger(experiment_name=cfg.tracking.experiment, tracking_uri=tracking_uri(cfg),
                                         run_id=run.run_id))
         checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min",
                                      save_top_k=1, save_last=True,
