@@ -33,6 +33,11 @@ def _filters(features, layers: dict, preprocess, name: str, v, seed: int):
                            progress=f"filters {name}")
 
 
+def _finite(x: float) -> float | None:
+    """JSON (and DVC metrics) have no NaN: a check with nothing to rank is recorded as null."""
+    return None if x != x else round(x, 4)
+
+
 def visualize(cfg) -> dict:
     v = cfg.visualize
     torch.manual_seed(int(v.seed))
@@ -78,14 +83,16 @@ def visualize(cfg) -> dict:
                            float(v.gradcam_alpha), index)
         views.plot_attributions(tuned, layer, str(v.transfer_model), x, y, p, int(v.ig_steps),
                                 int(v.occlusion.window), int(v.occlusion.stride), index)
-        sanity_idx = list(range(min(int(v.sanity_images), len(images))))
+        # spread over the whole test split, so both classes are in it (the split is ordered by class)
+        sanity_idx = torch.linspace(0, len(images) - 1, min(int(v.sanity_images), len(images))).long().tolist()
         sanity = views.plot_sanity(tuned, layer, str(v.transfer_model), images[sanity_idx], index, int(v.seed))
         wrong = views.plot_gallery(tuned, layer, str(v.transfer_model), images, labels, p_dog, files,
                                    float(v.gradcam_alpha), int(v.gallery_max), index)
         index.write()
 
-        metrics = {"sanity/gradcam_spearman": round(sanity["gradcam"], 4),
-                   "sanity/saliency_spearman": round(sanity["saliency"], 4),
+        metrics = {"sanity/gradcam_spearman": _finite(sanity["gradcam"]["mean"]),
+                   "sanity/saliency_spearman": _finite(sanity["saliency"]["mean"]),
+                   "sanity/constant_maps": sanity["gradcam"]["constant_maps"] + sanity["saliency"]["constant_maps"],
                    "misclassified": wrong, "test/acc": round(float(((p_dog > 0.5).long() == labels).float().mean()), 4),
                    "figures": len(index.entries), "wall_time_s": round(time.perf_counter() - t0, 1)}
         write_json(Path(cfg.paths.metrics) / "visualize.json", metrics)

@@ -23,10 +23,11 @@ class TwoLogits(nn.Module):
 
 
 def gradcam(net: nn.Module, layer: nn.Module, images: torch.Tensor, target: int | torch.Tensor,
-            upsample: bool = True) -> torch.Tensor:
-    """Grad-CAM (Selvaraju et al.) at `layer`: N x H x W maps (ReLU'd, as the paper), upsampled to the input."""
+            upsample: bool = True, relu: bool = True) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al.) at `layer`: N x H x W maps (ReLU'd, as the paper), upsampled to the input.
+    relu=False keeps the signed map (used by the sanity check: a ReLU'd map of a random net is often all 0)."""
     cam = LayerGradCam(TwoLogits(net), layer)
-    maps = cam.attribute(images.float(), target=target, relu_attributions=True)
+    maps = cam.attribute(images.float(), target=target, relu_attributions=relu)
     if upsample:
         maps = LayerAttribution.interpolate(maps, tuple(images.shape[-2:]), interpolate_mode="bilinear")
     return maps[:, 0].detach()

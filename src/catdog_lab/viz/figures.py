@@ -20,8 +20,10 @@ class FigureIndex:
     directory: Path
     entries: list[dict] = field(default_factory=list)
 
-    def save(self, fig, name: str, title: str, caption: str = "", dpi: int = 100) -> Path:
+    def save(self, fig, name: str, title: str, caption: str = "", dpi: int = 80) -> Path:
         path = self.directory / name
+        if fig.get_layout_engine() is None:
+            fig.tight_layout()
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
         plt.close(fig)

@@ -35,10 +35,10 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation of two maps (0 when either map is constant: nothing to rank)."""
+    """Spearman rank correlation of two maps (nan when either map is constant: nothing to rank)."""
     x, y = a.detach().flatten().double().cpu().numpy(), b.detach().flatten().double().cpu().numpy()
     if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return 0.0
+        return float("nan")
     rx, ry = _average_ranks(x), _average_ranks(y)
     return float(np.corrcoef(rx, ry)[0, 1])
 
@@ -48,4 +48,6 @@ def randomisation_check(explain: Callable[[nn.Module, torch.Tensor], torch.Tenso
     """explain(net, images) -> N x H x W maps. Returns per-image and mean rank correlations."""
     trained, randomised = explain(net, images), explain(random_net, images)
     per_image = [spearman(t, r) for t, r in zip(trained, randomised)]
-    return {"per_image": per_image, "mean": float(np.mean(per_image)), "trained": trained, "random": randomised}
+    ranked = [c for c in per_image if not np.isnan(c)]
+    return {"per_image": per_image, "mean": float(np.mean(ranked)) if ranked else float("nan"),
+            "constant_maps": len(per_image) - len(ranked), "trained": trained, "random": randomised}

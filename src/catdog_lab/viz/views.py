@@ -80,7 +80,7 @@ def plot_sanity(net, layer, stage: str, images, index: FigureIndex, seed: int) -
     layer_random = _same_layer(net, random_net, layer)
     checks = {
         "gradcam": randomisation_check(lambda m, x: A.gradcam(m, layer if m is net else layer_random, x, target,
-                                                              upsample=False), net, random_net, images),
+                                                              upsample=False, relu=False), net, random_net, images),
         "saliency": randomisation_check(lambda m, x: A.saliency(m, x, target), net, random_net, images),
     }
     fig, axes = plt.subplots(len(images), 5, figsize=(15, 3 * len(images)), squeeze=False)
@@ -93,12 +93,13 @@ def plot_sanity(net, layer, stage: str, images, index: FigureIndex, seed: int) -
                 ax.set_title(f"{name}, {which} weights" + (f"\nρ={chk['per_image'][i]:.2f}" if k else ""), fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
-    fig.suptitle(f"Sanity check (model randomisation): mean Spearman ρ Grad-CAM {checks['gradcam']['mean']:.2f}, "
-                 f"saliency {checks['saliency']['mean']:.2f} (low = the map depends on the weights)", fontsize=10)
+    fig.suptitle(f"Sanity check (model randomisation): mean Spearman ρ Grad-CAM (before ReLU) "
+                 f"{checks['gradcam']['mean']:.2f}, saliency {checks['saliency']['mean']:.2f} "
+                 f"(low = the map depends on the weights)", fontsize=10)
     index.save(fig, f"sanity_check_{stage}_randomised_weights.png", "Sanity check: randomised weights",
                "Maps of the trained model next to the same architecture with random weights (Adebayo et al. 2018); "
                "ρ is the rank correlation between the two. A trustworthy map changes a lot.")
-    return {name: chk["mean"] for name, chk in checks.items()}
+    return {name: {"mean": chk["mean"], "constant_maps": chk["constant_maps"]} for name, chk in checks.items()}
 
 
 def _same_layer(net, other, layer):
