@@ -96,3 +96,14 @@ def test_report_opens_in_a_real_browser_with_every_image(fake_run, tmp_path):
     (tmp_path / "reports/curves/scratch.png").unlink()
     result = check_page(tmp_path / "reports/index.html")
     assert result["broken"] == ["curves/scratch.png"]
+
+
+def test_readme_results_section_is_replaced_by_the_generated_table(tmp_path):
+    from catdog_lab.report import update_readme
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\nouttro\n")
+    comparison = tmp_path / "comparison.md"
+    comparison.write_text("# Accuracy comparison\n\n| stage | acc |\n|---|---|\n| scratch | 70% |\n")
+    update_readme(readme, comparison, note="measured here")
+    assert readme.read_text() == ("intro\n<!-- results:start -->\nmeasured here\n\n| stage | acc |\n|---|---|\n"
+                                  "| scratch | 70% |\n<!-- results:end -->\nouttro\n")

@@ -69,3 +69,30 @@ def referenced_files(html_path: Path) -> list[Path]:
     import re
     text = Path(html_path).read_text()
     return [Path(html_path).parent / m for m in re.findall(r'src="([^"]+)"', text)]
+
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def update_readme(readme: Path, comparison: Path, note: str = "") -> None:
+    """Put the generated comparison table into the README between the results markers."""
+    from catdog_lab.io import write_text
+
+    text = Path(readme).read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise SystemExit(f"{readme}: no {START} ... {END} markers")
+    table = Path(comparison).read_text(encoding="utf-8").split("\n", 2)[2].strip()    # drop the title line
+    body = f"{START}\n{note.strip()}\n\n{table}\n{END}" if note else f"{START}\n{table}\n{END}"
+    head, rest = text.split(START, 1)
+    write_text(readme, head + body + rest.split(END, 1)[1])
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="copy reports/comparison.md into the README's results section")
+    parser.add_argument("readme", type=Path)
+    parser.add_argument("comparison", type=Path)
+    parser.add_argument("--note", default="")
+    args = parser.parse_args()
+    update_readme(args.readme, args.comparison, args.note)
