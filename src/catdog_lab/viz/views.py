@@ -79,8 +79,11 @@ def plot_sanity(net, layer, stage: str, images, index: FigureIndex, seed: int) -
     target = (predict_dog_probability(net, images) > 0.5).long()
     layer_random = _same_layer(net, random_net, layer)
     checks = {
+        # |signed Grad-CAM|: the ReLU'd map of a random net is often all zero, and a sign flip (cat = -dog)
+        # must not pass for a different map (Adebayo et al.'s "absolute value" rank correlation)
         "gradcam": randomisation_check(lambda m, x: A.gradcam(m, layer if m is net else layer_random, x, target,
-                                                              upsample=False, relu=False), net, random_net, images),
+                                                              upsample=False, relu=False).abs(), net, random_net,
+                                       images),
         "saliency": randomisation_check(lambda m, x: A.saliency(m, x, target), net, random_net, images),
     }
     fig, axes = plt.subplots(len(images), 5, figsize=(15, 3 * len(images)), squeeze=False)
@@ -93,7 +96,7 @@ def plot_sanity(net, layer, stage: str, images, index: FigureIndex, seed: int) -
                 ax.set_title(f"{name}, {which} weights" + (f"\nρ={chk['per_image'][i]:.2f}" if k else ""), fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
-    fig.suptitle(f"Sanity check (model randomisation): mean Spearman ρ Grad-CAM (before ReLU) "
+    fig.suptitle(f"Sanity check (model randomisation): mean Spearman ρ |Grad-CAM| (before ReLU) "
                  f"{checks['gradcam']['mean']:.2f}, saliency {checks['saliency']['mean']:.2f} "
                  f"(low = the map depends on the weights)", fontsize=10)
     index.save(fig, f"sanity_check_{stage}_randomised_weights.png", "Sanity check: randomised weights",
