@@ -23,7 +23,9 @@ class FigureIndex:
     def save(self, fig, name: str, title: str, caption: str = "", dpi: int = 80) -> Path:
         path = self.directory / name
         if fig.get_layout_engine() is None:
-            fig.tight_layout()
+            # keep room for a suptitle, which tight_layout alone lets overlap the first row's titles
+            top = 1 - 0.35 / fig.get_figheight() if fig._suptitle is not None else 1
+            fig.tight_layout(rect=(0, 0, 1, top))
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
         plt.close(fig)
