@@ -115,7 +115,8 @@ def plot_ladder(rows: list[dict], path: Path) -> None:
     ours = [100 * (r["test_acc"] or 0) for r in rows]
     bars = ax.bar(xs, ours, color="tab:blue", alpha=0.8, label="ours (test)")
     for bar, value in zip(bars, ours):
-        ax.text(bar.get_x() + bar.get_width() / 2, value + 0.4, f"{value:.1f}", ha="center", fontsize=8)
+        ax.text(bar.get_x() + bar.get_width() / 2, value - 3, f"{value:.1f}", ha="center", fontsize=8,
+                color="white", fontweight="bold")
     for key, marker, color, label in (("book_acc", "D", "tab:red", "book, 1st ed."),
                                       ("book2_acc", "o", "tab:green", "book, 2nd ed.")):
         pts = [(x, 100 * r[key]) for x, r in zip(xs, rows) if r[key] is not None]
