@@ -158,9 +158,8 @@ print(json.dumps({"keras": keras.__version__, "params": model.count_params(), "t
 
 
 def bench_keras(args) -> dict:
-    try:
-        import keras  # noqa: F401
-    except ImportError:
+    import importlib.util
+    if importlib.util.find_spec("keras") is None:       # (importing it here would pick the TensorFlow backend)
         print("installing keras for the benchmark (not a project dependency) ...", flush=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "keras"], check=True)
     proc = subprocess.run([sys.executable, "-c", KERAS_SCRIPT, str(args.images), str(args.epochs)],
