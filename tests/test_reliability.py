@@ -248,3 +248,11 @@ def test_our_own_tensor_files_refuse_pickled_code(tmp_path):
     with pytest.raises(DataError, match="unreadable cache"):
         load_cached_split(tmp_path, "train")
     assert not marker.exists()
+
+
+def test_atomic_outputs_get_the_usual_permissions(tmp_path):
+    from catdog_lab.io import write_text
+    write_text(tmp_path / "out.txt", "hello")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -12,6 +12,9 @@ from typing import Iterator
 
 import torch
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -23,6 +26,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)            # mkstemp makes 0600 files: give outputs the usual mode
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
