@@ -14,7 +14,7 @@ import torch
 
 from catdog_lab import CLASSES
 from catdog_lab.data.images import open_rgb
-from catdog_lab.data.split import _to_tensor
+from catdog_lab.data.split import resize_to_tensor
 from catdog_lab.entry import exit_on_user_error
 from catdog_lab.models.factory import load_model
 
@@ -34,7 +34,7 @@ def predict_files(model_path: Path, files: list[Path], gradcam: bool = False, ou
         if image is None:
             errors.append(f"{path}: {note}")
             continue
-        x = _to_tensor(image, size).unsqueeze(0)
+        x = resize_to_tensor(image, size).unsqueeze(0)
         with torch.inference_mode():
             p_dog = float(torch.sigmoid(net(x.float()))[0])
         label = CLASSES[int(p_dog > 0.5)]

@@ -70,7 +70,7 @@ def make_split(root: Path, counts: dict[str, int], seed: int, image_size: int, m
                 continue
             if note:
                 converted.append({"file": cand.rel, "class": label, "note": note})
-            usable.append((cand, _to_tensor(image, image_size)))
+            usable.append((cand, resize_to_tensor(image, image_size)))
             progress.update(1)
         if len(usable) < need:
             progress.close()
@@ -109,7 +109,7 @@ def make_split(root: Path, counts: dict[str, int], seed: int, image_size: int, m
     return {"manifest": manifest, "skipped": skipped, "report": report, "tensors": packed}
 
 
-def _to_tensor(image: Image.Image, size: int) -> torch.Tensor:
+def resize_to_tensor(image: Image.Image, size: int) -> torch.Tensor:
     resized = image.resize((size, size), Image.BILINEAR)
     return torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 

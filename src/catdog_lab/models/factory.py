@@ -58,13 +58,10 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     if not path.exists():
         raise DataError(f"{path} not found: train that stage first (dvc repro)")
     bundle = torch_load(path)
-    arch = dict(bundle["arch"])
-    if arch["kind"] in ("head", "transfer") and bundle.get("preprocessing"):
+    net = build_from_arch(dict(bundle["arch"]), load_weights=False)
+    if bundle.get("preprocessing"):
         from catdog_lab.models.components.preprocess import Preprocess
-        net = build_from_arch(arch, load_weights=False)
         net.preprocess = Preprocess(bundle["preprocessing"])   # spec (BGR etc.) is not a buffer: restore it
-    else:
-        net = build_from_arch(arch, load_weights=False)
     net.load_state_dict(bundle["state_dict"])
     return net.eval(), bundle
 
