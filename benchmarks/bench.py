@@ -9,6 +9,7 @@ Sections:
   1. VGG16 conv base, images/s: the `features` stage's code path vs a bare PyTorch loop
   2. scratch convnet, seconds per training epoch: our Lightning path vs a bare PyTorch loop
   3. the same model and epoch in Keras 3 (PyTorch backend), the peer a book reader would use
+  (--compile) the bare loop again with torch.compile: is it worth turning on?
   4. end-to-end wall time per stage, read from <run-dir>/metrics/*.json
 """
 from __future__ import annotations
@@ -131,6 +132,43 @@ def bench_scratch_epoch(args) -> dict:
             "ratio_lightning_vs_bare": ours / bare}
 
 
+# ---------------------------------------------------------------- torch.compile: worth it here?
+def bench_compile(args) -> dict:
+    """Bare training loop, eager vs torch.compile (same model, data, optimiser). The compiled model's first
+    epoch includes compilation, so it is reported apart from the steady-state epoch."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from catdog_lab.models.components.convnet import BookConvNet
+
+    images, labels = data(args, args.images)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def run(compiled: bool) -> list[float]:
+        torch.manual_seed(0)
+        net = BookConvNet(150).to(device).to(memory_format=torch.channels_last)
+        step_net = torch.compile(net) if compiled else net
+        opt = torch.optim.RMSprop(net.parameters(), lr=1e-4, alpha=0.9, eps=1e-7)
+        loader = DataLoader(TensorDataset(images, labels), batch_size=20, shuffle=True, drop_last=True,
+                            generator=torch.Generator().manual_seed(0))
+        times = []
+        for _ in range(args.epochs):
+            t = time.perf_counter()
+            for xb, yb in loader:
+                xb = xb.to(device).float().contiguous(memory_format=torch.channels_last)
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(step_net(xb), yb.to(device).float())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+        return times
+
+    eager, compiled = run(False), run(True)
+    return {"images": len(images), "eager_s_per_epoch": min(eager[1:] or eager),
+            "compiled_s_per_epoch": min(compiled[1:] or compiled), "compiled_first_epoch_s": compiled[0]}
+
+
 # ---------------------------------------------------------------- 3. Keras 3 peer
 KERAS_SCRIPT = r"""
 import os, sys, time, json
@@ -193,6 +231,7 @@ def main() -> None:
     p.add_argument("--weights", help="backbone weights for section 1 (speed does not depend on them)")
     p.add_argument("--run-dir", type=Path, help="a project folder whose metrics/*.json hold a finished run")
     p.add_argument("--skip-keras", action="store_true")
+    p.add_argument("--compile", action="store_true", help="also time the bare loop under torch.compile")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args()
 
@@ -215,6 +254,11 @@ def main() -> None:
             k["ratio_ours_vs_keras"] = ratio
             print(f"3. Keras {k['keras_version']} (PyTorch backend), same model ({k['params']:,} params) and epoch: "
                   f"{k['keras_s_per_epoch']:.2f} s -> ours {ratio:.2f}x of its time (goal <= 0.5x)")
+    if args.compile:
+        result["compile"] = c = bench_compile(args)
+        print(f"torch.compile, bare loop, one epoch of {c['images']} images: eager {c['eager_s_per_epoch']:.2f} s, "
+              f"compiled {c['compiled_s_per_epoch']:.2f} s ({c['eager_s_per_epoch'] / c['compiled_s_per_epoch']:.2f}x "
+              f"speed-up); the compiled first epoch took {c['compiled_first_epoch_s']:.2f} s including compilation")
     if args.run_dir:
         result["stages"] = times = stage_times(args.run_dir)
         print(f"4. end-to-end per stage from {args.run_dir}/metrics:")
