@@ -15,6 +15,7 @@ from catdog_lab.data.datamodule import load_cached_split
 from catdog_lab.io import write_json
 from catdog_lab.models.components.backbones import build_backbone
 from catdog_lab.models.factory import load_model
+from catdog_lab.stages.features import device_for
 from catdog_lab.tracking import stage_run
 from catdog_lab.viz import views
 from catdog_lab.viz.activations import plot_activations
@@ -48,6 +49,8 @@ def visualize(cfg) -> dict:
     images, labels, files = test["images"], test["labels"], test["files"]
     models = Path(cfg.paths.models)
     metrics: dict = {}
+    # nets go to the GPU when there is one (trainer.accelerator); images stay on the CPU for plotting
+    device = device_for(cfg)
 
     with stage_run(cfg, "visualize") as run:
         # 1. primer on the first test cat
@@ -55,18 +58,20 @@ def visualize(cfg) -> dict:
         plot_primer(images[cat], index, int(v.seed))
 
         # 2. activations of the from-scratch model
-        scratch, _ = load_model(models / f"{v.scratch_model}.pt")
+        scratch = load_model(models / f"{v.scratch_model}.pt")[0].to(device)
         plot_activations(scratch, images[cat], str(v.scratch_model), index)
 
         # 3. filter patterns of the pretrained base, and of the fine-tuned block5 next to the pretrained one
         backbone = build_backbone(cfg.backbone)
+        backbone.features.to(device)
+        backbone.preprocess.to(device)
         for name in v.filters.layers:
             pats = _filters(backbone.features, backbone.layers, backbone.preprocess, name, v, int(v.seed))
             views.plot_filter_grid(pats, f"Filter patterns of VGG16 {name} (pretrained, first {len(pats)})",
                                    f"filters_vgg16_pretrained_{name}.png",
                                    f"Inputs that maximise the mean activation of each filter of {name}, by gradient "
                                    f"ascent from seeded grey noise in the weights' preprocessing space.", index)
-        tuned, _ = load_model(models / f"{v.transfer_model}.pt")
+        tuned = load_model(models / f"{v.transfer_model}.pt")[0].to(device)
         for name in v.filters.finetuned_layers:
             for label, net in (("pretrained", backbone), (str(v.transfer_model), tuned)):
                 pats = _filters(net.features, backbone.layers, net.preprocess, name, v, int(v.seed))
@@ -100,6 +105,6 @@ def visualize(cfg) -> dict:
         for entry in index.entries:
             run.log_artifact(out / entry["file"], "figures")
         run.log_artifact(out / "index.json", "figures")
-    print(f"[visualize] {len(index.entries)} figures in {out} in {metrics['wall_time_s']}s; sanity check rank "
-          f"correlation Grad-CAM {metrics['sanity/gradcam_spearman']}, saliency {metrics['sanity/saliency_spearman']}")
+    print(f"[visualize] {len(index.entries)} figures in {out} in {metrics['wall_time_s']}s on {device.type}; "
+          f"sanity check rank correlation Grad-CAM {metrics['sanity/gradcam_spearman']}, saliency {metrics['sanity/saliency_spearman']}")
     return metrics

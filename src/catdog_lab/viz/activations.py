@@ -11,8 +11,9 @@ from catdog_lab.viz.figures import FigureIndex, channel_grid, to_image
 def layer_activations(net, image: torch.Tensor) -> dict[str, torch.Tensor]:
     """{keras-style layer name: C x H x W activation} for every conv and pool layer of a BookConvNet."""
     layers = net.named_feature_layers()
-    acts = LayerActivation(net, list(layers.values())).attribute(image.float().unsqueeze(0))
-    return {name: a[0].detach() for name, a in zip(layers, acts)}
+    x = image.unsqueeze(0).to(next(net.parameters()).device).float()
+    acts = LayerActivation(net, list(layers.values())).attribute(x)
+    return {name: a[0].detach().cpu() for name, a in zip(layers, acts)}
 
 
 def plot_activations(net, image: torch.Tensor, stage: str, index: FigureIndex, per_row: int = 16) -> list[str]:

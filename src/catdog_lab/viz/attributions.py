@@ -1,4 +1,7 @@
-"""Grad-CAM and pixel attributions with Captum, with explicit targets for a one-logit model."""
+"""Grad-CAM and pixel attributions with Captum, with explicit targets for a one-logit model.
+
+Every function takes CPU images, computes on the device the net lives on (a GPU when the stage put
+it there) and returns CPU maps, so the plotting code never sees a CUDA tensor."""
 from __future__ import annotations
 
 import torch
@@ -6,6 +9,14 @@ from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occ
 from torch import nn
 
 CAT, DOG = 0, 1
+
+
+def on_net_device(net: nn.Module, images: torch.Tensor, target=None):
+    """(float images, target) moved to the net's device: Captum gathers the target column on it."""
+    device = next(net.parameters()).device
+    if isinstance(target, torch.Tensor):
+        target = target.to(device)
+    return images.to(device).float(), target
 
 
 class TwoLogits(nn.Module):
@@ -26,34 +37,35 @@ def gradcam(net: nn.Module, layer: nn.Module, images: torch.Tensor, target: int 
             upsample: bool = True, relu: bool = True) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al.) at `layer`: N x H x W maps (ReLU'd, as the paper), upsampled to the input.
     relu=False keeps the signed map (used by the sanity check: a ReLU'd map of a random net is often all 0)."""
-    cam = LayerGradCam(TwoLogits(net), layer)
-    maps = cam.attribute(images.float(), target=target, relu_attributions=relu)
+    x, target = on_net_device(net, images, target)
+    maps = LayerGradCam(TwoLogits(net), layer).attribute(x, target=target, relu_attributions=relu)
     if upsample:
         maps = LayerAttribution.interpolate(maps, tuple(images.shape[-2:]), interpolate_mode="bilinear")
-    return maps[:, 0].detach()
+    return maps[:, 0].detach().cpu()
 
 
 def saliency(net: nn.Module, images: torch.Tensor, target) -> torch.Tensor:
     """|d logit / d pixel|, max over colour channels: N x H x W."""
-    x = images.float().clone().requires_grad_(True)
-    return Saliency(TwoLogits(net)).attribute(x, target=target, abs=True).amax(dim=1).detach()
+    x, target = on_net_device(net, images, target)
+    x = x.clone().requires_grad_(True)
+    return Saliency(TwoLogits(net)).attribute(x, target=target, abs=True).amax(dim=1).detach().cpu()
 
 
 def integrated_gradients(net: nn.Module, images: torch.Tensor, target, steps: int = 32) -> torch.Tensor:
     """IG from a black image, summed |attribution| over channels: N x H x W."""
-    x = images.float().clone()
+    x, target = on_net_device(net, images, target)
     attr = IntegratedGradients(TwoLogits(net)).attribute(x, baselines=torch.zeros_like(x), target=target,
                                                          n_steps=steps, internal_batch_size=max(1, steps))
-    return attr.abs().sum(dim=1).detach()
+    return attr.abs().sum(dim=1).detach().cpu()
 
 
 def occlusion(net: nn.Module, images: torch.Tensor, target, window: int = 30, stride: int = 15) -> torch.Tensor:
     """Drop in the target logit when a grey patch covers each region ("cover part of the image"): N x H x W."""
-    x = images.float().clone()
+    x, target = on_net_device(net, images, target)
     attr = Occlusion(TwoLogits(net)).attribute(x, sliding_window_shapes=(3, window, window),
                                                strides=(3, stride, stride), baselines=128.0, target=target,
                                                perturbations_per_eval=16)
-    return attr.sum(dim=1).detach()
+    return attr.sum(dim=1).detach().cpu()
 
 
 def has_hooks(module: nn.Module) -> bool:

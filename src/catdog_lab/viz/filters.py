@@ -41,15 +41,16 @@ def filter_patterns(features: nn.Sequential, layer_index: int, preprocess: Prepr
     trunk = features[:layer_index + 1].eval()
     for p in trunk.parameters():
         p.requires_grad_(False)
-    g = torch.Generator().manual_seed(seed)
+    device = next(trunk.parameters()).device
+    g = torch.Generator().manual_seed(seed)                  # CPU generator: the same noise on any device
     n = len(filters)
     start = max(8, int(round(size / octave_scale ** (octaves - 1))))
     grey = 128 + 20 * (torch.rand(n, 3, start, start, generator=g) - 0.5)        # seeded grey noise
-    x = preprocess(grey).detach()
+    x = preprocess(grey.to(device)).detach()
     # step in preprocessing units: `step` of the 0-255 range, mapped through the weights' scale and std
     step_size = step * 255 * preprocess.scale / float(preprocess.std.mean())
-    grey_pre = preprocess(torch.full((1, 3, 1, 1), 128.0))
-    idx = torch.tensor(filters)
+    grey_pre = preprocess(torch.full((1, 3, 1, 1), 128.0, device=device))
+    idx = torch.tensor(filters, device=device)
     bar = tqdm(total=iterations * octaves, desc=progress, unit="step", mininterval=2.0, disable=progress is None)
     for octave in range(octaves):
         if octave > 0:
@@ -63,7 +64,7 @@ def filter_patterns(features: nn.Sequential, layer_index: int, preprocess: Prepr
             act = trunk(x)
             border = 2 if act.shape[-1] > 8 else 0               # the book ignores border artefacts
             inner = act[:, :, border:act.shape[-2] - border, border:act.shape[-1] - border]
-            score = inner[torch.arange(n), idx].mean(dim=(1, 2)).sum()
+            score = inner[torch.arange(n, device=device), idx].mean(dim=(1, 2)).sum()
             if l2:
                 score = score - l2 * ((x - grey_pre) ** 2).mean(dim=(1, 2, 3)).sum()
             grad, = torch.autograd.grad(score, x)
@@ -80,4 +81,4 @@ def filter_patterns(features: nn.Sequential, layer_index: int, preprocess: Prepr
         # the book's deprocess: centre, scale to a std of 0.15 of the range, shift to 0.5, clip
         out = out - out.mean(dim=(1, 2, 3), keepdim=True)
         out = out / (out.std(dim=(1, 2, 3), keepdim=True) + 1e-5) * 0.15 * 255 + 128
-        return out.clamp(0, 255)
+        return out.clamp(0, 255).cpu()

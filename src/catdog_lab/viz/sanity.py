@@ -14,12 +14,13 @@ from torch import nn
 
 def randomised_copy(net: nn.Module, seed: int = 0) -> nn.Module:
     """Same architecture and preprocessing, every learnable layer re-initialised (full cascade)."""
-    clone = copy.deepcopy(net)
+    device = next(net.parameters()).device
+    clone = copy.deepcopy(net).cpu()        # re-initialise on the CPU RNG: the same random net on any device
     torch.manual_seed(seed)
     for module in clone.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             module.reset_parameters()
-    return clone.eval()
+    return clone.to(device).eval()
 
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:

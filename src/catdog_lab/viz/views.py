@@ -12,7 +12,9 @@ from catdog_lab.viz.sanity import randomisation_check, randomised_copy
 
 @torch.inference_mode()
 def predict_dog_probability(net, images: torch.Tensor, batch_size: int = 50) -> torch.Tensor:
-    return torch.cat([torch.sigmoid(net(images[i:i + batch_size].float())) for i in range(0, len(images), batch_size)])
+    """p(dog) per image, on the CPU (computed on the net's device)."""
+    return torch.cat([torch.sigmoid(net(A.on_net_device(net, images[i:i + batch_size])[0])).cpu()
+                      for i in range(0, len(images), batch_size)])
 
 
 def select_images(labels: torch.Tensor, p_dog: torch.Tensor, per_class: int) -> list[int]:
