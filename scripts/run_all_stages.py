@@ -1,0 +1,130 @@
+"""Run every stage in pipeline order (what `dvc repro` runs), writing only under --out, and print
+wall time, test accuracy and, on a GPU, its utilisation per stage.
+
+For a machine where DVC or MLflow is not installed (a GPU box), and for a plumbing check on
+generated photos that needs neither the Kaggle photos nor the VGG16 weights:
+
+    python scripts/run_all_stages.py --out /tmp/smoke --generated 24          # smoke profile, random VGG
+    python scripts/run_all_stages.py --out /tmp/book --no-tracking \\
+        data.source.path=/data/dogs-vs-cats backbone.weights=/w/vgg16.pt profile=book
+
+A stage whose metrics are already in --out is skipped, and an interrupted training stage resumes
+from its checkpoint: rerun the same command after a kill.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from catdog_lab.config import compose
+from catdog_lab.entry import STAGES, exit_on_user_error, stage_function
+
+WRITTEN = ("split", "cache", "features", "models", "metrics", "plots", "reports", "checkpoints")
+
+
+def make_photos(root: Path, per_class: int, size: int) -> Path:
+    """Learnable toy photos: cats reddish with a bright top half, dogs bluish with a bright bottom half."""
+    root.mkdir(parents=True, exist_ok=True)
+    for label in ("cat", "dog"):
+        for i in range(per_class):
+            rng = np.random.default_rng(2 * i + (label == "dog"))
+            img = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+            img[..., 0 if label == "cat" else 2] += 120
+            rows = slice(0, size // 2) if label == "cat" else slice(size // 2, size)
+            img[rows] = np.clip(img[rows].astype(int) + 60, 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / f"{label}.{i}.jpg")
+    return root
+
+
+class GpuSampler:
+    """Samples GPU utilisation (%) twice a second while a stage runs; nothing on a machine without CUDA/NVML."""
+
+    def __init__(self):
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = None
+        try:
+            torch.cuda.utilization()
+            self.available = True
+        except Exception:              # no GPU, or no NVML bindings
+            self.available = False
+
+    def __enter__(self):
+        if self.available:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(0.5):
+            self.samples.append(int(torch.cuda.utilization()))
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    def summary(self) -> dict:
+        if not self.samples:
+            return {}
+        return {"gpu_util_mean": round(float(np.mean(self.samples)), 1), "gpu_util_max": max(self.samples)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--generated", type=int, metavar="N",
+                   help="generate N toy photos per class (split 50/25/25%%), profile smoke, random VGG16")
+    p.add_argument("--size", type=int, default=64, help="image size of the generated photos")
+    p.add_argument("--no-tracking", action="store_true", help="skip MLflow (a machine without it installed)")
+    p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. profile=book trainer.precision=32-true")
+    args = p.parse_args()
+
+    out = args.out.resolve()
+    overrides = []
+    if args.generated:
+        raw = make_photos(out / "raw", args.generated, args.size)
+        n_train, n_val = args.generated // 2, args.generated // 4
+        overrides += [f"data.source.path={raw}", f"data.split.train={n_train}", f"data.split.validation={n_val}",
+                      f"data.split.test={args.generated - n_train - n_val}", f"data.image_size={args.size}",
+                      "profile=smoke", "backbone.weights=none"]
+    overrides += [
+        "trainer.progress_bar=false", f"tracking.enabled={str(not args.no_tracking).lower()}",
+        f"tracking.uri=sqlite:///{out}/mlflow.db", f"tracking.artifact_location={out}/mlartifacts",
+        *[f"paths.{k}={out}/{k}" for k in WRITTEN], *args.overrides,
+    ]
+    cfg = exit_on_user_error(compose, overrides)
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    print(f"device: {device}; torch {torch.__version__}; profile {cfg.get('profile')}", flush=True)
+    summary_path = out / "run_summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"stages": {}}
+    summary["device"] = device
+    for stage in args.stages:
+        done = (out / "metrics" / f"{stage}.json").exists() if stage not in ("split", "compare") else False
+        if done and stage in summary["stages"]:
+            print(f"{stage:20s} done before, skipped", flush=True)
+            continue
+        t = time.perf_counter()
+        with GpuSampler() as gpu:
+            result = exit_on_user_error(stage_function(stage), cfg)
+        row = {"seconds": round(time.perf_counter() - t, 2), **gpu.summary()}
+        if isinstance(result, dict) and "test/acc" in result and stage not in ("visualize", "compare"):
+            row["test/acc"] = result["test/acc"]
+        summary["stages"][stage] = row
+        summary_path.write_text(json.dumps(summary, indent=2))
+        print(f"{stage:20s} " + "  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+    total = sum(r["seconds"] for r in summary["stages"].values())
+    print(f"all stages: {total:.1f} s on {device}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
