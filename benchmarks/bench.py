@@ -81,6 +81,30 @@ def bench_conv_base(args) -> dict:
             "ratio_stage_vs_bare": (n / ours_s) / (n / bare_s)}
 
 
+def bare_training_epochs(loader, epochs: int, compiled: bool = False) -> list[float]:
+    """Seconds per epoch of the scratch convnet in a plain PyTorch loop (same optimiser as the stage)."""
+    from catdog_lab.models.components.convnet import BookConvNet
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    net = BookConvNet(150).to(device).to(memory_format=torch.channels_last)
+    step_net = torch.compile(net) if compiled else net
+    opt = torch.optim.RMSprop(net.parameters(), lr=1e-4, alpha=0.9, eps=1e-7)
+    times = []
+    for _ in range(epochs):
+        t = time.perf_counter()
+        for xb, yb in loader:
+            xb = xb.to(device).float().contiguous(memory_format=torch.channels_last)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(step_net(xb), yb.to(device).float())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return times
+
+
 # ---------------------------------------------------------------- 2. scratch epoch: Lightning vs bare
 def bench_scratch_epoch(args) -> dict:
     import pytorch_lightning as pl
@@ -113,20 +137,7 @@ def bench_scratch_epoch(args) -> dict:
     trainer.fit(module, train_dataloaders=loader)
     ours = min(timer.times[1:] or timer.times)                       # first epoch includes warm-up
 
-    torch.manual_seed(0)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net = BookConvNet(150).to(device).to(memory_format=torch.channels_last)
-    opt = torch.optim.RMSprop(net.parameters(), lr=1e-4, alpha=0.9, eps=1e-7)
-    times = []
-    for _ in range(epochs):
-        t = time.perf_counter()
-        for xb, yb in loader:
-            xb = xb.to(device).float().contiguous(memory_format=torch.channels_last)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xb), yb.to(device).float())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        times.append(time.perf_counter() - t)
+    times = bare_training_epochs(loader, epochs)
     bare = min(times[1:] or times)
     return {"images": len(images), "epochs_timed": epochs, "lightning_s_per_epoch": ours, "bare_s_per_epoch": bare,
             "ratio_lightning_vs_bare": ours / bare}
@@ -138,33 +149,11 @@ def bench_compile(args) -> dict:
     epoch includes compilation, so it is reported apart from the steady-state epoch."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from catdog_lab.models.components.convnet import BookConvNet
-
     images, labels = data(args, args.images)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    loader = DataLoader(TensorDataset(images, labels), batch_size=20, shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(0))
 
-    def run(compiled: bool) -> list[float]:
-        torch.manual_seed(0)
-        net = BookConvNet(150).to(device).to(memory_format=torch.channels_last)
-        step_net = torch.compile(net) if compiled else net
-        opt = torch.optim.RMSprop(net.parameters(), lr=1e-4, alpha=0.9, eps=1e-7)
-        loader = DataLoader(TensorDataset(images, labels), batch_size=20, shuffle=True, drop_last=True,
-                            generator=torch.Generator().manual_seed(0))
-        times = []
-        for _ in range(args.epochs):
-            t = time.perf_counter()
-            for xb, yb in loader:
-                xb = xb.to(device).float().contiguous(memory_format=torch.channels_last)
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(step_net(xb), yb.to(device).float())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t)
-        return times
-
-    eager, compiled = run(False), run(True)
+    eager, compiled = bare_training_epochs(loader, args.epochs), bare_training_epochs(loader, args.epochs, True)
     return {"images": len(images), "eager_s_per_epoch": min(eager[1:] or eager),
             "compiled_s_per_epoch": min(compiled[1:] or compiled), "compiled_first_epoch_s": compiled[0]}
 
