@@ -106,5 +106,6 @@ def visualize(cfg) -> dict:
             run.log_artifact(out / entry["file"], "figures")
         run.log_artifact(out / "index.json", "figures")
     print(f"[visualize] {len(index.entries)} figures in {out} in {metrics['wall_time_s']}s on {device.type}; "
-          f"sanity check rank correlation Grad-CAM {metrics['sanity/gradcam_spearman']}, saliency {metrics['sanity/saliency_spearman']}")
+          f"sanity check rank correlation Grad-CAM {metrics['sanity/gradcam_spearman']}, "
+          f"saliency {metrics['sanity/saliency_spearman']}")
     return metrics

@@ -5,13 +5,14 @@ import matplotlib.pyplot as plt
 import torch
 from captum.attr import LayerActivation
 
+from catdog_lab.viz.attributions import on_net_device
 from catdog_lab.viz.figures import FigureIndex, channel_grid, to_image
 
 
 def layer_activations(net, image: torch.Tensor) -> dict[str, torch.Tensor]:
     """{keras-style layer name: C x H x W activation} for every conv and pool layer of a BookConvNet."""
     layers = net.named_feature_layers()
-    x = image.unsqueeze(0).to(next(net.parameters()).device).float()
+    x, _ = on_net_device(net, image.unsqueeze(0))
     acts = LayerActivation(net, list(layers.values())).attribute(x)
     return {name: a[0].detach().cpu() for name, a in zip(layers, acts)}
 
