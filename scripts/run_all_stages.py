@@ -22,25 +22,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from catdog_lab.config import compose
+from catdog_lab.data.toy import toy_photo
 from catdog_lab.entry import STAGES, exit_on_user_error, stage_function
 
 WRITTEN = ("split", "cache", "features", "models", "metrics", "plots", "reports", "checkpoints")
 
 
 def make_photos(root: Path, per_class: int, size: int) -> Path:
-    """Learnable toy photos: cats reddish with a bright top half, dogs bluish with a bright bottom half."""
     root.mkdir(parents=True, exist_ok=True)
     for label in ("cat", "dog"):
         for i in range(per_class):
-            rng = np.random.default_rng(2 * i + (label == "dog"))
-            img = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
-            img[..., 0 if label == "cat" else 2] += 120
-            rows = slice(0, size // 2) if label == "cat" else slice(size // 2, size)
-            img[rows] = np.clip(img[rows].astype(int) + 60, 0, 255).astype(np.uint8)
-            Image.fromarray(img).save(root / f"{label}.{i}.jpg")
+            toy_photo(label, i, size, size).save(root / f"{label}.{i}.jpg")
     return root
 
 

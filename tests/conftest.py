@@ -4,11 +4,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from catdog_lab.config import compose
+from catdog_lab.data.toy import toy_photo
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -26,15 +25,8 @@ def shared_weights() -> Path | None:
 
 
 def make_photo(path: Path, label: str, index: int, size=(64, 56), mode="RGB", fmt="JPEG") -> Path:
-    """A learnable toy photo: cats are reddish with a bright top half, dogs bluish with a bright bottom."""
-    rng = np.random.default_rng(index * 2 + (label == "dog"))
-    h, w = size[1], size[0]
-    img = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
-    channel = 0 if label == "cat" else 2
-    img[..., channel] += 120
-    rows = slice(0, h // 2) if label == "cat" else slice(h // 2, h)
-    img[rows] = np.clip(img[rows].astype(int) + 60, 0, 255).astype(np.uint8)
-    image = Image.fromarray(img).convert(mode)
+    """A learnable toy photo (catdog_lab.data.toy) in the given mode and file format."""
+    image = toy_photo(label, index, size[0], size[1]).convert(mode)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format=fmt)
     return path
