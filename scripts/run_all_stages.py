@@ -27,7 +27,7 @@ from catdog_lab.config import compose
 from catdog_lab.data.toy import toy_photo
 from catdog_lab.entry import STAGES, exit_on_user_error, stage_function
 
-WRITTEN = ("split", "cache", "features", "models", "metrics", "plots", "reports", "checkpoints")
+WRITTEN = ("split", "cache", "features", "models", "metrics", "plots", "reports", "checkpoints", "seeds")
 
 
 def make_photos(root: Path, per_class: int, size: int) -> Path:

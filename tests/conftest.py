@@ -47,7 +47,8 @@ def tiny_overrides(tmp: Path, raw: Path, extra: list[str] | None = None) -> list
         f"tracking.artifact_location={tmp}/mlartifacts",
         *[f"paths.{k}={tmp}/{v}" for k, v in {
             "split": "data/split", "cache": "data/cache", "features": "data/features", "models": "models",
-            "metrics": "metrics", "plots": "plots", "reports": "reports", "checkpoints": "checkpoints"}.items()],
+            "metrics": "metrics", "plots": "plots", "reports": "reports", "checkpoints": "checkpoints",
+            "seeds": "metrics/seeds"}.items()],
         *(extra or []),
     ]
 

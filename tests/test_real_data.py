@@ -18,7 +18,7 @@ def real_split(tmp_path_factory):
     cfg = compose([f"data.source.path={SHARED_DATA}", "trainer.progress_bar=false",
                    f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"tracking.artifact_location={tmp}/mlartifacts",
                    *[f"paths.{k}={tmp}/{k}" for k in ("split", "cache", "features", "models", "metrics", "plots",
-                                                       "reports", "checkpoints")]])
+                                                       "reports", "checkpoints", "seeds")]])
     report = split(cfg)
     return cfg, report
 

@@ -13,6 +13,7 @@ from catdog_lab.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = PROJECT_ROOT / "conf"
+SELECT = ("last", "best")      # which epoch a training stage keeps and tests (`<stage>.select`)
 
 
 def compose(overrides: list[str] | None = None, config_dir: Path | str = CONF_DIR) -> DictConfig:
@@ -86,6 +87,17 @@ def _positive_float(cfg, key):
     return value
 
 
+def _choice(cfg, key, choices):
+    value = _get(cfg, key)
+    if value not in choices:
+        raise ConfigError(f"{key}: must be one of {', '.join(map(str, choices))}, got {value!r}")
+    return value
+
+
+def _optional_positive_int(cfg, key):
+    return None if _get(cfg, key) is None else _positive_int(cfg, key)
+
+
 def _fraction(cfg, key, upper_inclusive=False):
     value = _get(cfg, key)
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value and (
@@ -120,14 +132,27 @@ def validate_stage(cfg: DictConfig, stage: str) -> None:
     model = _get(cfg, f"{stage}.model")
     if model not in ("convnet", "head", "transfer"):
         raise ConfigError(f"{stage}.model: unknown model {model!r}; choose convnet, head or transfer")
+    _choice(cfg, f"{stage}.init", ("keras", "torch"))
+    _choice(cfg, f"{stage}.select", SELECT)
+    _optional_positive_int(cfg, f"{stage}.steps_per_epoch")
+    _optional_positive_int(cfg, f"{stage}.validation_steps")
+    if model == "convnet":
+        filters = _get(cfg, "convnet.filters")
+        if not filters or not all(isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in filters):
+            raise ConfigError(f"convnet.filters: must be a list of positive integers, got {filters!r}")
+        _positive_int(cfg, "convnet.hidden", allow_zero=True)
     if model in ("head", "transfer"):
         _positive_int(cfg, f"{stage}.hidden")
+        from catdog_lab.models.components.heads import ACTIVATIONS
+        _choice(cfg, f"{stage}.activation", tuple(ACTIVATIONS))
         validate_backbone(cfg)
     if _get(cfg, f"{stage}.augment"):
         validate_augmentation(cfg)
     init_from = OmegaConf.select(cfg, f"{stage}.init_from")
     if init_from is not None and init_from not in TRAINING_STAGES:
         raise ConfigError(f"{stage}.init_from: unknown stage {init_from!r}")
+    if init_from is not None:
+        _choice(cfg, f"{stage}.init_from_weights", ("last", "selected"))
     _positive_int(cfg, "trainer.checkpoint_every_n_epochs")
     if _get(cfg, "trainer.accelerator") not in ("auto", "cpu", "gpu", "cuda", "mps"):
         raise ConfigError(f"trainer.accelerator: unknown accelerator {cfg.trainer.accelerator!r}")
@@ -139,8 +164,12 @@ def validate_augmentation(cfg: DictConfig) -> None:
         raise ConfigError(f"augmentation.rotation_degrees: must be in [0, 180], got {value!r}")
     for key in ("width_shift", "height_shift", "zoom"):
         _fraction(cfg, f"augmentation.{key}")
-    if _get(cfg, "augmentation.fill") not in ("nearest", "zeros"):
-        raise ConfigError(f"augmentation.fill: must be nearest or zeros, got {cfg.augmentation.fill!r}")
+    value = _get(cfg, "augmentation.shear_radians")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1.5708:
+        raise ConfigError(f"augmentation.shear_radians: must be in [0, pi/2) radians, got {value!r}")
+    from catdog_lab.data.augment import FILLS, INTERPOLATIONS
+    _choice(cfg, "augmentation.fill", tuple(FILLS))
+    _choice(cfg, "augmentation.interpolation", INTERPOLATIONS)
 
 
 def validate_backbone(cfg: DictConfig) -> None:

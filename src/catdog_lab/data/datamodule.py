@@ -7,6 +7,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from catdog_lab.data.sampler import StreamBatchSampler
 from catdog_lab.errors import DataError
 from catdog_lab.io import torch_load
 
@@ -24,14 +25,21 @@ def load_cached_split(directory: Path, split: str) -> dict:
 
 
 class TensorDataModule(pl.LightningDataModule):
-    """Serves `{split}.pt` files holding `inputs_key` (images uint8 or features float) and labels."""
+    """Serves `{split}.pt` files holding `inputs_key` (images uint8 or features float) and labels.
+
+    `steps_per_epoch` / `validation_steps`: None = one pass over the split; a number = that many batches
+    from an endless reshuffled stream, as Keras' `fit_generator` does (see data/sampler.py). The test split
+    is always one pass, in order.
+    """
 
     def __init__(self, directory: str | Path, batch_size: int, inputs_key: str = "images", seed: int = 0,
-                 num_workers: int = 0, eval_batch_size: int | None = None):
+                 num_workers: int = 0, eval_batch_size: int | None = None, steps_per_epoch: int | None = None,
+                 validation_steps: int | None = None):
         super().__init__()
         self.directory, self.inputs_key = Path(directory), inputs_key
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or max(batch_size, 64)
         self.seed, self.num_workers = seed, num_workers
+        self.steps_per_epoch, self.validation_steps = steps_per_epoch, validation_steps
         self.datasets: dict[str, TensorDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -40,17 +48,21 @@ class TensorDataModule(pl.LightningDataModule):
                 data = load_cached_split(self.directory, split)
                 self.datasets[split] = TensorDataset(data[self.inputs_key], data["labels"])
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(self.datasets[split], batch_size=self.batch_size if shuffle else self.eval_batch_size,
-                          shuffle=shuffle, generator=generator, num_workers=self.num_workers,
+    def _loader(self, split: str, batch_sampler: StreamBatchSampler | None = None) -> DataLoader:
+        batching = {"batch_sampler": batch_sampler} if batch_sampler else {"batch_size": self.eval_batch_size}
+        return DataLoader(self.datasets[split], **batching, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self):
-        return self._loader("train", shuffle=True)
+        return self._loader("train", StreamBatchSampler(len(self.datasets["train"]), self.batch_size,
+                                                        self.steps_per_epoch, shuffle=True, seed=self.seed))
 
     def val_dataloader(self):
-        return self._loader("validation", shuffle=False)
+        if self.validation_steps is None:
+            return self._loader("validation")
+        # Keras' validation iterator shuffles too (flow_from_directory's default) and carries on across epochs
+        return self._loader("validation", StreamBatchSampler(len(self.datasets["validation"]), self.batch_size,
+                                                             self.validation_steps, shuffle=True, seed=self.seed + 1))
 
     def test_dataloader(self):
-        return self._loader("test", shuffle=False)
+        return self._loader("test")

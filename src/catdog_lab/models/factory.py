@@ -13,45 +13,69 @@ from torch import nn
 from catdog_lab.errors import ConfigError
 from catdog_lab.io import torch_load, torch_save
 from catdog_lab.models.components.backbones import BACKBONES, build_backbone
-from catdog_lab.models.components.convnet import BookConvNet
+from catdog_lab.models.components.convnet import BOOK1, BookConvNet
 from catdog_lab.models.components.heads import DenseHead
+from catdog_lab.models.components.init import keras_init_
 from catdog_lab.models.components.transfer import TransferNet
 
 
 def arch_from_config(cfg, stage: str) -> dict:
     s = cfg[stage]
     arch = {"kind": s.model, "image_size": int(cfg.data.image_size), "dropout": float(s.dropout)}
+    if s.model == "convnet":
+        arch |= {"filters": [int(f) for f in cfg.convnet.filters], "pool_last": bool(cfg.convnet.pool_last),
+                 "hidden": int(cfg.convnet.hidden)}
     if s.model in ("head", "transfer"):
         arch |= {"backbone": cfg.backbone.name, "weights": str(cfg.backbone.weights), "hidden": int(s.hidden),
-                 "trainable": list(s.get("trainable", []) or [])}
+                 "activation": str(s.activation), "trainable": list(s.get("trainable", []) or [])}
     return arch
 
 
-def build_from_arch(arch: dict, load_weights: bool = True) -> nn.Module:
+def build_from_arch(arch: dict, load_weights: bool = True, init: str = "torch") -> nn.Module:
+    """`init="keras"`: Glorot-uniform kernels and zero biases for every layer trained from scratch (the
+    convnet, the dense head), never for pretrained conv layers."""
     kind = arch["kind"]
     if kind == "convnet":
-        return BookConvNet(arch["image_size"], arch["dropout"])
+        # model files written before the 2nd-edition net existed carry no filters: they are the 1st edition's
+        net = BookConvNet(arch["image_size"], arch["dropout"], arch.get("filters", BOOK1["filters"]),
+                          arch.get("pool_last", True), arch.get("hidden", BOOK1["hidden"]))
+        return keras_init_(net) if init == "keras" else net
     if kind in ("head", "transfer"):
         if arch["backbone"] not in BACKBONES:
             raise ConfigError(f"backbone.name: unknown backbone {arch['backbone']!r}")
         backbone = BACKBONES[arch["backbone"]](arch["weights"] if load_weights else "none")
-        return TransferNet(backbone, arch["image_size"], arch["hidden"], arch["dropout"], arch["trainable"])
+        net = TransferNet(backbone, arch["image_size"], arch["hidden"], arch["dropout"], arch["trainable"],
+                          arch.get("activation", "relu"))
+        if init == "keras":
+            keras_init_(net.head)
+        return net
     raise ConfigError(f"model: unknown model kind {kind!r}")
 
 
 def build_head(cfg, stage: str, in_features: int) -> DenseHead:
     s = cfg[stage]
-    return DenseHead(in_features, int(s.hidden), float(s.dropout))
+    head = DenseHead(in_features, int(s.hidden), float(s.dropout), str(s.activation))
+    return keras_init_(head) if s.init == "keras" else head
 
 
-def save_model(path: str | Path, stage: str, arch: dict, net: nn.Module) -> None:
+def _cpu_state(state: dict) -> dict:
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def save_model(path: str | Path, stage: str, arch: dict, net: nn.Module, last_state: dict | None = None) -> None:
+    """`net` is the stage's selected model. `last_state`, when given, is the last epoch's weights where they
+    differ from it: a later stage may start from them (the books' fine-tuning continues the last epoch)."""
     preprocess = getattr(net, "preprocess", None)
-    torch_save({"stage": stage, "arch": arch, "preprocessing": getattr(preprocess, "spec", None),
-                "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}}, path)
+    bundle = {"stage": stage, "arch": arch, "preprocessing": getattr(preprocess, "spec", None),
+              "state_dict": _cpu_state(net.state_dict())}
+    if last_state is not None:
+        bundle["last_state_dict"] = _cpu_state(last_state)
+    torch_save(bundle, path)
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, dict]:
-    """Rebuild a saved stage model (eval mode). The state dict already holds the pretrained weights."""
+def load_model(path: str | Path, weights: str = "selected") -> tuple[nn.Module, dict]:
+    """Rebuild a saved stage model (eval mode). The state dict already holds the pretrained weights.
+    `weights="last"`: the last epoch's weights where the file keeps them apart from the selected ones."""
     from catdog_lab.errors import DataError
 
     path = Path(path)
@@ -62,13 +86,15 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     if bundle.get("preprocessing"):
         from catdog_lab.models.components.preprocess import Preprocess
         net.preprocess = Preprocess(bundle["preprocessing"])   # spec (BGR etc.) is not a buffer: restore it
-    net.load_state_dict(bundle["state_dict"])
+    net.load_state_dict(bundle["last_state_dict"] if weights == "last" and "last_state_dict" in bundle
+                        else bundle["state_dict"])
     return net.eval(), bundle
 
 
 def transfer_from_head(cfg, stage: str, head: DenseHead) -> TransferNet:
     """Wrap a head trained on cached features into the full image -> logit model, for prediction."""
     backbone = build_backbone(cfg.backbone)
-    net = TransferNet(backbone, int(cfg.data.image_size), int(cfg[stage].hidden), float(cfg[stage].dropout), [])
+    net = TransferNet(backbone, int(cfg.data.image_size), int(cfg[stage].hidden), float(cfg[stage].dropout), [],
+                      str(cfg[stage].activation))
     net.head.load_state_dict(head.state_dict())
     return net

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
+from catdog_lab import TRAINING_STAGES
 from catdog_lab.config import params_hash, validate_stage
 from catdog_lab.data.augment import BatchAugment
 from catdog_lab.data.datamodule import TensorDataModule
@@ -26,6 +27,7 @@ from catdog_lab.models.classifier import BinaryClassifier
 from catdog_lab.models.factory import (arch_from_config, build_from_arch, build_head, load_model, save_model,
                                        transfer_from_head)
 from catdog_lab.plots import plot_curves
+from catdog_lab.seeds import record as record_seed
 from catdog_lab.tracking import stage_run, tracking_uri
 
 # config keys that define a stage's result (a checkpoint is resumed only if these are unchanged)
@@ -50,19 +52,21 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
     t_start = time.perf_counter()
 
     extract_info = {}
+    steps = {"steps_per_epoch": s.steps_per_epoch, "validation_steps": s.validation_steps}
     if s.model == "head":
         from catdog_lab.stages.features import extract_features
         extract_info = extract_features(cfg)
         data = TensorDataModule(paths.features, int(s.batch_size), "features", int(cfg.seed),
-                                int(cfg.trainer.num_workers))
+                                int(cfg.trainer.num_workers), **steps)
         data.setup()
         in_features = data.datasets["train"].tensors[0][0].numel()
         net = build_head(cfg, stage, in_features)
     else:
-        data = TensorDataModule(paths.cache, int(s.batch_size), "images", int(cfg.seed), int(cfg.trainer.num_workers))
-        net = build_from_arch(arch_from_config(cfg, stage))
+        data = TensorDataModule(paths.cache, int(s.batch_size), "images", int(cfg.seed), int(cfg.trainer.num_workers),
+                                **steps)
+        net = build_from_arch(arch_from_config(cfg, stage), init=str(s.init))
         if s.get("init_from"):
-            source, _ = load_model(Path(paths.models) / f"{s.init_from}.pt")
+            source, _ = load_model(Path(paths.models) / f"{s.init_from}.pt", weights=str(s.init_from_weights))
             missing = net.load_state_dict(source.state_dict(), strict=False)
             if missing.missing_keys:
                 raise DataError(f"{stage}.init_from: {s.init_from} model does not fit this stage's network "
@@ -107,31 +111,43 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
         t_fit = time.perf_counter()
         trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
         fit_seconds = time.perf_counter() - t_fit
-        # evaluate the epoch with the best validation loss, as the book's 2nd edition does
-        best = checkpoint.best_model_path if checkpoint.best_model_path and not fast_dev_run else None
-        if best:
-            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-            module.load_state_dict(state)
-        test = trainer.test(module, datamodule=data, verbose=False)[0]
+        rows = history.rows if history.rows else (read_csv(history.csv_path) if history.csv_path.exists() else [])
+        tests, last_state = evaluate_last_and_best(trainer, module, data, checkpoint, rows, fast_dev_run)
+        selected = str(s.select)
+        if selected == "last":
+            module.load_state_dict(last_state)
+        test = tests[selected]
 
         final_net = module.net.float().to(memory_format=torch.contiguous_format).cpu()
         arch = arch_from_config(cfg, stage)
         if s.model == "head":
             final_net, arch = transfer_from_head(cfg, stage, final_net), arch | {"kind": "transfer", "trainable": []}
-        save_model(Path(paths.models) / f"{stage}.pt", stage, arch, final_net)
+        # a later stage that starts from our last epoch needs it when we keep another one
+        keep_last = selected != "last" and tests["best_epoch"] != tests["last_epoch"] and any(
+            cfg[t].get("init_from") == stage and cfg[t].get("init_from_weights") == "last" for t in TRAINING_STAGES)
+        save_model(Path(paths.models) / f"{stage}.pt", stage, arch, final_net,
+                   last_state=_net_state(last_state) if keep_last else None)
 
-        rows = history.rows if history.rows else (read_csv(history.csv_path) if history.csv_path.exists() else [])
         epochs_run = len(rows)
+        chosen_epoch = tests["last_epoch"] if selected == "last" else tests["best_epoch"]
+        chosen_row = next((r for r in rows if int(r["epoch"]) == chosen_epoch), rows[-1] if rows else {})
         metrics = {
             "test/acc": round(float(test["test/acc"]), 6), "test/loss": round(float(test["test/loss"]), 6),
-            "val/acc": _last(rows, "val/acc"), "val/loss": _last(rows, "val/loss"),
-            "best_epoch": _best_epoch(rows), "epochs": epochs_run, "profile": str(cfg.get("profile", "")),
+            "test/acc_last": round(float(tests["last"]["test/acc"]), 6),
+            "test/acc_best": round(float(tests["best"]["test/acc"]), 6),
+            "val/acc": _value(chosen_row, "val/acc"), "val/loss": _value(chosen_row, "val/loss"),
+            "select": selected, "selected_epoch": chosen_epoch, "best_epoch": tests["best_epoch"],
+            "epochs": epochs_run, "seed": int(cfg.seed), "test_images": len(data.datasets["test"]),
+            "profile": str(cfg.get("profile", "")),
             "seconds_per_epoch": round(sum(float(r["seconds"]) for r in rows) / epochs_run, 3) if epochs_run else None,
             "fit_seconds": round(fit_seconds, 2), "wall_time_s": round(time.perf_counter() - t_start, 2),
+            "device": _device_name(),
         }
         if extract_info.get("images_per_second"):
             metrics["extract_images_per_second"] = round(extract_info["images_per_second"], 2)
         write_json(Path(paths.metrics) / f"{stage}.json", metrics)
+        if not fast_dev_run:
+            record_seed(cfg, stage, metrics)
         curves = Path(paths.reports) / "curves" / f"{stage}.png"
         if rows:
             plot_curves(rows, curves, stage)
@@ -145,9 +161,37 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
     return metrics
 
 
-def _last(rows, key):
-    values = [r.get(key) for r in rows if r.get(key) not in (None, "")]
-    return round(float(values[-1]), 6) if values else None
+def evaluate_last_and_best(trainer, module, data, checkpoint, rows, fast_dev_run) -> tuple[dict, dict]:
+    """Test the last epoch and the epoch of lowest validation loss (the same run when they coincide).
+
+    Returns ({"last": test metrics, "best": ..., "last_epoch", "best_epoch"}, the last epoch's state dict);
+    the module is left holding the best epoch's weights.
+    """
+    last_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    last_epoch, best_epoch = (int(rows[-1]["epoch"]) if rows else None), _best_epoch(rows)
+    last = trainer.test(module, datamodule=data, verbose=False)[0]
+    best = last
+    best_path = checkpoint.best_model_path if checkpoint.best_model_path and not fast_dev_run else None
+    if best_path and best_epoch != last_epoch:
+        module.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"])
+        best = trainer.test(module, datamodule=data, verbose=False)[0]
+    else:
+        best_epoch = last_epoch
+    return {"last": last, "best": best, "last_epoch": last_epoch, "best_epoch": best_epoch}, last_state
+
+
+def _net_state(module_state: dict) -> dict:
+    """The LightningModule's state dict -> its `net`'s (prefix `net.` dropped)."""
+    return {k[len("net."):]: v for k, v in module_state.items() if k.startswith("net.")}
+
+
+def _device_name() -> str:
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
+def _value(row: dict, key):
+    value = row.get(key)
+    return round(float(value), 6) if value not in (None, "") else None
 
 
 def _best_epoch(rows):

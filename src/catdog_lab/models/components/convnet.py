@@ -1,34 +1,44 @@
-"""The book's small convnet (listing 5.5), with optional dropout (listing 5.13). Outputs one logit."""
+"""The book's small convnets, from scratch. Output: one logit.
+
+1st edition (listing 5.5, + Dropout in 5.13): Conv(32)-Pool-Conv(64)-Pool-Conv(128)-Pool-Conv(128)-Pool-
+Flatten-[Dropout]-Dense(512, relu)-Dense(1): `filters=(32, 64, 128, 128), pool_last=True, hidden=512`.
+2nd edition (chapter 8): Conv(32)-Pool-Conv(64)-Pool-Conv(128)-Pool-Conv(256)-Pool-Conv(256)-Flatten-
+[Dropout]-Dense(1): `filters=(32, 64, 128, 256, 256), pool_last=False, hidden=0`.
+"""
 from __future__ import annotations
 
 from torch import nn
 
 from catdog_lab.models.components.preprocess import rescale_01
 
-
-def _conv_block(cin: int, cout: int) -> list[nn.Module]:
-    # ReLU(inplace=False): Captum's hooks break on in-place activations
-    return [nn.Conv2d(cin, cout, 3), nn.ReLU(), nn.MaxPool2d(2)]
+BOOK1 = {"filters": (32, 64, 128, 128), "pool_last": True, "hidden": 512}
+BOOK2 = {"filters": (32, 64, 128, 256, 256), "pool_last": False, "hidden": 0}
 
 
 class BookConvNet(nn.Module):
-    """Conv(32)-Pool-Conv(64)-Pool-Conv(128)-Pool-Conv(128)-Pool-Flatten-[Dropout]-Dense(512)-Dense(1).
+    """Conv(3x3, relu) blocks, each followed by 2x2 max-pooling (the last one optionally not), Flatten,
+    Dropout, an optional Dense(hidden, relu), Dense(1). The book's final sigmoid is folded into the loss
+    (BCE with logits): same model, stabler."""
 
-    The final sigmoid of the book is folded into the loss (BCE with logits): same model, stabler.
-    """
-
-    def __init__(self, image_size: int = 150, dropout: float = 0.0):
+    def __init__(self, image_size: int = 150, dropout: float = 0.0, filters=BOOK1["filters"],
+                 pool_last: bool = True, hidden: int = 512):
         super().__init__()
         self.preprocess = rescale_01()
-        self.features = nn.Sequential(*_conv_block(3, 32), *_conv_block(32, 64), *_conv_block(64, 128),
-                                      *_conv_block(128, 128))
-        side = image_size
-        for _ in range(4):
-            side = (side - 2) // 2
+        layers, side, cin = [], image_size, 3
+        for i, cout in enumerate(filters):
+            # ReLU(inplace=False): Captum's hooks break on in-place activations
+            layers += [nn.Conv2d(cin, cout, 3), nn.ReLU()]
+            side -= 2
+            if i < len(filters) - 1 or pool_last:
+                layers.append(nn.MaxPool2d(2))
+                side //= 2
+            cin = cout
         if side < 1:
-            raise ValueError(f"image_size {image_size} is too small for four conv/pool blocks")
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(128 * side * side, 512),
-                                        nn.ReLU(), nn.Linear(512, 1))
+            raise ValueError(f"image_size {image_size} is too small for {len(filters)} conv/pool blocks")
+        self.features = nn.Sequential(*layers)
+        flat = cin * side * side
+        dense = [nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, 1)] if hidden else [nn.Linear(flat, 1)]
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), *dense)
 
     def forward(self, x):
         return self.classifier(self.features(self.preprocess(x))).squeeze(1)

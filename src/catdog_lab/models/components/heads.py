@@ -1,14 +1,21 @@
-"""Dense classifier heads put on a conv base: Flatten - Dense(hidden, relu) - [Dropout] - Dense(1)."""
+"""Dense classifier heads put on a conv base: Flatten - Dense(hidden, activation) - [Dropout] - Dense(1).
+
+The 1st edition's head is Dense(256, relu); the 2nd edition's is Dense(256) with no activation (linear).
+"""
 from __future__ import annotations
 
 from torch import nn
 
+ACTIVATIONS = {"relu": nn.ReLU, "linear": nn.Identity}
+
 
 class DenseHead(nn.Module):
-    def __init__(self, in_features: int, hidden: int = 256, dropout: float = 0.0):
+    def __init__(self, in_features: int, hidden: int = 256, dropout: float = 0.0, activation: str = "relu"):
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, 1))
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"head activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), ACTIVATIONS[activation](),
+                                 nn.Dropout(dropout), nn.Linear(hidden, 1))
 
     def forward(self, x):
         return self.net(x).squeeze(1)

@@ -1,0 +1,55 @@
+"""Keras' generator semantics for one Lightning epoch: `steps_per_epoch` batches from an endless stream.
+
+Keras 1st-edition listings train with `fit_generator(..., steps_per_epoch=100)`: an epoch is 100 batches
+drawn from a `flow_from_directory` iterator that walks the data in passes, reshuffled every pass, each
+pass ending with a short batch (2000 images in batches of 32: 62 full batches and one of 16). So with
+batch 32 an "epoch" is 3,200 images, not 2,000, and the stream carries on where the last epoch stopped.
+
+`StreamBatchSampler` reproduces that. Batch j of the stream is batch (j mod k) of pass (j div k), k the
+batches per pass; pass p is a permutation drawn from (seed, p) alone. Any epoch is therefore a pure
+function of (seed, epoch): a resumed run sees exactly the batches an uninterrupted one would. With
+`steps=None` an epoch is one pass (PyTorch's usual epoch).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.utils.data import Sampler
+
+
+class StreamBatchSampler(Sampler[list[int]]):
+    def __init__(self, size: int, batch_size: int, steps: int | None = None, shuffle: bool = True, seed: int = 0):
+        if size < 1 or batch_size < 1:
+            raise ValueError(f"need at least one sample and a positive batch size, got {size}, {batch_size}")
+        self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.per_pass = math.ceil(size / batch_size)
+        self.steps = steps if steps is not None else self.per_pass
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning before every epoch (train and validation loaders alike)."""
+        self.epoch = int(epoch)
+
+    @property
+    def sampler(self) -> "StreamBatchSampler":
+        # Lightning calls set_epoch on `loader.sampler` and `loader.batch_sampler.sampler`, not on the batch
+        # sampler itself: answering as our own `.sampler` gets us the call.
+        return self
+
+    def _pass(self, index: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.size)
+        return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + index))
+
+    def __iter__(self):
+        first = self.epoch * self.steps
+        order, current = None, -1
+        for j in range(first, first + self.steps):
+            p, q = divmod(j, self.per_pass)
+            if p != current:
+                order, current = self._pass(p), p
+            yield order[q * self.batch_size:(q + 1) * self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        return self.steps
