@@ -38,14 +38,18 @@ def test_dvc_repro_runs_the_pipeline_and_a_second_repro_does_nothing(tmp_path):
     cfg = compose([f"data.source.path={raw}", "data.split.train=6", "data.split.validation=3", "data.split.test=3",
                    "data.image_size=48", "profile=smoke", "backbone.weights=none", "trainer.progress_bar=false"])
     (repo / "params.yaml").write_text(yaml.safe_dump(OmegaConf.to_container(cfg, resolve=True), sort_keys=False))
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo / "src"),
+    # The README's command, `.venv/bin/dvc repro`, with the venv NOT on PATH: stages must still run in the
+    # venv's Python (pipelines/_interpreter.py), not in whatever `python3` PATH finds first.
+    bin_dir = Path(sys.executable).parent
+    path = os.pathsep.join(p for p in ("/usr/local/bin", "/usr/bin", "/bin") if Path(p).is_dir())
+    assert str(bin_dir) not in path.split(os.pathsep)
+    env = {**os.environ, "PATH": path, "PYTHONPATH": str(repo / "src"),
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
            "DVC_NO_ANALYTICS": "1"}
     _run(["git", "init", "-q"], repo, env)
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "copy"], repo, env)
-    dvc = [sys.executable, "-m", "dvc"]
+    dvc = [str(bin_dir / "dvc")]
     _run(dvc + ["repro"], repo, env)
     for stage in ("scratch", "augmented", "features", "features_augmented", "finetune"):
         assert (repo / "metrics" / f"{stage}.json").exists(), stage
