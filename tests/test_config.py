@@ -38,6 +38,7 @@ def test_profiles_set_every_training_stage_epochs():
     ("augmented.dropout=1.5", "augmented.dropout"),
     ("backbone.name=resnet9000", "backbone.name"),
     ("backbone.weights=/no/such/file.pt", "backbone.weights"),
+    ("trainer.deterministic=maybe", "trainer.deterministic"),
 ])
 def test_bad_values_name_the_key(override, key):
     cfg = compose([override])
