@@ -1,4 +1,5 @@
 """DVC stage `finetune`: read params.yaml, run catdog_lab's finetune stage. No logic here."""
+import _interpreter  # noqa: F401  (first: re-runs this script with the Python that runs dvc)
 from catdog_lab.entry import run_stage
 
 if __name__ == "__main__":

@@ -5,14 +5,48 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from catdog_lab.config import PROJECT_ROOT, compose, validate_data, validate_stage
+from catdog_lab.config import PROJECT_ROOT, compose, flatten, validate_data, validate_stage
 from catdog_lab.errors import ConfigError
 
 
+def composition_overrides(params: dict) -> dict:
+    """The keys where `params` differs from conf/ composed with its own profile, after checking that it
+    is such a composition: same keys, same kinds of values. `dvc exp run -S profile=quick` writes one."""
+    base = flatten(compose([f"profile={params.get('profile')}"]))        # an unknown profile fails here
+    got = flatten(params)
+    assert got.keys() == base.keys(), (f"params.yaml keys differ from conf/: unknown {sorted(got.keys() - base.keys())},"
+                                       f" missing {sorted(base.keys() - got.keys())}: run `python -m catdog_lab.config`")
+    diff = {k: v for k, v in got.items() if v != base[k]}
+    for key, value in diff.items():
+        kinds = {type(value), type(base[key])}
+        assert type(None) in kinds or kinds <= {int, float} or len(kinds) == 1, \
+            f"params.yaml {key}: {value!r} is not a value conf/ could compose (conf/ has {base[key]!r})"
+    return diff
+
+
+def _committed_params() -> dict | None:
+    proc = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    return yaml.safe_load(proc.stdout) if proc.returncode == 0 else None
+
+
 def test_params_yaml_is_the_composition_of_conf():
+    """params.yaml is conf/ composed. The workspace copy may be an experiment's (`dvc exp run -S ...` rewrites
+    it: then it must still be a composition of conf/ under some overrides), but then the committed one
+    must be the default composition: an edit of conf/ without `python -m catdog_lab.config` still fails."""
     composed = OmegaConf.to_container(compose(), resolve=True)
-    committed = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    assert committed == composed, "params.yaml is stale: run `python -m catdog_lab.config`"
+    workspace = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    composition_overrides(workspace)
+    if workspace != composed:
+        assert _committed_params() == composed, "params.yaml is stale: run `python -m catdog_lab.config`"
+
+
+def test_an_experiments_params_yaml_passes_and_a_stale_one_fails():
+    quick = OmegaConf.to_container(compose(["profile=quick", "scratch.lr=0.001"]), resolve=True)
+    assert composition_overrides(quick) == {"scratch.lr": 0.001}
+    stale = OmegaConf.to_container(compose(), resolve=True)
+    del stale["trainer"]["deterministic"]
+    with pytest.raises(AssertionError, match="missing.*trainer.deterministic"):
+        composition_overrides(stale)
 
 
 def test_no_hydra_or_env_interpolations_in_conf():
@@ -38,6 +72,7 @@ def test_profiles_set_every_training_stage_epochs():
     ("augmented.dropout=1.5", "augmented.dropout"),
     ("backbone.name=resnet9000", "backbone.name"),
     ("backbone.weights=/no/such/file.pt", "backbone.weights"),
+    ("trainer.deterministic=maybe", "trainer.deterministic"),
 ])
 def test_bad_values_name_the_key(override, key):
     cfg = compose([override])

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from catdog_lab.config import PROJECT_ROOT, compose
 from conftest import make_dataset
+from test_config import composition_overrides
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is needed by DVC")
 
@@ -32,20 +33,27 @@ def _run(cmd, cwd, env):
 
 
 def test_dvc_repro_runs_the_pipeline_and_a_second_repro_does_nothing(tmp_path):
+    """`.venv/bin/dvc repro`, verbatim from the README, then: a second repro does nothing, `dvc status`
+    sees code and params changes that matter and ignores those that do not, `dvc exp run -S profile=quick`."""
     repo = tmp_path / "repo"
     _copy_repo(repo)
     raw = make_dataset(tmp_path / "raw", per_class=12)
-    cfg = compose([f"data.source.path={raw}", "data.split.train=6", "data.split.validation=3", "data.split.test=3",
-                   "data.image_size=48", "profile=smoke", "backbone.weights=none", "trainer.progress_bar=false"])
+    tiny = [f"data.source.path={raw}", "data.split.train=6", "data.split.validation=3", "data.split.test=3",
+            "data.image_size=48", "backbone.weights=none", "trainer.progress_bar=false"]
+    cfg = compose([*tiny, "profile=smoke"])
     (repo / "params.yaml").write_text(yaml.safe_dump(OmegaConf.to_container(cfg, resolve=True), sort_keys=False))
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo / "src"),
+    # The README's command, `.venv/bin/dvc repro`, with the venv NOT on PATH: stages must still run in the
+    # venv's Python (pipelines/_interpreter.py), not in whatever `python3` PATH finds first.
+    bin_dir = Path(sys.executable).parent
+    path = os.pathsep.join(p for p in ("/usr/local/bin", "/usr/bin", "/bin") if Path(p).is_dir())
+    assert str(bin_dir) not in path.split(os.pathsep)
+    env = {**os.environ, "PATH": path, "PYTHONPATH": str(repo / "src"),
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
            "DVC_NO_ANALYTICS": "1"}
     _run(["git", "init", "-q"], repo, env)
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "copy"], repo, env)
-    dvc = [sys.executable, "-m", "dvc"]
+    dvc = [str(bin_dir / "dvc")]
     _run(dvc + ["repro"], repo, env)
     for stage in ("scratch", "augmented", "features", "features_augmented", "finetune"):
         assert (repo / "metrics" / f"{stage}.json").exists(), stage
@@ -57,3 +65,28 @@ def test_dvc_repro_runs_the_pipeline_and_a_second_repro_does_nothing(tmp_path):
     assert "up to date" in status, status
     shown = _run(dvc + ["metrics", "show"], repo, env)
     assert "metrics/scratch.json" in shown and "test/acc" in shown
+
+    # presentation-only params rerun nothing; code every network passes through reruns the training stages
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["trainer"]["progress_bar"], params["trainer"]["num_workers"] = True, 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "up to date" in _run(dvc + ["status"], repo, env)
+    factory = repo / "src/catdog_lab/models/factory.py"
+    original = factory.read_text()
+    factory.write_text(original + "\n# edited\n")
+    status = _run(dvc + ["status"], repo, env)
+    for stage in ("scratch", "augmented", "features", "features_augmented", "finetune", "visualize"):
+        assert f"{stage}:" in status, status
+    factory.write_text(original)
+    params["trainer"]["progress_bar"], params["trainer"]["num_workers"] = False, 0
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    # the README's experiment command rewrites params.yaml from conf/; tests and `dvc exp` must cope
+    _run(dvc + ["exp", "run", "scratch", "-S", "profile=quick", *[a for kv in tiny for a in ("-S", kv)]], repo, env)
+    experiment = yaml.safe_load((repo / "params.yaml").read_text())
+    assert experiment["profile"] == "quick" and experiment["scratch"]["epochs"] == compose(["profile=quick"]).scratch.epochs
+    composition_overrides(experiment)                       # what tests/test_config.py accepts
+    assert _run(dvc + ["exp", "list", "--name-only"], repo, env).split(), "dvc exp list shows no experiment"
+    diff = _run(dvc + ["exp", "diff"], repo, env)
+    assert "profile" in diff and "quick" in diff and "scratch.epochs" in diff, diff
+    assert "quick" in _run(dvc + ["exp", "show", "--md"], repo, env)

@@ -46,6 +46,13 @@ def test_training_writes_outputs_and_logs_to_mlflow(tiny_split, tmp_path):
         assert run.data.tags.get(tag), tag
     parent = client.get_run(run.data.tags["mlflow.parentRunId"])
     assert parent.data.tags["run_kind"] == "pipeline"
+    # MLflow's standard tags, which MlflowClient.create_run does not add by itself
+    from catdog_lab.tracking import git_commit
+    for tags in (run.data.tags, parent.data.tags):
+        assert tags.get("mlflow.user") and tags.get("mlflow.source.name")
+        assert tags.get("mlflow.source.type") == "LOCAL"
+        if git_commit() != "unknown":
+            assert tags.get("mlflow.source.git.commit") == git_commit()
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "curves")}
     assert "curves/scratch.png" in artifacts
 

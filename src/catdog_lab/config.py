@@ -154,6 +154,8 @@ def validate_stage(cfg: DictConfig, stage: str) -> None:
     if init_from is not None:
         _choice(cfg, f"{stage}.init_from_weights", ("last", "selected"))
     _positive_int(cfg, "trainer.checkpoint_every_n_epochs")
+    if _get(cfg, "trainer.deterministic") not in (True, False, "warn"):
+        raise ConfigError(f"trainer.deterministic: must be true, false or warn, got {cfg.trainer.deterministic!r}")
     if _get(cfg, "trainer.accelerator") not in ("auto", "cpu", "gpu", "cuda", "mps"):
         raise ConfigError(f"trainer.accelerator: unknown accelerator {cfg.trainer.accelerator!r}")
 

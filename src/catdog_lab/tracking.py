@@ -48,6 +48,21 @@ def git_commit() -> str:
         return "unknown"
 
 
+def standard_tags() -> dict[str, str]:
+    """MLflow's own tags: mlflow.user, mlflow.source.name/type, mlflow.source.git.commit (+ repo URL and
+    branch when MLflow finds them). Only the fluent mlflow.start_run adds them; MlflowClient.create_run,
+    which we need for parent runs and resuming, does not. MLflow looks for git next to sys.argv[0]
+    (pipelines/<stage>.py under DVC); the commit of the working directory is the fallback."""
+    from mlflow.tracking.context.registry import resolve_tags
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
+
+    tags = resolve_tags()
+    commit = git_commit()
+    if commit != "unknown":
+        tags.setdefault(MLFLOW_GIT_COMMIT, commit)
+    return tags
+
+
 def pipeline_id(cfg) -> str:
     if os.environ.get("CATDOG_PIPELINE_ID"):
         return os.environ["CATDOG_PIPELINE_ID"]
@@ -140,9 +155,9 @@ def _find_or_create_parent(client, exp_id: str, cfg) -> str:
     if found:
         return found[0].info.run_id
     run = retry(lambda: client.create_run(exp_id, run_name=f"pipeline {pid} ({cfg.get('profile', '?')} profile)",
-                                          tags={"pipeline_id": pid, "run_kind": "pipeline", "git_commit": git_commit(),
-                                                "profile": str(cfg.get("profile", "")),
-                                                "params_hash": params_hash(cfg)}))
+                                          tags=standard_tags() | {
+                                              "pipeline_id": pid, "run_kind": "pipeline", "git_commit": git_commit(),
+                                              "profile": str(cfg.get("profile", "")), "params_hash": params_hash(cfg)}))
     retry(lambda: client.set_terminated(run.info.run_id, "FINISHED"))
     return run.info.run_id
 
@@ -193,7 +208,7 @@ def stage_run(cfg, stage: str, resume_run_id: str | None = None, extra_tags: dic
         except Exception:
             run_id = None
     if run_id is None:
-        tags = {"mlflow.parentRunId": parent, "pipeline_id": pipeline_id(cfg), "stage": stage, "run_kind": "stage",
+        tags = standard_tags() | {"mlflow.parentRunId": parent, "pipeline_id": pipeline_id(cfg), "stage": stage, "run_kind": "stage",
                 "git_commit": git_commit(), "params_hash": params_hash(cfg), "profile": str(cfg.get("profile", ""))}
         tags |= {k: str(v) for k, v in (extra_tags or {}).items()}
         run_id = retry(lambda: client.create_run(exp_id, run_name=RUN_NAMES.get(stage, stage), tags=tags)).info.run_id

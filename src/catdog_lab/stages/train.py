@@ -44,6 +44,12 @@ def _precision(cfg) -> str:
     return "bf16-mixed" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "32-true"
 
 
+def _deterministic(cfg) -> bool | str:
+    """trainer.deterministic: true makes Lightning call torch.use_deterministic_algorithms(True) (an op with
+    no deterministic kernel then raises) and turn off cuDNN autotuning; "warn" only warns for such ops."""
+    return cfg.trainer.deterministic
+
+
 def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
     validate_stage(cfg, stage)
     s = cfg[stage]
@@ -104,7 +110,8 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
             callbacks.append(TQDMProgressBar(refresh_rate=10))
         trainer = pl.Trainer(
             max_epochs=int(s.epochs), accelerator="gpu" if cfg.trainer.accelerator == "cuda" else cfg.trainer.accelerator,
-            devices=1, precision=_precision(cfg), logger=loggers or False, callbacks=callbacks,
+            devices=1, precision=_precision(cfg), deterministic=_deterministic(cfg), logger=loggers or False,
+            callbacks=callbacks,
             enable_progress_bar=bool(cfg.trainer.progress_bar), enable_model_summary=False,
             num_sanity_val_steps=0, log_every_n_steps=10, fast_dev_run=fast_dev_run, default_root_dir=ckpt_dir,
         )

@@ -1,0 +1,164 @@
+"""dvc.yaml's deps are complete by test: every catdog_lab file a stage can import is a dependency.
+
+A hand-kept list drifts (models/factory.py and models/components/preprocess.py were missing from
+every training stage, so editing them left `dvc repro` "up to date"). Here each stage's import
+closure is computed statically from `pipelines/<stage>.py`: every `import` / `from ... import`
+anywhere in a file (inside functions too, so lazy imports count), every package `__init__.py` on
+the way, and `from pkg import name` counts `pkg/name.py` when that is a module. The closure is a
+superset of what one config executes: a training stage depends on the code of every model kind,
+because its config may pick any of them.
+
+One exception, stated: `catdog_lab.entry.stage_function` dispatches on the stage name, so for that
+function only the branch the stage's name takes is followed (else every stage would depend on
+every other stage's code). `pipelines/_interpreter.py` is not followed: it is outside catdog_lab and
+only chooses the interpreter.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from catdog_lab import TRAINING_STAGES
+from catdog_lab.config import PROJECT_ROOT
+
+SRC = PROJECT_ROOT / "src"
+PACKAGE = "catdog_lab"
+DVC = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def _module_file(module: str) -> Path | None:
+    base = SRC.joinpath(*module.split("."))
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    return None
+
+
+def _with_packages(module: str) -> list[str]:
+    """`a.b.c` executes a/__init__.py and a/b/__init__.py before a/b/c.py."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _imported_modules(node: ast.AST, current: str, is_package: bool) -> list[str]:
+    out = []
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Import):
+            out += [alias.name for alias in sub.names]
+        elif isinstance(sub, ast.ImportFrom):
+            if sub.level:
+                anchor = current.split(".")[: len(current.split(".")) - sub.level + (1 if is_package else 0)]
+                base = ".".join(anchor + ([sub.module] if sub.module else []))
+            else:
+                base = sub.module or ""
+            out.append(base)
+            out += [f"{base}.{alias.name}" for alias in sub.names if _module_file(f"{base}.{alias.name}")]
+    return [m for m in out if m == PACKAGE or m.startswith(PACKAGE + ".")]
+
+
+def _branch_imports(fn: ast.FunctionDef, stage: str) -> ast.Module:
+    """The statements of entry.stage_function that run for `stage`: its top-level statements, and the
+    body of the first `if stage == "<name>"` / `if stage in TRAINING_STAGES` that matches."""
+    taken = []
+    for stmt in fn.body:
+        if not isinstance(stmt, ast.If):
+            taken.append(stmt)
+            continue
+        test = stmt.test
+        assert isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and test.left.id == "stage", \
+            "entry.stage_function: a branch this test cannot read; teach _branch_imports about it"
+        right, op = test.comparators[0], test.ops[0]
+        if isinstance(op, ast.Eq) and isinstance(right, ast.Constant):
+            matches = right.value == stage
+        elif isinstance(op, ast.In) and isinstance(right, ast.Name) and right.id == "TRAINING_STAGES":
+            matches = stage in TRAINING_STAGES
+        else:
+            raise AssertionError("entry.stage_function: a branch this test cannot read")
+        if matches:
+            taken += stmt.body
+            break
+    return ast.Module(body=taken, type_ignores=[])
+
+
+def import_closure(stage: str) -> set[Path]:
+    """Files of catdog_lab that `pipelines/<stage>.py` can execute."""
+    entry_tree = ast.parse((PROJECT_ROOT / "pipelines" / f"{stage}.py").read_text())
+    todo = [m for m in _imported_modules(entry_tree, "pipelines", False)]
+    seen: set[str] = set()
+    files: set[Path] = set()
+    while todo:
+        module = todo.pop()
+        for name in _with_packages(module):
+            if name in seen:
+                continue
+            seen.add(name)
+            path = _module_file(name)
+            assert path is not None, f"{name}: imported but not found under src/"
+            files.add(path)
+            tree = ast.parse(path.read_text())
+            if name == f"{PACKAGE}.entry":
+                fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "stage_function")
+                tree.body = [n for n in tree.body if n is not fn]
+                todo += _imported_modules(_branch_imports(fn, stage), name, False)
+            todo += _imported_modules(tree, name, path.name == "__init__.py")
+    return files
+
+
+def _dep_paths(stage: str) -> list[Path]:
+    return [PROJECT_ROOT / (d if isinstance(d, str) else next(iter(d))) for d in DVC[stage].get("deps", [])]
+
+
+def _covered(path: Path, deps: list[Path]) -> bool:
+    return any(path == dep or dep in path.parents for dep in deps)
+
+
+@pytest.mark.parametrize("stage", list(DVC))
+def test_every_imported_file_is_a_dependency_of_the_stage(stage):
+    deps = _dep_paths(stage)
+    closure = import_closure(stage)
+    assert any(p.name == "entry.py" for p in closure), "the closure walk found nothing: is the test broken?"
+    missing = sorted(str(p.relative_to(PROJECT_ROOT)) for p in closure if not _covered(p, deps))
+    assert not missing, f"dvc.yaml stage {stage!r} runs these files but does not depend on them: {missing}"
+
+
+@pytest.mark.parametrize("stage", list(DVC))
+def test_every_source_dependency_exists(stage):
+    code = [p for p in _dep_paths(stage) if p.is_relative_to(SRC) or p.is_relative_to(PROJECT_ROOT / "pipelines")]
+    gone = [str(p.relative_to(PROJECT_ROOT)) for p in code if not p.exists()]
+    assert not gone, f"dvc.yaml stage {stage!r} depends on files that do not exist: {gone}"
+
+
+def test_the_walk_follows_lazy_imports_and_takes_one_dispatch_branch():
+    scratch = {p.relative_to(SRC).as_posix() for p in import_closure("scratch")}
+    compare = {p.relative_to(SRC).as_posix() for p in import_closure("compare")}
+    assert "catdog_lab/stages/features.py" in scratch            # imported inside train() for `model: head`
+    assert "catdog_lab/models/components/preprocess.py" in scratch
+    assert "catdog_lab/stages/train.py" not in compare and "catdog_lab/stages/visualize.py" not in compare
+
+
+# trainer keys that cannot change a stage's outputs; every other trainer key must be a param of the stage
+# (so a new trainer key is a dependency until someone argues here that it is not)
+PRESENTATION_ONLY = {"trainer.progress_bar", "trainer.num_workers"}   # workers only load cached tensors
+
+
+@pytest.mark.parametrize("stage", TRAINING_STAGES)
+def test_training_stage_params_are_the_keys_that_change_its_results(stage):
+    from catdog_lab.config import load_params
+
+    cfg = load_params(PROJECT_ROOT / "params.yaml")
+    params = set(DVC[stage]["params"])
+    needed = {"seed", "profile", "data.image_size", stage}
+    needed |= {f"trainer.{k}" for k in cfg.trainer} - PRESENTATION_ONLY
+    if cfg[stage].augment:
+        needed.add("augmentation")
+    if cfg[stage].model in ("head", "transfer"):
+        needed.add("backbone")
+    assert needed <= params, f"dvc.yaml stage {stage!r} misses params {sorted(needed - params)}"
+    assert not params & (PRESENTATION_ONLY | {"trainer", "tracking"}), \
+        f"dvc.yaml stage {stage!r}: presentation-only keys would rerun it: {sorted(params & (PRESENTATION_ONLY | {'trainer', 'tracking'}))}"
+    if cfg[stage].get("init_from"):
+        assert f"models/{cfg[stage].init_from}.pt" in DVC[stage]["deps"]
