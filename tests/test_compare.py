@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 from omegaconf import open_dict
@@ -33,8 +34,11 @@ def test_compare_writes_table_chart_metrics_and_report(fake_run, tmp_path):
     assert summary["finetune/test_acc"] == 0.985
     assert summary["scratch/vs_book"] == pytest.approx(0.70 - book["scratch"]["acc"])
     md = (tmp_path / "reports/comparison.md").read_text()
-    assert "| finetune | 98.5% | 97.0% (test) | +1.5 pts |" in md
-    assert "| scratch | 70.0% | 71.0% (validation) | -1.0 pts |" in md
+    # one seed each (no ledger here): the interval is the binomial one of 1000 test images,
+    # 1.96 * sqrt(0.985 * 0.015 / 1000) = 0.75 pts and 1.96 * sqrt(0.7 * 0.3 / 1000) = 2.84 pts
+    assert "| finetune | 1 | 98.5% | 97.7–99.3% | 97.0% (test) | above | +1.5 pts |" in md
+    assert "| scratch | 1 | 70.0% | 67.2–72.8% | 71.0% (validation) | matches | -1.0 pts |" in md
+    assert summary["finetune/verdict"] == "above" and summary["scratch/verdict"] == "matches"
     assert (tmp_path / "reports/accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "metrics/compare.json").read_text()) == summary
     html = tmp_path / "reports/index.html"
@@ -107,3 +111,61 @@ def test_readme_results_section_is_replaced_by_the_generated_table(tmp_path):
     update_readme(readme, comparison, note="measured here")
     assert readme.read_text() == ("intro\n<!-- results:start -->\nmeasured here\n\n| stage | acc |\n|---|---|\n"
                                   "| scratch | 70% |\n<!-- results:end -->\nouttro\n")
+
+
+def _ledger(cfg, stage, accs, recipe_folder=None):
+    from catdog_lab.seeds import recipe_hash
+    folder = Path(cfg.paths.seeds) / stage / (recipe_folder or recipe_hash(cfg, stage))
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed, acc in enumerate(accs, start=1):
+        (folder / f"seed-{seed}.json").write_text(json.dumps(
+            {"seed": seed, "test/acc": acc, "val/acc": acc, "test_images": 1000, "epochs": 3}))
+
+
+def test_compare_aggregates_seeds_of_the_current_recipe_only(fake_run, tmp_path):
+    with open_dict(fake_run):
+        fake_run.tracking.enabled = False
+    _ledger(fake_run, "augmented", [0.80, 0.82, 0.84])
+    _ledger(fake_run, "augmented", [0.10, 0.10], recipe_folder="0123456789ab")   # another recipe: ignored
+    _ledger(fake_run, "finetune", [0.950, 0.951, 0.952])
+    summary = compare(fake_run)
+    # mean 0.82, sd 0.02, t(0.975, 2 dof) = 4.303: half-width 4.303 * 0.02 / sqrt(3) = 0.0497
+    assert summary["augmented/test_acc"] == pytest.approx(0.82)
+    assert summary["augmented/test_std"] == pytest.approx(0.02)
+    assert summary["augmented/seeds"] == 3
+    assert summary["augmented/low"] == pytest.approx(0.82 - 0.049686, abs=1e-5)
+    assert summary["augmented/high"] == pytest.approx(0.82 + 0.049686, abs=1e-5)
+    assert summary["augmented/verdict"] == "matches"                    # book: 82%
+    # 95.1% +- 0.25 pts lies wholly under the book's 97%
+    assert summary["finetune/verdict"] == "below"
+    md = (tmp_path / "reports/comparison.md").read_text()
+    assert "| augmented | 3 | 82.0% ± 2.0 | 77.0–87.0% | 82.0% (validation) | matches |" in md
+
+
+def test_compare_takes_the_edition_of_the_profile(fake_run, tmp_path):
+    with open_dict(fake_run):
+        fake_run.tracking.enabled = False
+        fake_run.profile = "book2"
+    compare(fake_run)
+    md = (tmp_path / "reports/comparison.md").read_text()
+    assert "book (2nd ed.) |" in md
+    assert "| finetune | 1 | 98.5% | 97.7–99.3% | 98.5% (test) | matches | +0.0 pts |" in md
+
+
+@pytest.mark.parametrize("low, high, book, expected", [
+    (0.80, 0.84, 0.82, "matches"), (0.80, 0.84, 0.80, "matches"), (0.80, 0.84, 0.79, "above"),
+    (0.80, 0.84, 0.85, "below"), (None, None, 0.85, "–"), (0.80, 0.84, None, "–")])
+def test_verdict(low, high, book, expected):
+    from catdog_lab.seeds import verdict
+    assert verdict({"low": low, "high": high}, book) == expected
+
+
+def test_summary_of_seeds_by_hand():
+    from catdog_lab.seeds import summarise
+    two = summarise([0.70, 0.72])
+    # sd = 0.01414, t(0.975, 1) = 12.706: half-width 12.706 * 0.01414 / sqrt(2) = 0.12706
+    assert two["std"] == pytest.approx(0.0141421, abs=1e-6)
+    assert two["high"] - two["mean"] == pytest.approx(0.127062, abs=1e-5)
+    one = summarise([0.96], test_images=1000)
+    assert one["std"] is None and one["high"] - one["mean"] == pytest.approx(1.959964 * (0.96 * 0.04 / 1000) ** 0.5)
+    assert "binomial" in one["interval_kind"]
