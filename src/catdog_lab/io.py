@@ -62,3 +62,21 @@ def torch_save(obj, path) -> None:
 def torch_load(path, map_location="cpu"):
     """Load our own tensors/state dicts: never unpickles code."""
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+DVC_EXP_WORKSPACE = "/.dvc/tmp/exps/"
+
+
+def project_root() -> Path:
+    """Where paths shared by every run of the project live (the MLflow store, the seed ledger).
+    `dvc exp run --queue` runs each experiment in a temporary copy under <project>/.dvc/tmp/exps/...;
+    what it records belongs to the project, not to the copy (deleted afterwards)."""
+    cwd = Path.cwd().resolve()
+    text = cwd.as_posix()
+    return Path(text.split(DVC_EXP_WORKSPACE)[0]) if DVC_EXP_WORKSPACE in text else cwd
+
+
+def shared_path(path: str | Path) -> Path:
+    """`path` if absolute, else under the project root (see `project_root`)."""
+    path = Path(path)
+    return path if path.is_absolute() else project_root() / path

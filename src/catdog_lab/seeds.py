@@ -4,8 +4,9 @@ Every finished training stage writes `<paths.seeds>/<stage>/<recipe>/seed-<seed>
 hashes everything that defines the result except the seed (the stage's settings, the data split, image
 size, augmentation, network, backbone weights file name, and for a stage started from another, that
 stage's recipe). Rerunning a seed replaces its entry; changing a setting starts a new recipe folder, so
-`compare` never averages different recipes. Runs from `dvc repro`, `dvc exp run -S seed=...` and a Hydra
-multirun (`catdog -m stage=scratch seed=1,2,3`) all land in the same ledger.
+`compare` never averages different recipes. Runs from `dvc repro`, `dvc exp run [--queue] -S seed=...` and
+a Hydra multirun (`catdog -m stage=scratch seed=1,2,3`) all land in the project's ledger (a relative
+`paths.seeds` resolves from the project root, also inside DVC's temporary experiment copies).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import math
 from pathlib import Path
 
 from catdog_lab.config import params_hash
-from catdog_lab.io import write_json
+from catdog_lab.io import shared_path, write_json
 
 CONFIDENCE = 0.95
 
@@ -47,7 +48,7 @@ def _plain(node) -> dict:
 
 def record(cfg, stage: str, metrics: dict) -> Path:
     """Add (or replace) this seed's entry in the ledger."""
-    path = Path(cfg.paths.seeds) / stage / recipe_hash(cfg, stage) / f"seed-{int(cfg.seed)}.json"
+    path = shared_path(cfg.paths.seeds) / stage / recipe_hash(cfg, stage) / f"seed-{int(cfg.seed)}.json"
     write_json(path, {"stage": stage, "seed": int(cfg.seed), "profile": str(cfg.get("profile", "")),
                       "recipe": recipe(cfg, stage)} | metrics)
     return path
@@ -55,7 +56,7 @@ def record(cfg, stage: str, metrics: dict) -> Path:
 
 def entries(cfg, stage: str, seeds_dir: str | Path | None = None) -> list[dict]:
     """The ledger entries of `stage` under the current recipe, ordered by seed."""
-    folder = Path(seeds_dir or cfg.paths.seeds) / stage / recipe_hash(cfg, stage)
+    folder = shared_path(seeds_dir or cfg.paths.seeds) / stage / recipe_hash(cfg, stage)
     found = [json.loads(p.read_text()) for p in sorted(folder.glob("seed-*.json"))]
     return sorted(found, key=lambda e: e["seed"])
 

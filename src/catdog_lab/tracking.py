@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from catdog_lab.config import flatten, params_hash
+from catdog_lab.io import project_root
 
 RUN_NAMES = {
     "split": "0 split: 1000/500/500 per class",
@@ -69,27 +70,16 @@ def pipeline_id(cfg) -> str:
     return hashlib.sha256(f"{git_commit()}:{params_hash(cfg)}".encode()).hexdigest()[:12]
 
 
-DVC_EXP_WORKSPACE = "/.dvc/tmp/exps/"
-
-
-def _project_root() -> Path:
-    """Where relative store paths live. `dvc exp run --queue` runs each experiment in a temporary copy
-    under <project>/.dvc/tmp/exps/...; its runs belong in the project's store, not in the copy (deleted)."""
-    cwd = Path.cwd().resolve()
-    text = cwd.as_posix()
-    return Path(text.split(DVC_EXP_WORKSPACE)[0]) if DVC_EXP_WORKSPACE in text else cwd
-
-
 def tracking_uri(cfg) -> str:
     uri = str(cfg.tracking.uri)
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{_project_root() / uri[len('sqlite:///'):]}"
+        return f"sqlite:///{project_root() / uri[len('sqlite:///'):]}"
     return uri
 
 
 def artifact_location(cfg) -> str:
     path = Path(str(cfg.tracking.artifact_location))
-    return (path if path.is_absolute() else _project_root() / path).as_uri()
+    return (path if path.is_absolute() else project_root() / path).as_uri()
 
 
 @contextlib.contextmanager
