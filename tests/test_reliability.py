@@ -78,7 +78,7 @@ def test_every_kind_of_bad_file_is_skipped_or_converted_and_listed(tmp_path, as_
     total = sum(1 for p in Path(source).rglob("*.jpg"))
     # ask for every file, so that each one is inspected
     result = make_split(source, {"train": 10, "validation": 3, "test": 1}, seed=0, image_size=48,
-                        max_pixels=1_000_000)
+                        max_pixels=1_000_000, cache_dir=tmp_path / "cache")
     skipped = {Path(s["file"]).name: s["reason"] for s in result["skipped"]}
     converted = {Path(c["file"]).name: c["note"] for c in result["report"]["converted"]}
     outcome = Counter()

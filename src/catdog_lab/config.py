@@ -108,8 +108,23 @@ def _fraction(cfg, key, upper_inclusive=False):
 
 
 def validate_data(cfg: DictConfig) -> None:
-    for split in ("train", "validation", "test"):
-        _positive_int(cfg, f"data.split.{split}")
+    values = {split: _get(cfg, f"data.split.{split}") for split in ("train", "validation", "test")}
+    if all(isinstance(v, float) for v in values.values()):       # fractions of each class's usable photos
+        for split in values:
+            _fraction(cfg, f"data.split.{split}")
+            if not values[split] > 0:
+                raise ConfigError(f"data.split.{split}: a fraction must be > 0, got {values[split]!r}")
+        if sum(values.values()) > 1 + 1e-9:
+            raise ConfigError(f"data.split: fractions add up to {sum(values.values()):g} > 1")
+    else:                                                        # images per class
+        for split in values:
+            if isinstance(values[split], float):
+                raise ConfigError(f"data.split.{split}: give all three as counts (1000) or all as fractions "
+                                  f"(0.8), got {values[split]!r} beside counts")
+            _positive_int(cfg, f"data.split.{split}")
+    workers = _get(cfg, "data.workers")
+    if workers != "auto":
+        _positive_int(cfg, "data.workers")
     _positive_int(cfg, "data.image_size")
     if cfg.data.image_size < 48:
         raise ConfigError(f"data.image_size: must be at least 48 pixels (four conv/pool blocks), got {cfg.data.image_size}")

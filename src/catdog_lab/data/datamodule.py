@@ -1,4 +1,5 @@
-"""In-memory DataModules over the decoded cache: no JPEG is decoded during training."""
+"""DataModules over the decoded cache (memory-mapped images, or cached features): no JPEG is decoded
+during training."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from catdog_lab.data.cache import MappedImages, open_images
 from catdog_lab.data.sampler import StreamBatchSampler
 from catdog_lab.errors import DataError
 from catdog_lab.io import torch_load
@@ -15,13 +17,19 @@ SPLITS = ("train", "validation", "test")
 
 
 def load_cached_split(directory: Path, split: str) -> dict:
+    """A split's cache as a dict. Decoded images (split stage) come memory-mapped from their .npy file:
+    `images` is a tensor over the map (read on use), `images_path` the file for `MappedImages`."""
     path = Path(directory) / f"{split}.pt"
     if not path.exists():
         raise DataError(f"{path} not found: run the split stage first (dvc repro split)")
     try:
-        return torch_load(path)
+        data = torch_load(path)
+        if "images_file" in data:
+            data["images_path"] = Path(directory) / data["images_file"]
+            data["images"] = open_images(data["images_path"])
     except Exception as exc:  # truncated or foreign file
         raise DataError(f"{path}: unreadable cache ({type(exc).__name__}); delete it and rerun its stage") from None
+    return data
 
 
 class TensorDataModule(pl.LightningDataModule):
@@ -40,13 +48,16 @@ class TensorDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or max(batch_size, 64)
         self.seed, self.num_workers = seed, num_workers
         self.steps_per_epoch, self.validation_steps = steps_per_epoch, validation_steps
-        self.datasets: dict[str, TensorDataset] = {}
+        self.datasets: dict[str, TensorDataset | MappedImages] = {}
 
     def setup(self, stage: str | None = None) -> None:
         for split in SPLITS:
             if split not in self.datasets:
                 data = load_cached_split(self.directory, split)
-                self.datasets[split] = TensorDataset(data[self.inputs_key], data["labels"])
+                if self.inputs_key == "images" and "images_path" in data:     # bounded memory, any set size
+                    self.datasets[split] = MappedImages(data["images_path"], data["labels"])
+                else:
+                    self.datasets[split] = TensorDataset(data[self.inputs_key], data["labels"])
 
     def _loader(self, split: str, batch_sampler: StreamBatchSampler | None = None) -> DataLoader:
         batching = {"batch_sampler": batch_sampler} if batch_sampler else {"batch_size": self.eval_batch_size}

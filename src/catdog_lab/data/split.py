@@ -1,16 +1,23 @@
 """The split stage: pick train/validation/test photos per class, check each one, decode it once.
 
 Outputs (all written atomically):
-  <paths.split>/manifest.csv   file, class, split, sha256   (file relative to the source folder)
-  <paths.split>/skipped.csv    file, class, reason          (unusable files, never a crash)
-  <paths.split>/report.json    counts, conversions, source
-  <paths.cache>/<split>.pt     {"images": uint8 N x 3 x S x S, "labels": int64 N, "files": [...]}
+  <paths.split>/manifest.csv       file, class, split, sha256   (file relative to the source folder)
+  <paths.split>/skipped.csv        file, class, reason          (unusable files, never a crash)
+  <paths.split>/report.json        counts, conversions, source
+  <paths.cache>/<split>.images.npy uint8 N x 3 x S x S, streamed to disk (see data/cache.py)
+  <paths.cache>/<split>.pt         {"labels": int64 N, "files": [...], "images_file": "<split>.images.npy"}
+
+`data.split.<split>` is a count per class (1000) or a fraction of each class's usable photos (0.8).
+Photos are decoded by `data.workers` processes; the result does not depend on how many.
 """
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import random
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +26,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from catdog_lab import CLASSES
+from catdog_lab.data.cache import ImageWriter, cache_files
 from catdog_lab.data.images import Candidate, find_candidates, label_index, open_rgb
 from catdog_lab.data.sources import resolve_source
 from catdog_lab.errors import DataError
@@ -30,73 +38,101 @@ SPLITS = ("train", "validation", "test")
 def split_and_cache(cfg) -> dict:
     """Run the whole split stage from a composed config; returns the report dict."""
     root = resolve_source(cfg.data.source)
-    counts = {s: int(cfg.data.split[s]) for s in SPLITS}
+    counts = {s: cfg.data.split[s] for s in SPLITS}
     result = make_split(root, counts, seed=int(cfg.data.split.seed), image_size=int(cfg.data.image_size),
-                        max_pixels=int(cfg.data.max_image_pixels))
-    split_dir, cache_dir = Path(cfg.paths.split), Path(cfg.paths.cache)
+                        max_pixels=int(cfg.data.max_image_pixels), cache_dir=Path(cfg.paths.cache),
+                        workers=resolve_workers(cfg.data.workers))
+    split_dir = Path(cfg.paths.split)
     write_csv(split_dir / "manifest.csv", result["manifest"], ["file", "class", "split", "sha256"])
     write_csv(split_dir / "skipped.csv", result["skipped"], ["file", "class", "reason"])
-    for split in SPLITS:
-        torch_save(result["tensors"][split], cache_dir / f"{split}.pt")
     report = result["report"] | {"source": str(root)}
     write_json(split_dir / "report.json", report)
     return report
 
 
-def make_split(root: Path, counts: dict[str, int], seed: int, image_size: int, max_pixels: int) -> dict:
+def resolve_workers(value) -> int:
+    """`data.workers`: a positive number of decoding processes, or "auto" (one per CPU core)."""
+    return (os.cpu_count() or 1) if value == "auto" else int(value)
+
+
+def _decode(job: tuple[Path, int, int]) -> tuple[bytes | None, str, str]:
+    """Worker: (pixels as bytes or None, note or skip reason, sha256 of the file)."""
+    path, max_pixels, image_size = job
+    image, note = open_rgb(path, max_pixels)
+    pixels = resize_to_tensor(image, image_size).numpy().tobytes() if image is not None else None
+    return pixels, note, _sha256(path)
+
+
+def _decoded(cands: list[Candidate], max_pixels: int, image_size: int, pool: ProcessPoolExecutor | None):
+    """(candidate, pixels, note, sha) in the candidates' order, decoded inline or by the pool."""
+    jobs = ((c.path, max_pixels, image_size) for c in cands)
+    results = pool.map(_decode, jobs, chunksize=16) if pool else map(_decode, jobs)
+    yield from zip(cands, results)
+
+
+def class_counts(counts: dict, usable: int | None) -> dict[str, int]:
+    """Counts per split for one class: the given counts, or fractions of `usable` photos (rounded down)."""
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in counts.values()):
+        return dict(counts)
+    return {s: math.floor(float(counts[s]) * usable) for s in SPLITS}
+
+
+def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels: int, cache_dir: Path,
+               workers: int = 1) -> dict:
     candidates = find_candidates(root)
     if not candidates:
         raise DataError(f"no cat/dog images found under {root} (expected cat.<id>.jpg files or Cat/ Dog/ folders)")
-    need = sum(counts.values())
     by_class: dict[str, list[Candidate]] = {c: [] for c in CLASSES}
     for cand in candidates:
         by_class[cand.label].append(cand)
+    as_fractions = not all(isinstance(v, int) and not isinstance(v, bool) for v in counts.values())
+    need = None if as_fractions else sum(counts.values())     # fractions: every photo of the class is checked
 
-    manifest, skipped, converted = [], [], []
-    tensors = {s: {"images": [], "labels": [], "files": []} for s in SPLITS}
-    inspected = Counter()
-    progress = tqdm(total=need * len(CLASSES), desc="split: check + decode", unit="img", mininterval=1.0)
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    skipped, converted, inspected = [], [], Counter()
+    usable: dict[str, list[tuple[Candidate, str]]] = {}
+    total = need * len(CLASSES) if need else len(candidates)
+    progress = tqdm(total=total, desc=f"split: check + decode ({workers} worker{'s' * (workers > 1)})",
+                    unit="img", mininterval=1.0)
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        for label in CLASSES:
+            order = sorted(by_class[label], key=lambda c: c.key)
+            random.Random(f"{seed}:{label}").shuffle(order)       # per-class stream: stable for a seed
+            usable[label] = []
+            # decoded pixels go straight to a per-class scratch file: memory stays bounded
+            with open(cache_dir / f".{label}.pixels.tmp", "wb") as scratch:
+                for cand, (pixels, note, sha) in _decoded(order, max_pixels, image_size, pool):
+                    if need is not None and len(usable[label]) == need:
+                        break
+                    inspected[label] += 1
+                    if pixels is None:
+                        skipped.append({"file": cand.rel, "class": label, "reason": note})
+                        continue
+                    if note:
+                        converted.append({"file": cand.rel, "class": label, "note": note})
+                    scratch.write(pixels)
+                    usable[label].append((cand, sha))
+                    progress.update(1)
+            if need is not None and len(usable[label]) < need:
+                raise DataError(
+                    f"class {label!r}: only {len(usable[label])} usable images under {root} "
+                    f"({len(order)} found, {sum(1 for s in skipped if s['class'] == label)} unusable), "
+                    f"but data.split asks for {need} ({counts['train']}+{counts['validation']}+{counts['test']})")
+    finally:
+        progress.close()
+        if pool:
+            pool.shutdown(cancel_futures=True)
+
+    per_class = {label: class_counts(counts, len(usable[label])) for label in CLASSES}
     for label in CLASSES:
-        pool = sorted(by_class[label], key=lambda c: c.key)
-        random.Random(f"{seed}:{label}").shuffle(pool)       # per-class stream: stable for a seed
-        usable = []
-        for cand in pool:
-            if len(usable) == need:
-                break
-            inspected[label] += 1
-            image, note = open_rgb(cand.path, max_pixels)
-            if image is None:
-                skipped.append({"file": cand.rel, "class": label, "reason": note})
-                continue
-            if note:
-                converted.append({"file": cand.rel, "class": label, "note": note})
-            usable.append((cand, resize_to_tensor(image, image_size)))
-            progress.update(1)
-        if len(usable) < need:
-            progress.close()
-            raise DataError(
-                f"class {label!r}: only {len(usable)} usable images under {root} "
-                f"({len(pool)} found, {sum(1 for s in skipped if s['class'] == label)} unusable), "
-                f"but data.split asks for {need} ({counts['train']}+{counts['validation']}+{counts['test']})"
-            )
-        start = 0
-        for split in SPLITS:
-            for cand, tensor in usable[start:start + counts[split]]:
-                manifest.append({"file": cand.rel, "class": label, "split": split, "sha256": _sha256(cand.path)})
-                tensors[split]["images"].append(tensor)
-                tensors[split]["labels"].append(label_index(label))
-                tensors[split]["files"].append(cand.rel)
-            start += counts[split]
-    progress.close()
-
-    packed = {}
-    for split in SPLITS:
-        t = tensors[split]
-        packed[split] = {"images": torch.stack(t["images"]), "labels": torch.tensor(t["labels"], dtype=torch.long),
-                         "files": t["files"]}
+        if min(per_class[label].values()) < 1:
+            raise DataError(f"class {label!r}: {len(usable[label])} usable images give an empty split with "
+                            f"data.split {dict(counts)}")
+    manifest = _write_cache(cache_dir, usable, per_class, image_size)
     report = {
-        "counts": {s: {c: sum(1 for m in manifest if m["split"] == s and m["class"] == c) for c in CLASSES}
-                   for s in SPLITS},
+        "counts": {s: {c: per_class[c][s] for c in CLASSES} for s in SPLITS},
         "candidates": {c: len(by_class[c]) for c in CLASSES},
         "inspected": dict(inspected),
         "skipped": len(skipped),
@@ -106,7 +142,35 @@ def make_split(root: Path, counts: dict[str, int], seed: int, image_size: int, m
         "image_size": image_size,
     }
     print(f"[split] {len(manifest)} images in the split, {len(skipped)} skipped, {len(converted)} converted")
-    return {"manifest": manifest, "skipped": skipped, "report": report, "tensors": packed}
+    return {"manifest": manifest, "skipped": skipped, "report": report}
+
+
+def _write_cache(cache_dir: Path, usable: dict, per_class: dict, image_size: int) -> list[dict]:
+    """Copy each class's scratch file into the per-split .npy files, a record at a time."""
+    record = 3 * image_size * image_size
+    manifest, starts = [], {label: 0 for label in CLASSES}
+    try:
+        for split in SPLITS:
+            meta_path, images_path = cache_files(cache_dir, split)
+            writer = ImageWriter(images_path, sum(per_class[c][split] for c in CLASSES), image_size)
+            labels, files = [], []
+            for label in CLASSES:
+                first, count = starts[label], per_class[label][split]
+                with open(cache_dir / f".{label}.pixels.tmp", "rb") as scratch:
+                    scratch.seek(first * record)
+                    for cand, sha in usable[label][first:first + count]:
+                        writer.append(scratch.read(record))
+                        manifest.append({"file": cand.rel, "class": label, "split": split, "sha256": sha})
+                        labels.append(label_index(label))
+                        files.append(cand.rel)
+                starts[label] += count
+            writer.close()
+            torch_save({"labels": torch.tensor(labels, dtype=torch.long), "files": files,
+                        "images_file": images_path.name}, meta_path)
+    finally:
+        for label in CLASSES:
+            (cache_dir / f".{label}.pixels.tmp").unlink(missing_ok=True)
+    return manifest
 
 
 def resize_to_tensor(image: Image.Image, size: int) -> torch.Tensor:
