@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
-from catdog_lab.config import params_hash, validate_stage
+from catdog_lab.config import params_hash, read_path, validate_stage
 from catdog_lab.data.augment import BatchAugment
 from catdog_lab.data.datamodule import TensorDataModule
 from catdog_lab.data.split import manifest_hash
@@ -53,16 +53,16 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
     if s.model == "head":
         from catdog_lab.stages.features import extract_features
         extract_info = extract_features(cfg)
-        data = TensorDataModule(paths.features, int(s.batch_size), "features", int(cfg.seed),
+        data = TensorDataModule(extract_info["dir"], int(s.batch_size), "features", int(cfg.seed),
                                 int(cfg.trainer.num_workers))
         data.setup()
         in_features = data.datasets["train"].tensors[0][0].numel()
         net = build_head(cfg, stage, in_features)
     else:
-        data = TensorDataModule(paths.cache, int(s.batch_size), "images", int(cfg.seed), int(cfg.trainer.num_workers))
+        data = TensorDataModule(read_path(cfg, "cache"), int(s.batch_size), "images", int(cfg.seed), int(cfg.trainer.num_workers))
         net = build_from_arch(arch_from_config(cfg, stage))
         if s.get("init_from"):
-            source, _ = load_model(Path(paths.models) / f"{s.init_from}.pt")
+            source, _ = load_model(read_path(cfg, "models") / f"{s.init_from}.pt")
             missing = net.load_state_dict(source.state_dict(), strict=False)
             if missing.missing_keys:
                 raise DataError(f"{stage}.init_from: {s.init_from} model does not fit this stage's network "
@@ -84,7 +84,7 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
 
     history = History(Path(paths.plots) / f"{stage}.csv")
-    with stage_run(cfg, stage, resume_run, {"data_manifest": manifest_hash(paths.split)}) as run:
+    with stage_run(cfg, stage, resume_run, {"data_manifest": manifest_hash(read_path(cfg, "split"))}) as run:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         write_json(meta_path, {"key": key, "mlflow_run_id": run.run_id})
         loggers = []
@@ -125,6 +125,8 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
         metrics = {
             "test/acc": round(float(test["test/acc"]), 6), "test/loss": round(float(test["test/loss"]), 6),
             "val/acc": _last(rows, "val/acc"), "val/loss": _last(rows, "val/loss"),
+            # the epoch whose model is kept and tested: what a sweep may tune on (cli.py), never test/*
+            "val/acc_best_epoch": _at_epoch(rows, _best_epoch(rows), "val/acc"),
             "best_epoch": _best_epoch(rows), "epochs": epochs_run, "profile": str(cfg.get("profile", "")),
             "seconds_per_epoch": round(sum(float(r["seconds"]) for r in rows) / epochs_run, 3) if epochs_run else None,
             "fit_seconds": round(fit_seconds, 2), "wall_time_s": round(time.perf_counter() - t_start, 2),
@@ -135,8 +137,8 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
         curves = Path(paths.reports) / "curves" / f"{stage}.png"
         if rows:
             plot_curves(rows, curves, stage)
-        # val/* already has one point per epoch (Lightning's logger): log only the summary figures
-        run.log_metrics({k: v for k, v in metrics.items() if not k.startswith("val/")})
+        # val/acc and val/loss already have one point per epoch (Lightning's logger): log only the summaries
+        run.log_metrics({k: v for k, v in metrics.items() if k not in ("val/acc", "val/loss")})
         run.log_artifact(curves, "curves")
         run.log_artifact(Path(paths.plots) / f"{stage}.csv", "history")
     shutil.rmtree(ckpt_dir, ignore_errors=True)         # finished: nothing left to resume
@@ -148,6 +150,11 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
 def _last(rows, key):
     values = [r.get(key) for r in rows if r.get(key) not in (None, "")]
     return round(float(values[-1]), 6) if values else None
+
+
+def _at_epoch(rows, epoch, key):
+    values = [r.get(key) for r in rows if epoch is not None and int(r["epoch"]) == epoch and r.get(key) not in (None, "")]
+    return round(float(values[0]), 6) if values else None
 
 
 def _best_epoch(rows):
