@@ -107,3 +107,27 @@ def test_sweep_objective_is_validation_never_test():
     result = {"test/acc": 0.9, "val/acc": 0.7, "val/acc_best_epoch": 0.6}
     assert objective("finetune", result) == 0.6
     assert objective("visualize", result) is None and objective("compare", result) is None
+
+
+def test_cli_features_job_reuses_the_workspace_conv_base_outputs(tmp_path, raw_images):
+    """A `features` job reads the workspace's current conv-base features instead of recomputing them."""
+    from catdog_lab.config import compose
+    from catdog_lab.stages.split import split
+    from catdog_lab.stages.train import train
+
+    ws = tmp_path / "ws"
+    cfg = compose(tiny_overrides(ws, raw_images))
+    split(cfg)
+    train(cfg, "features")
+    overrides = [o for o in tiny_overrides(ws, raw_images) if not o.startswith("paths.")]
+    job = _catdog(["stage=features", "features.lr=1e-3", *overrides, f"hydra.run.dir={tmp_path}/run"], ws)
+    assert job.returncode == 0, job.stderr[-2000:]
+    assert f"cached conv-base features in {ws / 'data/features'} are current" in job.stdout
+    assert _files(tmp_path / "run") == {"models/features.pt", "metrics/features.json", "plots/features.csv",
+                                        "reports/curves/features.png"}
+    # another backbone setting makes the cache stale: the job computes its own, in its own folder
+    other = _catdog(["stage=features", *overrides, "backbone.feature_batch_size=4",
+                     f"hydra.run.dir={tmp_path}/run2"], ws)
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "run2/data/features").glob("*.pt")) == ["test.pt", "train.pt",
+                                                                                      "validation.pt"]
