@@ -35,3 +35,100 @@ def test_cli_bad_value_is_one_line(tmp_path):
     proc = _catdog(["stage=scratch", "scratch.epochs=0", f"hydra.run.dir={tmp_path}/run"], tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "error: scratch.epochs: must be a positive integer, got 0"
+
+
+def _files(root: Path) -> set[str]:
+    """Stage outputs under root (not Hydra's own files, nor the MLflow store the runs share)."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")
+            if p.is_file() and p.suffix != ".log" and not {".hydra", "mlartifacts"} & set(p.parts)
+            and not p.name.startswith("mlflow.db")}
+
+
+def test_cli_finetune_sweep_reads_upstream_and_returns_validation_metric(tmp_path, raw_images):
+    """`catdog -m stage=finetune finetune.lr=...` finds features_augmented's model in the workspace, writes
+    only finetune's outputs into each job folder, and returns the validation metric, not test accuracy."""
+    import csv
+    import json
+
+    import torch
+
+    from catdog_lab.config import compose
+    from catdog_lab.io import torch_load, torch_save
+    from catdog_lab.stages.split import split
+    from catdog_lab.stages.train import train
+
+    ws = tmp_path / "ws"                                    # a workspace, as `dvc repro` leaves it
+    cfg = compose(tiny_overrides(ws, raw_images))
+    split(cfg)
+    train(cfg, "features_augmented")
+    # mark the upstream model, so that the sweep's frozen block1 proves which file it started from
+    upstream_model = ws / "models/features_augmented.pt"
+    bundle = torch_load(upstream_model)
+    bundle["state_dict"]["features.0.weight"] += 1.0
+    torch_save(bundle, upstream_model)
+    before = _files(ws)
+
+    overrides = [o for o in tiny_overrides(ws, raw_images) if not o.startswith("paths.")]
+    sweep = _catdog(["-m", "stage=finetune", "finetune.lr=1e-5,2e-5", *overrides,
+                     f"hydra.sweep.dir={tmp_path}/sweep"], ws)
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    added = _files(ws) - before                            # the workspace is only read, but for the seed ledger
+    assert len(added) == 2 and all(f.startswith("metrics/seeds/finetune/") for f in added), added
+    returned = [float(line.rsplit("= ", 1)[1]) for line in sweep.stdout.splitlines()
+                if line.startswith("[finetune] returned to Hydra: val/acc = ")]
+    assert len(returned) == 2
+    for job, value in zip(sorted((tmp_path / "sweep").glob("[0-9]")), returned):
+        assert _files(job) == {"models/finetune.pt", "metrics/finetune.json", "plots/finetune.csv",
+                               "reports/curves/finetune.png"}
+        tuned = torch_load(job / "models/finetune.pt")["state_dict"]
+        assert torch.equal(tuned["features.0.weight"], bundle["state_dict"]["features.0.weight"])
+        metrics = json.loads((job / "metrics/finetune.json").read_text())
+        rows = list(csv.DictReader((job / "plots/finetune.csv").open()))
+        kept = [r for r in rows if int(r["epoch"]) == metrics["selected_epoch"]][0]
+        assert value == metrics["val/acc"] == round(float(kept["val/acc"]), 6)
+    lrs = [(p / ".hydra/overrides.yaml").read_text() for p in sorted((tmp_path / "sweep").glob("[0-9]"))]
+    assert "finetune.lr=1e-05" in lrs[0] and "finetune.lr=2e-05" in lrs[1]
+
+    # compare from elsewhere, reading the workspace as `upstream=`: its page links the workspace's curves
+    out = tmp_path / "elsewhere"
+    out.mkdir()
+    single = _catdog(["stage=compare", f"upstream={ws}", *overrides, f"hydra.run.dir={out}/run"], out)
+    assert single.returncode == 0, single.stderr[-2000:]
+    assert "returned to Hydra" not in single.stdout            # nothing to tune on in compare
+    assert _files(out / "run") == {"reports/comparison.md", "reports/accuracy.png", "reports/index.html",
+                                   "metrics/compare.json"}
+    assert "features_augmented" in (out / "run/reports/comparison.md").read_text()
+    from catdog_lab.report import referenced_files
+    images = referenced_files(out / "run/reports/index.html")
+    assert any(p.name == "features_augmented.png" for p in images) and all(p.exists() for p in images)
+
+
+def test_sweep_objective_is_validation_never_test():
+    from catdog_lab.cli import objective
+    result = {"test/acc": 0.9, "test/acc_best": 0.95, "val/acc": 0.7}
+    assert objective("finetune", result) == 0.7
+    assert objective("visualize", result) is None and objective("compare", result) is None
+
+
+def test_cli_features_job_reuses_the_workspace_conv_base_outputs(tmp_path, raw_images):
+    """A `features` job reads the workspace's current conv-base features instead of recomputing them."""
+    from catdog_lab.config import compose
+    from catdog_lab.stages.split import split
+    from catdog_lab.stages.train import train
+
+    ws = tmp_path / "ws"
+    cfg = compose(tiny_overrides(ws, raw_images))
+    split(cfg)
+    train(cfg, "features")
+    overrides = [o for o in tiny_overrides(ws, raw_images) if not o.startswith("paths.")]
+    job = _catdog(["stage=features", "features.lr=1e-3", *overrides, f"hydra.run.dir={tmp_path}/run"], ws)
+    assert job.returncode == 0, job.stderr[-2000:]
+    assert f"cached conv-base features in {ws / 'data/features'} are current" in job.stdout
+    assert _files(tmp_path / "run") == {"models/features.pt", "metrics/features.json", "plots/features.csv",
+                                        "reports/curves/features.png"}
+    # another backbone setting makes the cache stale: the job computes its own, in its own folder
+    other = _catdog(["stage=features", *overrides, "backbone.feature_batch_size=4",
+                     f"hydra.run.dir={tmp_path}/run2"], ws)
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "run2/data/features").glob("*.pt")) == ["test.pt", "train.pt",
+                                                                                      "validation.pt"]

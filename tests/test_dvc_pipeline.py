@@ -32,29 +32,70 @@ def _run(cmd, cwd, env):
     return proc.stdout + proc.stderr
 
 
-def test_dvc_repro_runs_the_pipeline_and_a_second_repro_does_nothing(tmp_path):
-    """`.venv/bin/dvc repro`, verbatim from the README, then: a second repro does nothing, `dvc status`
-    sees code and params changes that matter and ignores those that do not, `dvc exp run -S profile=quick`."""
-    repo = tmp_path / "repo"
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory):
+    """A committed copy of the repository after `.venv/bin/dvc repro` (the README's command) on 12 generated
+    photos per class, with the venv NOT on PATH: stages must still run in the venv's Python
+    (pipelines/_interpreter.py), not in whatever `python3` PATH finds first."""
+    tmp = tmp_path_factory.mktemp("dvc")
+    repo = tmp / "repo"
     _copy_repo(repo)
-    raw = make_dataset(tmp_path / "raw", per_class=12)
+    raw = make_dataset(tmp / "raw", per_class=12)
     tiny = [f"data.source.path={raw}", "data.split.train=6", "data.split.validation=3", "data.split.test=3",
             "data.image_size=48", "backbone.weights=none", "trainer.progress_bar=false"]
     cfg = compose([*tiny, "profile=smoke"])
     (repo / "params.yaml").write_text(yaml.safe_dump(OmegaConf.to_container(cfg, resolve=True), sort_keys=False))
-    # The README's command, `.venv/bin/dvc repro`, with the venv NOT on PATH: stages must still run in the
-    # venv's Python (pipelines/_interpreter.py), not in whatever `python3` PATH finds first.
-    bin_dir = Path(sys.executable).parent
     path = os.pathsep.join(p for p in ("/usr/local/bin", "/usr/bin", "/bin") if Path(p).is_dir())
-    assert str(bin_dir) not in path.split(os.pathsep)
+    assert str(BIN) not in path.split(os.pathsep)
     env = {**os.environ, "PATH": path, "PYTHONPATH": str(repo / "src"),
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
            "DVC_NO_ANALYTICS": "1"}
     _run(["git", "init", "-q"], repo, env)
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "copy"], repo, env)
-    dvc = [str(bin_dir / "dvc")]
-    _run(dvc + ["repro"], repo, env)
+    first = _run(DVC + ["repro"], repo, env)
+    return repo, env, tiny, first
+
+
+BIN = Path(sys.executable).parent
+DVC = [str(BIN / "dvc")]
+
+
+def test_dvc_push_then_a_fresh_clone_pulls_every_result(repro):
+    """The default remote (.dvc/config: `local`, a folder next to the project) carries models, data and the
+    report to a fresh clone: after `dvc pull` nothing is missing and nothing needs rerunning."""
+    from catdog_lab.report import referenced_files
+
+    repo, env, _, _ = repro
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "results"], repo, env)
+    pushed = _run(DVC + ["push"], repo, env)
+    remote = repo.parent / "catdog-lab-dvc-remote"
+    assert remote.is_dir() and any(p.is_file() for p in remote.rglob("*")), pushed
+
+    clone = repo.parent / "clone"
+    _run(["git", "clone", "-q", str(repo), str(clone)], repo.parent, env)
+    assert not (clone / "models").exists() and not (clone / "reports/index.html").exists()
+    _run(DVC + ["pull"], clone, env)
+    status = _run(DVC + ["status"], clone, env)
+    assert "Data and pipelines are up to date" in status, status
+    for stage in ("scratch", "augmented", "features", "features_augmented", "finetune"):
+        assert (clone / "models" / f"{stage}.pt").read_bytes() == (repo / "models" / f"{stage}.pt").read_bytes()
+    images = referenced_files(clone / "reports/index.html")
+    figures = [p for p in images if p.parent.name == "figures"]
+    assert len(figures) >= 5 and all(p.is_file() and p.stat().st_size > 0 for p in images), images
+
+    from catdog_lab.browser_check import check_page, chromium
+    if chromium():                       # the page as a browser sees it, when this machine has one
+        result = check_page(clone / "reports/index.html")
+        assert result["broken"] == [] and result["images"] == len(images)
+
+
+def test_dvc_repro_runs_the_pipeline_and_a_second_repro_does_nothing(repro):
+    """Then: a second repro does nothing, `dvc status` sees code and params changes that matter and ignores
+    those that do not, `dvc exp run -S profile=quick` (after the push test, which wants the plain run)."""
+    repo, env, tiny, _ = repro
+    dvc = DVC
     for stage in ("scratch", "augmented", "features", "features_augmented", "finetune"):
         assert (repo / "metrics" / f"{stage}.json").exists(), stage
         assert (repo / "models" / f"{stage}.pt").exists(), stage

@@ -1,8 +1,20 @@
 """Hydra CLI over the same stage functions: `catdog stage=scratch scratch.lr=3e-4`, or a sweep:
-`catdog -m stage=scratch scratch.lr=1e-4,3e-4 scratch.batch_size=20,32`.
+`catdog -m stage=finetune finetune.lr=1e-5,2e-5`.
 
-Outputs go to Hydra's job folder (outputs/... or multirun/...), never over the DVC-tracked
-workspace outputs; the decoded data cache of the workspace is reused read-only.
+A job WRITES only its own stage's outputs, into its Hydra job folder (outputs/... or multirun/...),
+in the project's layout (<job>/models/finetune.pt, <job>/metrics/finetune.json, ...), never over the
+DVC-tracked workspace. It READS what earlier stages made (data cache, conv-base features, models,
+metrics, figures) from the workspace, i.e. `paths.*` relative to where `catdog` runs, or from an
+earlier run's folder given as `upstream=<dir>` (a `catdog stage=split` job folder, say). The stages
+find those folders in `read_paths.*` (see `config.read_path`).
+
+Every job adds its test accuracy to the workspace's seed ledger (`paths.seeds`, shared by all jobs), so
+`catdog -m stage=scratch seed=1,2,3` gives `compare` its error bars.
+
+The value returned to Hydra (what a sweeper such as Optuna optimises) is `val/acc` for a training stage:
+validation accuracy of the epoch whose model is kept and tested (`<stage>.select`). Never `test/acc`:
+choosing hyperparameters on the test split would make its accuracy an optimistic estimate.
+`visualize` and `compare` return nothing (None): there is nothing to tune on in them.
 """
 from __future__ import annotations
 
@@ -11,41 +23,68 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from catdog_lab import TRAINING_STAGES
 from catdog_lab.config import CONF_DIR
 from catdog_lab.entry import exit_on_user_error, stage_function
 
-WRITTEN = ("features", "models", "metrics", "plots", "reports", "checkpoints")
+# the project's layout of outputs, reproduced inside every job folder
+LAYOUT = dict(OmegaConf.load(CONF_DIR / "config.yaml").paths)
+OBJECTIVE = "val/acc"
+CLI_KEYS = ("stage", "upstream")          # CLI-only keys, not in conf/ (nor in params.yaml)
+SHARED = ("seeds",)                       # read and written by every job in the workspace, not per job
 
 
-def run(cfg: DictConfig, job_dir: Path) -> dict:
-    stage = cfg.get("stage")
+def job_config(cfg: DictConfig, job_dir: Path, cwd: Path) -> tuple[str, DictConfig]:
+    """(stage, config whose `paths.*` point into job_dir and `read_paths.*` at the upstream outputs)."""
+    from catdog_lab.errors import ConfigError
+
+    stage, upstream = cfg.get("stage"), cfg.get("upstream")
     if not stage:
-        from catdog_lab.errors import ConfigError
         raise ConfigError("stage: say which stage to run, e.g. `catdog stage=scratch`")
+    root = (cwd / str(upstream)).resolve() if upstream else cwd
+    if not root.is_dir():
+        raise ConfigError(f"upstream: {upstream} is not a folder (give the workspace or an earlier run's job folder)")
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     with open_dict(cfg):
-        cfg.pop("stage")
-        for key in WRITTEN:
-            cfg.paths[key] = str(job_dir / cfg.paths[key])
-        if stage == "split":
-            cfg.paths.split, cfg.paths.cache = str(job_dir / cfg.paths.split), str(job_dir / cfg.paths.cache)
-    return stage_function(stage)(cfg)
+        for key in CLI_KEYS:
+            cfg.pop(key, None)
+        # paths.* given on the command line say where to read (relative to the upstream root);
+        # writes always go to the job folder, so no sweep job can overwrite another's inputs
+        cfg.read_paths = {k: str(root / cfg.paths[k]) for k in LAYOUT}
+        shared = {k: str(cwd / cfg.paths[k]) for k in SHARED}
+        cfg.paths = {k: str(job_dir / v) for k, v in LAYOUT.items()} | shared
+    return str(stage), cfg
+
+
+def objective(stage: str, result) -> float | None:
+    """What the job returns to Hydra: a validation metric for a training stage, None otherwise."""
+    if stage not in TRAINING_STAGES or not isinstance(result, dict):
+        return None
+    return result.get(OBJECTIVE)
+
+
+def run(cfg: DictConfig, job_dir: Path, cwd: Path | None = None) -> float | None:
+    stage, cfg = job_config(cfg, job_dir, (cwd or Path.cwd()).resolve())
+    value = objective(stage, stage_function(stage)(cfg))
+    if value is not None:
+        print(f"[{stage}] returned to Hydra: {OBJECTIVE} = {value}")
+    return value
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
 
     job_dir = Path(HydraConfig.get().runtime.output_dir)
-    result = exit_on_user_error(run, cfg, job_dir)
-    return (result or {}).get("test/acc") if isinstance(result, dict) else None
+    return exit_on_user_error(run, cfg, job_dir, Path(get_original_cwd()))
 
 
 def main() -> None:
     import sys
 
-    # `stage` is a CLI-only key (not in conf/, so not in params.yaml): `+stage=` is not needed
-    sys.argv = [a if not a.startswith("stage=") else "+" + a for a in sys.argv]
+    # `stage` and `upstream` are CLI-only keys (not in conf/, so not in params.yaml): no `+` needed
+    sys.argv = ["+" + a if a.split("=", 1)[0] in CLI_KEYS and "=" in a else a for a in sys.argv]
     args = sys.argv[1:]
     if "-m" not in args and "--multirun" not in args:
         # compose once up front so that a bad group option or key is one line, not Hydra's traceback

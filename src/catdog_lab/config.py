@@ -37,6 +37,18 @@ def load_params(path: str | Path = "params.yaml") -> DictConfig:
     return OmegaConf.load(path)
 
 
+def read_path(cfg: DictConfig, key: str) -> Path:
+    """Where a stage reads `paths.<key>` that an earlier stage wrote (data cache, features, models, metrics).
+
+    Under DVC every stage runs in one workspace, so reads and writes share `paths.*`. A Hydra CLI job
+    (`catdog ...`) writes only into its own folder and reads upstream outputs from the workspace or an
+    earlier run (`upstream=<dir>`): the CLI puts those folders in `read_paths.<key>`, a key that only it
+    sets (not in conf/, so not in params.yaml).
+    """
+    found = OmegaConf.select(cfg, f"read_paths.{key}") if isinstance(cfg, DictConfig) else None
+    return Path(found if found is not None else cfg.paths[key])
+
+
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True, sort_keys=False)
 

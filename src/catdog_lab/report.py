@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from pathlib import Path
 
 from catdog_lab import TRAINING_STAGES
@@ -39,7 +40,16 @@ def figure_index(reports: Path) -> list[dict]:
 
 
 def build_html(cfg, rows: list[dict], table: str, settings: str) -> Path:
+    from catdog_lab.config import read_path
+
     reports = Path(cfg.paths.reports)
+    # curves and figures belong to earlier stages: under DVC they sit next to the page; in a CLI job
+    # (cli.py) they stay in the workspace or upstream run, and the page links there relatively
+    source = read_path(cfg, "reports")
+
+    def link(rel: str) -> str:
+        return Path(os.path.relpath(source / rel, reports)).as_posix()
+
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>catdog-lab report</title>"
              f"<style>{CSS}</style></head><body>",
              "<h1>catdog-lab: Deep Learning with Python's cats vs dogs, rebuilt</h1>",
@@ -51,13 +61,13 @@ def build_html(cfg, rows: list[dict], table: str, settings: str) -> Path:
     parts += ["<h3>Settings that differ between stages</h3>", _md_table_to_html(settings), "<h2>Training curves</h2>"]
     titles = {r["stage"]: r["title"] for r in rows}
     for stage in TRAINING_STAGES:
-        if (reports / "curves" / f"{stage}.png").exists():
-            parts.append(_figure(f"curves/{stage}.png", f"{stage}: {titles.get(stage, '')}",
+        if (source / "curves" / f"{stage}.png").exists():
+            parts.append(_figure(link(f"curves/{stage}.png"), f"{stage}: {titles.get(stage, '')}",
                                  "raw per-epoch values (dots) and the book's EMA smoothing, factor 0.8 (lines)"))
-    figures = figure_index(reports)
+    figures = figure_index(source)
     if figures:
         parts.append("<h2>What the convnets learned</h2>")
-        parts += [_figure(f"figures/{e['file']}", e.get("title", e["file"]), e.get("caption", "")) for e in figures]
+        parts += [_figure(link(f"figures/{e['file']}"), e.get("title", e["file"]), e.get("caption", "")) for e in figures]
     parts.append("</body></html>")
     path = reports / "index.html"
     write_text(path, "\n".join(parts))

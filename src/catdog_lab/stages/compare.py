@@ -16,7 +16,7 @@ import yaml  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from catdog_lab import TRAINING_STAGES  # noqa: E402
-from catdog_lab.config import PROJECT_ROOT  # noqa: E402
+from catdog_lab.config import PROJECT_ROOT, read_path  # noqa: E402
 from catdog_lab.io import atomic_path, write_json, write_text  # noqa: E402
 from catdog_lab.seeds import entries, summarise, verdict  # noqa: E402
 
@@ -172,8 +172,9 @@ def compare(cfg) -> dict:
     from catdog_lab.report import build_html
     from catdog_lab.tracking import pipeline_run
 
+    # reads the training stages' metrics (read_path: the workspace, or upstream in a CLI job), writes its own
     reports, metrics_dir = Path(cfg.paths.reports), Path(cfg.paths.metrics)
-    metrics = gather(metrics_dir)
+    metrics = gather(read_path(cfg, "metrics"))
     rows = build_rows(cfg, metrics, load_book())
     table, settings = markdown_table(rows), settings_table(rows)
     md = ("# Accuracy comparison\n\n"

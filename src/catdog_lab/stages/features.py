@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from catdog_lab.config import params_hash
+from catdog_lab.config import params_hash, read_path
 from catdog_lab.data.datamodule import SPLITS, load_cached_split
 from catdog_lab.data.split import manifest_hash
 from catdog_lab.io import torch_load, torch_save
@@ -39,23 +39,34 @@ def conv_base_outputs(backbone: Backbone, images: torch.Tensor, batch_size: int,
     return torch.cat(outputs)
 
 
+def _current(folder: Path, key: dict) -> bool:
+    if not all((folder / f"{s}.pt").exists() for s in SPLITS):
+        return False
+    try:
+        return all(torch_load(folder / f"{s}.pt").get("key") == key for s in SPLITS)
+    except Exception:
+        return False                          # unreadable: recompute
+
+
 def extract_features(cfg) -> dict:
-    """Write <paths.features>/<split>.pt; reuse them when weights, size and data are unchanged."""
+    """Write <paths.features>/<split>.pt; reuse them when weights, size and data are unchanged.
+
+    Returns the folder the features are in ("dir"): a Hydra CLI job reuses current features of its
+    upstream (the workspace or `upstream=<dir>`) read-only, and a sweep over `features.*` need not run
+    the conv base once per job.
+    """
     out_dir = Path(cfg.paths.features)
-    key = {"backbone": params_hash(cfg, ["backbone"]), "manifest": manifest_hash(cfg.paths.split),
+    key = {"backbone": params_hash(cfg, ["backbone"]), "manifest": manifest_hash(read_path(cfg, "split")),
            "image_size": int(cfg.data.image_size)}
-    if all((out_dir / f"{s}.pt").exists() for s in SPLITS):
-        try:
-            if all(torch_load(out_dir / f"{s}.pt").get("key") == key for s in SPLITS):
-                print(f"[features] cached conv-base features in {out_dir} are current")
-                return {"images_per_second": None, "reused": True}
-        except Exception:
-            pass                              # unreadable: recompute below
+    for folder in dict.fromkeys([read_path(cfg, "features"), out_dir]):
+        if _current(folder, key):
+            print(f"[features] cached conv-base features in {folder} are current")
+            return {"images_per_second": None, "reused": True, "dir": folder}
     backbone = build_backbone(cfg.backbone)
     device = device_for(cfg)
     t0, count = time.perf_counter(), 0
     for split in SPLITS:
-        data = load_cached_split(cfg.paths.cache, split)
+        data = load_cached_split(read_path(cfg, "cache"), split)
         feats = conv_base_outputs(backbone, data["images"], int(cfg.backbone.feature_batch_size), device,
                                   bool(cfg.trainer.channels_last), desc=f"conv base: {split}")
         count += len(feats)
@@ -63,4 +74,4 @@ def extract_features(cfg) -> dict:
                    out_dir / f"{split}.pt")
     seconds = time.perf_counter() - t0
     print(f"[features] {count} images through the conv base in {seconds:.1f}s ({count / seconds:.1f} img/s)")
-    return {"images_per_second": count / seconds, "extract_seconds": seconds, "reused": False}
+    return {"images_per_second": count / seconds, "extract_seconds": seconds, "reused": False, "dir": out_dir}

@@ -16,7 +16,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from catdog_lab import TRAINING_STAGES
-from catdog_lab.config import params_hash, validate_stage
+from catdog_lab.config import params_hash, read_path, validate_stage
 from catdog_lab.data.augment import BatchAugment
 from catdog_lab.data.datamodule import TensorDataModule
 from catdog_lab.data.split import manifest_hash
@@ -62,17 +62,17 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
     if s.model == "head":
         from catdog_lab.stages.features import extract_features
         extract_info = extract_features(cfg)
-        data = TensorDataModule(paths.features, int(s.batch_size), "features", int(cfg.seed),
+        data = TensorDataModule(extract_info["dir"], int(s.batch_size), "features", int(cfg.seed),
                                 int(cfg.trainer.num_workers), **steps)
         data.setup()
         in_features = data.datasets["train"].tensors[0][0].numel()
         net = build_head(cfg, stage, in_features)
     else:
-        data = TensorDataModule(paths.cache, int(s.batch_size), "images", int(cfg.seed), int(cfg.trainer.num_workers),
-                                **steps)
+        data = TensorDataModule(read_path(cfg, "cache"), int(s.batch_size), "images", int(cfg.seed),
+                                int(cfg.trainer.num_workers), **steps)
         net = build_from_arch(arch_from_config(cfg, stage), init=str(s.init))
         if s.get("init_from"):
-            source, _ = load_model(Path(paths.models) / f"{s.init_from}.pt", weights=str(s.init_from_weights))
+            source, _ = load_model(read_path(cfg, "models") / f"{s.init_from}.pt", weights=str(s.init_from_weights))
             missing = net.load_state_dict(source.state_dict(), strict=False)
             if missing.missing_keys:
                 raise DataError(f"{stage}.init_from: {s.init_from} model does not fit this stage's network "
@@ -94,7 +94,7 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
 
     history = History(Path(paths.plots) / f"{stage}.csv")
-    with stage_run(cfg, stage, resume_run, {"data_manifest": manifest_hash(paths.split)}) as run:
+    with stage_run(cfg, stage, resume_run, {"data_manifest": manifest_hash(read_path(cfg, "split"))}) as run:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         write_json(meta_path, {"key": key, "mlflow_run_id": run.run_id})
         loggers = []
@@ -142,6 +142,7 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
             "test/acc": round(float(test["test/acc"]), 6), "test/loss": round(float(test["test/loss"]), 6),
             "test/acc_last": round(float(tests["last"]["test/acc"]), 6),
             "test/acc_best": round(float(tests["best"]["test/acc"]), 6),
+            # the kept epoch's validation figures: what a sweep may tune on (cli.py), never test/*
             "val/acc": _value(chosen_row, "val/acc"), "val/loss": _value(chosen_row, "val/loss"),
             "select": selected, "selected_epoch": chosen_epoch, "best_epoch": tests["best_epoch"],
             "epochs": epochs_run, "seed": int(cfg.seed), "test_images": len(data.datasets["test"]),
@@ -158,8 +159,8 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
         curves = Path(paths.reports) / "curves" / f"{stage}.png"
         if rows:
             plot_curves(rows, curves, stage)
-        # val/* already has one point per epoch (Lightning's logger): log only the summary figures
-        run.log_metrics({k: v for k, v in metrics.items() if not k.startswith("val/")})
+        # val/acc and val/loss already have one point per epoch (Lightning's logger): log only the summaries
+        run.log_metrics({k: v for k, v in metrics.items() if k not in ("val/acc", "val/loss")})
         run.log_artifact(curves, "curves")
         run.log_artifact(Path(paths.plots) / f"{stage}.csv", "history")
     shutil.rmtree(ckpt_dir, ignore_errors=True)         # finished: nothing left to resume

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from catdog_lab.config import read_path
 from catdog_lab.data.datamodule import load_cached_split
 from catdog_lab.io import write_json
 from catdog_lab.models.components.backbones import build_backbone
@@ -45,9 +46,9 @@ def visualize(cfg) -> dict:
     t0 = time.perf_counter()
     out = Path(cfg.paths.reports) / "figures"
     index = FigureIndex(out)
-    test = load_cached_split(cfg.paths.cache, "test")
+    test = load_cached_split(read_path(cfg, "cache"), "test")
     images, labels, files = test["images"], test["labels"], test["files"]
-    models = Path(cfg.paths.models)
+    models = read_path(cfg, "models")
     metrics: dict = {}
     # nets go to the GPU when there is one (trainer.accelerator); images stay on the CPU for plotting
     device = device_for(cfg)
