@@ -17,7 +17,9 @@ def test_cli_single_run_and_multirun(tiny_split, tmp_path, raw_images):
     single = _catdog(["stage=scratch", *overrides, f"hydra.run.dir={tmp_path}/run"], tmp_path)
     assert single.returncode == 0, single.stderr[-2000:]
     assert (tmp_path / "run/metrics/scratch.json").exists()
-    assert not (tmp_path / "metrics").exists()            # nothing written over the workspace outputs
+    # nothing written over the workspace outputs; only the seed ledger, which every job shares, grows there
+    assert [p.name for p in (tmp_path / "metrics").iterdir()] == ["seeds"]
+    assert len(list((tmp_path / "metrics/seeds/scratch").glob("*/seed-*.json"))) == 1
 
     sweep = _catdog(["-m", "stage=scratch", "scratch.lr=1e-3,1e-4", *overrides,
                      f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
