@@ -169,3 +169,32 @@ def registry_model_file(uri: str, tracking_uri: str | None = None) -> Path:
     if not found:
         raise DataError(f"{uri}: no .pt model file in it (not a catdog-lab model)")
     return found[0]
+
+
+def crown_champion(cfg, metrics: dict[str, dict]) -> str:
+    """Pick the champion among the trained stages by validation accuracy (ties: lower validation loss), never
+    by test accuracy, which stays an unbiased estimate only if nothing is chosen on it. With tracking on, set
+    `catdog-<stage>@champion` and remove the alias from the other stages' models. Returns one line."""
+    scored = [(float(m["val/acc"]), -float(m.get("val/loss") if m.get("val/loss") is not None else "inf"), stage)
+              for stage, m in metrics.items() if m.get("val/acc") is not None]
+    if not scored:
+        return "Champion: none (no stage has a validation accuracy)."
+    acc, _, stage = max(scored)
+    line = (f"Champion: `{stage}`, the highest validation accuracy ({100 * acc:.1f}%) of {len(scored)} stages "
+            f"(chosen on validation, not test)")
+    if not cfg.tracking.enabled:
+        return line + "; tracking off, no registry alias set."
+    from catdog_lab.tracking import _client, retry
+
+    client = _client(cfg)
+    version = set_champion(client, stage, Path(cfg.paths.models) / f"{stage}.pt")
+    if version is None:
+        return line + f"; `models/{stage}.pt` is not in the registry, no alias set."
+    for other in metrics:
+        if other != stage:
+            try:
+                retry(lambda o=other: client.delete_registered_model_alias(registered_name(o), CHAMPION))
+            except Exception as exc:        # that model or alias does not exist: nothing to remove
+                if "not found" not in str(exc).lower() and "does not exist" not in str(exc).lower():
+                    raise
+    return line + f": `models:/{registered_name(stage)}@{CHAMPION}` = version {version}."
