@@ -73,6 +73,7 @@ def rate(n: int, seconds: float) -> float:
 
 def bench_model(name: str, path: Path, files: list[Path], args, tmp: Path) -> dict:
     from catdog_lab.export import export, onnx_session
+    from catdog_lab.models.factory import load_model
     from catdog_lab.predict import Predictor
 
     predictor = Predictor.from_file(path, batch_size=args.batch_size, workers=args.workers)
@@ -88,7 +89,7 @@ def bench_model(name: str, path: Path, files: list[Path], args, tmp: Path) -> di
     def bare():
         with torch.inference_mode():
             for i in range(0, n, bs):
-                net(images[i:i + bs].float())
+                net(images[i:i + bs].float().contiguous(memory_format=torch.channels_last))
 
     def batched():
         results = list(predictor.predict(files))
@@ -98,15 +99,17 @@ def bench_model(name: str, path: Path, files: list[Path], args, tmp: Path) -> di
         for i in range(0, n, bs):
             session.run(None, {"image": array[i:i + bs]})
 
-    def single():                                                             # the old path: a batch of one each
+    old_net, _ = load_model(path)
+
+    def single():                                    # the old path: a batch of one each, default memory layout
         for f in files[:args.single_images]:
             with torch.inference_mode():
-                torch.sigmoid(net(predictor.decode(f).unsqueeze(0).float()))
+                torch.sigmoid(old_net(predictor.decode(f).unsqueeze(0).float()))
 
     # warm-up, then the best of --repeat rounds, the three paths interleaved: other jobs on the machine
     # slow every figure, and interleaving spreads that over all of them
     bare_s = predict_s = onnx_s = float("inf")
-    for fn in (lambda: net(images[:bs].float()), lambda: list(predictor.predict(files[:bs])),
+    for fn in (lambda: net(images[:bs].float().contiguous(memory_format=torch.channels_last)), lambda: list(predictor.predict(files[:bs])),
                lambda: session.run(None, {"image": array[:bs]})):
         with torch.inference_mode():
             fn()
@@ -119,7 +122,7 @@ def bench_model(name: str, path: Path, files: list[Path], args, tmp: Path) -> di
     out = {"model": name, "images": n, "decode": rate(n, decode_s), "bare": rate(n, bare_s),
            "predict": rate(n, predict_s), "single": rate(len(single), single_s), "onnx": rate(n, onnx_s)}
     print(f"{name}: {n} photos, batch {bs}: catdog-predict path (decode included) {out['predict']:.1f} img/s, "
-          f"bare torch forward on pre-decoded tensors {out['bare']:.1f} img/s -> {100 * out['predict'] / out['bare']:.0f}% "
+          f"bare torch forward on pre-decoded tensors (same batch, channels_last) {out['bare']:.1f} img/s -> {100 * out['predict'] / out['bare']:.0f}% "
           f"of bare (goal >= 80%); onnxruntime on the same tensors {out['onnx']:.1f} img/s "
           f"({100 * out['onnx'] / out['bare']:.0f}% of bare torch); decode alone, one thread {out['decode']:.1f} img/s; "
           f"old one-image batches {out['single']:.1f} img/s ({len(single)} photos)", flush=True)
@@ -132,7 +135,7 @@ def main(argv=None) -> None:
     parser.add_argument("--images", type=int, default=1000, help="photos for the scratch model")
     parser.add_argument("--vgg-images", type=int, default=200, help="photos for the VGG16 model (slow on a CPU)")
     parser.add_argument("--single-images", type=int, default=50, help="photos for the one-image-per-batch path")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: catdog-predict's")
     parser.add_argument("--repeat", type=int, default=2, help="rounds; the best of them counts")
     parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: catdog-predict's)")
     parser.add_argument("--scratch", help="a scratch model file (default: random weights)")
@@ -140,7 +143,8 @@ def main(argv=None) -> None:
     parser.add_argument("--weights", help="VGG16 conv-base weights file for the built model")
     parser.add_argument("--skip-vgg", action="store_true")
     args = parser.parse_args(argv)
-    from catdog_lab.predict import Predictor
+    from catdog_lab.predict import BATCH_SIZE, Predictor
+    args.batch_size = args.batch_size or BATCH_SIZE
     print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores, "
           f"decode threads {args.workers or Predictor(torch.nn.Identity(), 1).workers}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:

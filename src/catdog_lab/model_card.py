@@ -47,7 +47,8 @@ def _cpu_name() -> str:
 
 def _hardware(metrics: dict) -> str:
     device = str(metrics.get("device", "cpu"))
-    cpu = f"{_cpu_name()}, {torch.get_num_threads()} torch threads"
+    threads = torch.get_num_threads()
+    cpu = f"{_cpu_name()}, {threads} torch thread{'' if threads == 1 else 's'}"
     return f"GPU {device} (host CPU {cpu})" if device != "cpu" else f"CPU only: {cpu}"
 
 

@@ -29,7 +29,9 @@ from catdog_lab.entry import exit_on_user_error
 from catdog_lab.models.factory import load_model
 
 MAX_PIXELS = 40_000_000
-BATCH_SIZE = 32
+# on a CPU, small batches in channels_last run fastest (the book's convnet, 1 thread: 100 img/s at batch 8,
+# 60 at batch 32, 35-44 in the default layout; VGG16: flat over batch size, +15% from channels_last)
+BATCH_SIZE = 8
 FORMATS = ("table", "json", "csv")
 FIELDS = ("file", "label", "probability", "p_dog", "error")
 
@@ -62,7 +64,8 @@ class Predictor:
 
     def __init__(self, net: torch.nn.Module, image_size: int, batch_size: int = BATCH_SIZE,
                  workers: int | None = None):
-        self.net, self.size, self.batch_size = net.eval(), int(image_size), int(batch_size)
+        self.net = net.eval().to(memory_format=torch.channels_last)
+        self.size, self.batch_size = int(image_size), int(batch_size)
         self.workers = workers or min(4, os.cpu_count() or 1)
 
     @classmethod
@@ -79,7 +82,7 @@ class Predictor:
 
     def p_dog(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return torch.sigmoid(self.net(batch.float())).flatten()
+            return torch.sigmoid(self.net(batch.float().contiguous(memory_format=torch.channels_last))).flatten()
 
     def predict(self, sources: Sequence[Path | bytes], keep_tensors: bool = False) -> Iterator[dict]:
         """One result per source, in order: {"label", "probability", "p_dog", "error"} (+ "tensor")."""

@@ -180,7 +180,8 @@ def crown_champion(cfg, metrics: dict[str, dict]) -> str:
     if not scored:
         return "Champion: none (no stage has a validation accuracy)."
     acc, _, stage = max(scored)
-    line = (f"Champion: `{stage}`, the highest validation accuracy ({100 * acc:.1f}%) of {len(scored)} stages "
+    stages = f"{len(scored)} stage{'' if len(scored) == 1 else 's'}"
+    line = (f"Champion: `{stage}`, the highest validation accuracy ({100 * acc:.1f}%) of {stages} "
             f"(chosen on validation, not test)")
     if not cfg.tracking.enabled:
         return line + "; tracking off, no registry alias set."
