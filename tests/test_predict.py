@@ -1,37 +1,106 @@
+import csv
+import io
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+import torch
 from omegaconf import open_dict
+from PIL import Image
 
+from catdog_lab.data.images import open_rgb
+from catdog_lab.data.split import resize_to_tensor
+from catdog_lab.models.factory import load_model
+from catdog_lab.predict import Predictor, expand_inputs
 from catdog_lab.stages.train import train
 from conftest import make_photo
 
+EXE = Path(sys.executable).parent / "catdog-predict"
 
-def test_predict_prints_label_and_probability_saves_gradcam_and_reports_bad_files(tiny_split, tmp_path):
-    cfg = tiny_split
-    with open_dict(cfg):
-        cfg.tracking.enabled = False
-    train(cfg, "scratch")
+
+@pytest.fixture
+def scratch_model(tiny_split, tmp_path) -> Path:
+    with open_dict(tiny_split):
+        tiny_split.tracking.enabled = False
+    train(tiny_split, "scratch")
+    return tmp_path / "models/scratch.pt"
+
+
+def _run(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def test_predict_prints_table_saves_gradcam_and_reports_bad_files(scratch_model, tmp_path):
     good = make_photo(tmp_path / "new" / "photo.jpg", "cat", 999, size=(80, 60))
     bad = tmp_path / "new" / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 not really")
-    exe = Path(sys.executable).parent / "catdog-predict"
-    proc = subprocess.run([str(exe), "--model", str(tmp_path / "models/scratch.pt"), "--gradcam",
-                           "--out", str(tmp_path / "overlays"), str(good), str(bad), str(tmp_path / "nope.jpg")],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1
-    line = proc.stdout.strip().splitlines()[0]
-    assert line.startswith(f"{good}: ") and ("cat (" in line or "dog (" in line) and line.rstrip().endswith(".png)")
+    proc = _run("--model", scratch_model, "--gradcam", "--out", tmp_path / "overlays", good, bad, tmp_path / "nope.jpg")
+    assert proc.returncode == 1                           # some files failed, the good one is still classified
+    header, line = proc.stdout.strip().splitlines()
+    assert header.split() == ["file", "label", "probability", "p(dog)"]
+    assert line.startswith(f"{good} ") and line.split()[1] in ("cat", "dog") and line.rstrip().endswith(".png")
     assert len(list((tmp_path / "overlays").glob("photo_gradcam_*.png"))) == 1
     errors = proc.stderr.strip().splitlines()
     assert any(e.startswith(f"error: {bad}: unreadable") or e.startswith(f"error: {bad}: not an image") for e in errors)
     assert f"error: {tmp_path / 'nope.jpg'}: no such file" in errors
 
 
+def test_predict_folders_globs_formats_and_exit_codes(scratch_model, tmp_path):
+    photos = tmp_path / "photos"
+    files = [make_photo(photos / "a" / f"cat.{i}.jpg", "cat", 500 + i) for i in range(3)]
+    files += [make_photo(photos / "b" / "deep" / f"dog.{i}.png", "dog", 600 + i, fmt="PNG") for i in range(2)]
+    (photos / "notes.txt").write_text("not an image, and not picked from a folder")
+    (photos / "a" / "zero.jpg").write_bytes(b"")
+
+    found, errors = expand_inputs([photos / "a", str(photos / "b" / "**" / "*.png"), str(tmp_path / "none*.jpg")])
+    assert sorted(found) == sorted(files[:3] + [photos / "a" / "zero.jpg"] + files[3:]) and len(found) == 6
+    assert errors == [f"{tmp_path / 'none*.jpg'}: no file matches"]
+
+    proc = _run("--model", scratch_model, "--format", "json", "--batch-size", "2", photos)
+    assert proc.returncode == 1, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert {r["file"] for r in rows} == {str(f) for f in files} | {str(photos / "a" / "zero.jpg")}
+    zero = next(r for r in rows if r["file"].endswith("zero.jpg"))
+    assert zero["label"] is None and zero["error"] == "empty file (0 bytes)"
+    # batches of 2 give the same probabilities as one image at a time
+    net, _ = load_model(scratch_model)
+    for r in rows:
+        if r["error"] is None:
+            x = resize_to_tensor(open_rgb(Path(r["file"]), 10 ** 8)[0], 48).unsqueeze(0).float()
+            assert r["p_dog"] == pytest.approx(float(torch.sigmoid(net(x))[0]), abs=1e-5)
+            assert r["probability"] == pytest.approx(r["p_dog"] if r["label"] == "dog" else 1 - r["p_dog"])
+
+    proc = _run("--model", scratch_model, "--format", "csv", str(photos / "**" / "*.jpg"))
+    assert proc.returncode == 1
+    table = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert [r["file"] for r in table] == sorted(str(p) for p in photos.rglob("*.jpg"))
+    ok = _run("--model", scratch_model, "--format", "csv", *files)
+    assert ok.returncode == 0 and ok.stderr == "" and len(ok.stdout.strip().splitlines()) == 1 + len(files)
+
+
+def test_exif_orientation_is_applied_before_resizing(scratch_model, tmp_path):
+    """A photo stored sideways with EXIF Orientation=6 (rotate 90° clockwise to view) decodes upright."""
+    upright = make_photo(tmp_path / "upright.jpg", "dog", 7, size=(90, 60))
+    image = Image.open(upright)
+    stored = image.transpose(Image.Transpose.ROTATE_90)          # what a phone writes: pixels sideways ...
+    exif = Image.Exif()
+    exif[0x0112] = 6                                             # ... plus "rotate 90° CW to display"
+    sideways = tmp_path / "sideways.jpg"
+    stored.save(sideways, format="JPEG", exif=exif.tobytes(), quality=95)
+    decoded, _ = open_rgb(sideways, 10 ** 8)
+    assert decoded.size == (90, 60)
+    a = torch.from_numpy(np.asarray(decoded, dtype="float32"))
+    b = torch.from_numpy(np.asarray(Image.open(upright).convert("RGB"), dtype="float32"))
+    assert (a - b).abs().mean() < 6            # same picture (JPEG re-encoding noise only), not a rotated one
+    predictor = Predictor.from_file(scratch_model)
+    p_up, p_side = (r["p_dog"] for r in predictor.predict([upright, sideways]))
+    assert p_side == pytest.approx(p_up, abs=0.02)
+
+
 def test_predict_missing_model_is_one_line(tmp_path):
-    exe = Path(sys.executable).parent / "catdog-predict"
-    proc = subprocess.run([str(exe), "--model", str(tmp_path / "none.pt"), "x.jpg"], capture_output=True, text=True,
-                          timeout=120)
+    proc = _run("--model", tmp_path / "none.pt", "x.jpg")
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {tmp_path / 'none.pt'} not found: train that stage first (dvc repro)"

@@ -1,48 +1,131 @@
-"""catdog-predict: cat or dog, with the probability, from any trained stage model.
+"""catdog-predict: cat or dog, with the probability, for files, folders and globs, in batches.
 
     catdog-predict photo.jpg other.jpg                 # models/finetune.pt
-    catdog-predict --stage scratch photo.jpg
+    catdog-predict --stage scratch photos/ 'more/**/*.jpg' --format csv > predictions.csv
+    catdog-predict --model models:/catdog-finetune@champion photos/      # from the MLflow registry
     catdog-predict --model path/to/model.pt --gradcam --out overlays/ photo.jpg
+
+Exit code: 0 when every image was classified, 1 when any file failed (each one is reported and the
+others are still classified), 2 for a usage error (no model, bad option).
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import glob
+import json
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterable, Iterator, Sequence
 
 import torch
 
 from catdog_lab import CLASSES
-from catdog_lab.data.images import open_rgb
+from catdog_lab.data.images import IMAGE_SUFFIXES, open_rgb
 from catdog_lab.data.split import resize_to_tensor
 from catdog_lab.entry import exit_on_user_error
 from catdog_lab.models.factory import load_model
 
 MAX_PIXELS = 40_000_000
+# on a CPU, small batches in channels_last run fastest (the book's convnet, 1 thread: 100 img/s at batch 8,
+# 60 at batch 32, 35-44 in the default layout; VGG16: flat over batch size, +15% from channels_last)
+BATCH_SIZE = 8
+FORMATS = ("table", "json", "csv")
+FIELDS = ("file", "label", "probability", "p_dog", "error")
 
 
-def predict_files(model_path: Path, files: list[Path], gradcam: bool = False, out: Path | None = None,
-                  alpha: float = 0.4) -> tuple[list[dict], list[str]]:
-    net, bundle = load_model(model_path)
-    size = int(bundle["arch"]["image_size"])
-    results, errors = [], []
-    for path in files:
-        if not path.is_file():
-            errors.append(f"{path}: no such file")
-            continue
-        image, note = open_rgb(path, MAX_PIXELS)
-        if image is None:
-            errors.append(f"{path}: {note}")
-            continue
-        x = resize_to_tensor(image, size).unsqueeze(0)
+def expand_inputs(items: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
+    """Files as given; folders recursively (image suffixes only, sorted); glob patterns (`**` recurses).
+    Returns (files, errors) where an item that matches nothing is an error."""
+    files, errors = [], []
+    for item in map(str, items):
+        if Path(item).is_dir():
+            found = [p for p in sorted(Path(item).rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            files += found
+            if not found:
+                errors.append(f"{item}: no images in this folder")
+        elif glob.has_magic(item) and not Path(item).exists():
+            matches = [Path(m) for m in sorted(glob.glob(item, recursive=True))]
+            if not matches:
+                errors.append(f"{item}: no file matches")
+            for m in matches:
+                sub, _ = expand_inputs([m]) if m.is_dir() else ([m], [])
+                files += sub
+        else:
+            files.append(Path(item))        # a missing file is reported per file, with the others classified
+    return files, errors
+
+
+class Predictor:
+    """Batched inference for one stage model: decoding runs in a thread pool (PIL releases the GIL) while
+    the network runs the previous batch, so a folder costs about max(decode, forward), not their sum."""
+
+    def __init__(self, net: torch.nn.Module, image_size: int, batch_size: int = BATCH_SIZE,
+                 workers: int | None = None):
+        self.net = net.eval().to(memory_format=torch.channels_last)
+        self.size, self.batch_size = int(image_size), int(batch_size)
+        self.workers = workers or min(4, os.cpu_count() or 1)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs) -> "Predictor":
+        net, bundle = load_model(path)
+        return cls(net, int(bundle["arch"]["image_size"]), **kwargs)
+
+    def decode(self, source: Path | bytes) -> torch.Tensor | str:
+        """uint8 3 x S x S, decoded the way the split stage decodes the training photos, or the reason not."""
+        if isinstance(source, Path) and not source.is_file():
+            return "no such file"
+        image, note = open_rgb(source, MAX_PIXELS)
+        return note if image is None else resize_to_tensor(image, self.size)
+
+    def p_dog(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            p_dog = float(torch.sigmoid(net(x.float()))[0])
-        label = CLASSES[int(p_dog > 0.5)]
-        result = {"file": str(path), "label": label, "probability": p_dog if label == "dog" else 1 - p_dog,
-                  "p_dog": p_dog}
-        if gradcam:
-            result["gradcam"] = str(_save_gradcam(net, x, int(p_dog > 0.5), path, out, alpha))
-        results.append(result)
+            return torch.sigmoid(self.net(batch.float().contiguous(memory_format=torch.channels_last))).flatten()
+
+    def predict(self, sources: Sequence[Path | bytes], keep_tensors: bool = False) -> Iterator[dict]:
+        """One result per source, in order: {"label", "probability", "p_dog", "error"} (+ "tensor")."""
+        chunks = [sources[i:i + self.batch_size] for i in range(0, len(sources), self.batch_size)]
+        with ThreadPoolExecutor(self.workers) as pool:
+            pending = [pool.submit(self.decode, s) for s in chunks[0]] if chunks else []
+            for i in range(len(chunks)):
+                decoded = [f.result() for f in pending]
+                # queue the next batch's decoding before this batch's forward pass
+                pending = [pool.submit(self.decode, s) for s in chunks[i + 1]] if i + 1 < len(chunks) else []
+                good = [t for t in decoded if isinstance(t, torch.Tensor)]
+                probs = iter(self.p_dog(torch.stack(good)).tolist()) if good else iter(())
+                for item in decoded:
+                    if not isinstance(item, torch.Tensor):
+                        yield {"label": None, "probability": None, "p_dog": None, "error": item}
+                        continue
+                    p = next(probs)
+                    label = CLASSES[int(p > 0.5)]
+                    result = {"label": label, "probability": p if label == "dog" else 1 - p, "p_dog": p, "error": None}
+                    yield result | ({"tensor": item} if keep_tensors else {})
+
+
+def resolve_model(spec: str | Path, tracking_uri: str | None = None) -> Path:
+    """A model file, or `models:/<name>@<alias>` / `models:/<name>/<version>` from the MLflow registry."""
+    if str(spec).startswith("models:/"):
+        from catdog_lab.serving import registry_model_file
+        return registry_model_file(str(spec), tracking_uri)
+    return Path(spec)
+
+
+def predict_files(model_path: Path | str, files: list[Path], gradcam: bool = False, out: Path | None = None,
+                  alpha: float = 0.4, batch_size: int = BATCH_SIZE,
+                  tracking_uri: str | None = None) -> tuple[list[dict], list[str]]:
+    predictor = Predictor.from_file(resolve_model(model_path, tracking_uri), batch_size=batch_size)
+    results, errors = [], []
+    for path, r in zip(files, predictor.predict(list(files), keep_tensors=gradcam)):
+        r = {"file": str(path)} | r
+        if r["error"]:
+            errors.append(f"{path}: {r['error']}")
+        elif gradcam:
+            x = r.pop("tensor").unsqueeze(0)
+            r["gradcam"] = str(_save_gradcam(predictor.net, x, int(r["p_dog"] > 0.5), path, out, alpha))
+        results.append(r)
     return results, errors
 
 
@@ -62,23 +145,53 @@ def _save_gradcam(net, x, target: int, path: Path, out: Path | None, alpha: floa
     return dest
 
 
+def render(results: list[dict], fmt: str) -> str:
+    """table: the classified files (failures go to stderr); json / csv: every file, `error` empty when fine."""
+    if fmt == "json":
+        return json.dumps([{k: r.get(k) for k in FIELDS + (("gradcam",) if "gradcam" in r else ())}
+                           for r in results], indent=2)
+    if fmt == "csv":
+        import io
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=[*FIELDS, "gradcam"], extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for r in results:
+            writer.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]))
+                             for k in (*FIELDS, "gradcam")})
+        return buf.getvalue().rstrip("\n")
+    ok = [r for r in results if not r["error"]]
+    width = max([len("file")] + [len(r["file"]) for r in ok])
+    lines = [f"{'file':<{width}}  label  probability  p(dog)"]
+    for r in ok:
+        extra = f"  Grad-CAM: {r['gradcam']}" if "gradcam" in r else ""
+        lines.append(f"{r['file']:<{width}}  {r['label']:<5}  {100 * r['probability']:10.1f}%  {r['p_dog']:.4f}{extra}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="catdog-predict", description=__doc__.split("\n")[0])
-    parser.add_argument("images", nargs="+", type=Path)
+    parser.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--stage", default="finetune", help="use models/<stage>.pt (default: finetune)")
-    group.add_argument("--model", type=Path, help="a model file written by a training stage")
+    group.add_argument("--model", help="a model file written by a training stage, or models:/<name>@<alias>")
+    parser.add_argument("--tracking-uri", help="MLflow store for models:/ URIs "
+                        "(default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output on stdout (default: table)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--gradcam", action="store_true", help="save a Grad-CAM overlay of the predicted class")
     parser.add_argument("--out", type=Path, help="folder for the overlays (default: next to each image)")
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size: must be a positive integer, got {args.batch_size}")
     model = args.model or Path("models") / f"{args.stage}.pt"
-    results, errors = exit_on_user_error(predict_files, model, args.images, args.gradcam, args.out)
-    for r in results:
-        extra = f"  (Grad-CAM: {r['gradcam']})" if "gradcam" in r else ""
-        print(f"{r['file']}: {r['label']} ({100 * r['probability']:.1f}%){extra}")
-    for e in errors:
+    files, input_errors = expand_inputs(args.images)
+    results, errors = exit_on_user_error(predict_files, model, files, args.gradcam, args.out,
+                                         batch_size=args.batch_size, tracking_uri=args.tracking_uri)
+    if results:
+        print(render(results, args.format))
+    for e in input_errors + errors:
         print(f"error: {e}", file=sys.stderr)
-    if errors:
+    if input_errors or errors:
         sys.exit(1)
 
 

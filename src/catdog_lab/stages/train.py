@@ -27,6 +27,7 @@ from catdog_lab.models.classifier import BinaryClassifier
 from catdog_lab.models.factory import (arch_from_config, build_from_arch, build_head, load_model, save_model,
                                        transfer_from_head)
 from catdog_lab.plots import plot_curves
+from catdog_lab.publish import publish_model
 from catdog_lab.seeds import record as record_seed
 from catdog_lab.tracking import stage_run, tracking_uri
 
@@ -156,6 +157,7 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
         write_json(Path(paths.metrics) / f"{stage}.json", metrics)
         if not fast_dev_run:
             record_seed(cfg, stage, metrics)
+        publish_model(run, cfg, stage, Path(paths.models) / f"{stage}.pt", metrics)   # models/<stage>.md + registry
         curves = Path(paths.reports) / "curves" / f"{stage}.png"
         if rows:
             plot_curves(rows, curves, stage)

@@ -1,0 +1,160 @@
+"""A short model card for each trained stage model: `models/<stage>.md`, next to `models/<stage>.pt`.
+
+Generated from what the stage knows when it finishes: the split (and its manifest hash), the recipe
+(and its hash in the seed ledger), the accuracies and the spread over the seeds run so far, the time
+and hardware, the intended use and the known limits. The same text goes to the MLflow run and to the
+registered model version's description.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from catdog_lab.data.split import manifest_hash
+from catdog_lab.io import write_text
+
+SETTING_KEYS = ("model", "epochs", "lr", "batch_size", "dropout", "augment", "trainable", "init_from", "select",
+                "init")
+TITLES = {
+    "scratch": "The book's small convnet trained from scratch",
+    "augmented": "The book's small convnet with data augmentation and dropout",
+    "features": "VGG16 conv base (frozen) + dense head trained on its cached features",
+    "features_augmented": "VGG16 conv base (frozen) + dense head trained end to end on augmented images",
+    "finetune": "VGG16 with block5 fine-tuned, started from features_augmented",
+}
+
+
+def card_path(model_path: Path) -> Path:
+    return Path(model_path).with_suffix(".md")
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * float(x):.1f}%"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _hardware(metrics: dict) -> str:
+    device = str(metrics.get("device", "cpu"))
+    threads = torch.get_num_threads()
+    cpu = f"{_cpu_name()}, {threads} torch thread{'' if threads == 1 else 's'}"
+    return f"GPU {device} (host CPU {cpu})" if device != "cpu" else f"CPU only: {cpu}"
+
+
+def _seed_spread(cfg, stage: str, metrics: dict) -> str:
+    from catdog_lab import seeds
+
+    try:
+        found = seeds.entries(cfg, stage)
+    except Exception:                               # no ledger folder yet (fast runs do not record seeds)
+        found = []
+    accs = [float(e["test/acc"]) for e in found if e.get("test/acc") is not None]
+    if not accs:
+        return "test accuracy over seeds: unknown (this run is not in the seed ledger)"
+    s = seeds.summarise(accs, metrics.get("test_images"))
+    seeds_run = ", ".join(str(e["seed"]) for e in found)
+    if s["n"] >= 2:
+        return (f"test accuracy over {s['n']} seeds ({seeds_run}): mean {_pct(s['mean'])}, sd {100 * s['std']:.1f} pts, "
+                f"95% interval {_pct(s['low'])}–{_pct(s['high'])} ({s['interval_kind']})")
+    interval = f", 95% interval {_pct(s['low'])}–{_pct(s['high'])} ({s['interval_kind']})" if s["low"] is not None \
+        else ""
+    return f"one seed so far ({seeds_run}): the spread over seeds is unknown{interval}"
+
+
+def _describe(spec: dict) -> str:
+    if not spec:
+        return "RGB scaled to [0, 1]"
+    lo, hi = spec.get("input_range", [0, 1])
+    mean = [round(float(m), 3) for m in spec.get("mean", [0, 0, 0])]
+    std = [round(float(v), 3) for v in spec.get("std", [1, 1, 1])]
+    text = f"{spec.get('channel_order', 'RGB')}, range [{lo}, {hi}]"
+    text += f", mean {mean}" if any(mean) else ""
+    return text + (f", std {std}" if std != [1, 1, 1] else "")
+
+
+def _data_lines(cfg) -> list[str]:
+    split_dir = Path(cfg.paths.split)
+    counts = {k: int(cfg.data.split[k]) for k in ("train", "validation", "test")}
+    source = cfg.data.source.path
+    # a folder name, never a machine path: the card is published
+    where = f"a local copy (`{Path(str(source)).name}`)" if source else "Microsoft's download of the Kaggle photos"
+    lines = [f"- Photos: Kaggle Dogs vs. Cats, {where}; {counts['train']}/{counts['validation']}/{counts['test']} "
+             f"per class for train/validation/test (seeded shuffle, `data.split.seed` = {cfg.data.split.seed}), "
+             f"decoded once at {cfg.data.image_size}x{cfg.data.image_size} px."]
+    report = split_dir / "report.json"
+    skipped = json.loads(report.read_text()).get("skipped") if report.exists() else None
+    lines.append(f"- Split manifest (`data/split/manifest.csv`, file/class/split/sha256 per photo): hash "
+                 f"`{manifest_hash(split_dir) or 'unknown'}`" + (f"; {skipped} unusable files skipped." if skipped
+                                                                 is not None else "."))
+    return lines
+
+
+def render_card(cfg, stage: str, model_path: Path, metrics: dict, registered: dict | None = None) -> str:
+    from omegaconf import OmegaConf
+
+    from catdog_lab import seeds
+
+    s = OmegaConf.to_container(cfg[stage], resolve=True)
+    settings = ", ".join(f"{k} {s[k]}" for k in SETTING_KEYS if k in s and s[k] not in (None, [], ""))
+    bundle = torch.load(model_path, map_location="cpu", weights_only=True)
+    n_params = sum(v.numel() for k, v in bundle["state_dict"].items() if not k.startswith("preprocess."))
+    spec = bundle.get("preprocessing") or {}
+    weights = f"; pretrained weights `{Path(str(cfg.backbone.weights)).name}`" if s.get("model") != "convnet" else ""
+    wrong = round((1 - float(metrics["test/acc"])) * int(metrics.get("test_images") or 0))
+    reg = (f"`{registered['name']}` version {registered['version']} in the MLflow registry "
+           f"(`{registered['model_uri']}`)") if registered else "not registered (MLflow tracking was off)"
+    lines = [
+        f"# Model card: `{stage}`",
+        "",
+        f"{TITLES.get(stage, stage)}. File `models/{stage}.pt` ({n_params:,} parameters); {reg}.",
+        "",
+        "## Data",
+        *_data_lines(cfg),
+        "",
+        "## Recipe",
+        f"- Stage `{stage}`, profile `{metrics.get('profile', '')}`, seed {metrics.get('seed')}: {settings}{weights}.",
+        f"- Recipe hash (seed ledger `metrics/seeds/{stage}/<recipe>/`): `{seeds.recipe_hash(cfg, stage)}`.",
+        f"- Kept weights: the `{metrics.get('select')}` epoch ({metrics.get('selected_epoch')} of "
+        f"{metrics.get('epochs')}; lowest validation loss at epoch {metrics.get('best_epoch')}).",
+        "",
+        "## Results",
+        f"- Test accuracy {_pct(metrics.get('test/acc'))} on {metrics.get('test_images')} images "
+        f"(test loss {float(metrics.get('test/loss', float('nan'))):.3f}); validation accuracy "
+        f"{_pct(metrics.get('val/acc'))} (the one used to pick a champion).",
+        f"- {_seed_spread(cfg, stage, metrics)}.",
+        f"- Training: {metrics.get('fit_seconds')} s fitting, {metrics.get('wall_time_s')} s for the whole stage "
+        f"({metrics.get('seconds_per_epoch')} s/epoch) on {_hardware(metrics)}; torch {torch.__version__}.",
+        "",
+        "## Intended use",
+        "- A photo of one cat or one dog, any size (it is resized to "
+        f"{cfg.data.image_size}x{cfg.data.image_size}, EXIF orientation applied). Input: RGB 0-255 pixels; the "
+        f"model does its own preprocessing ({_describe(spec)}). "
+        "Output: one logit, sigmoid = p(dog).",
+        "- A teaching model for the book's chapter, not a product: check it on your own photos first.",
+        "",
+        "## Known limits",
+        f"- {wrong} of the {metrics.get('test_images')} test photos are misclassified; `visualize` shows the "
+        "fine-tuned model's mistakes in `reports/figures/misclassified_finetune_gallery.png` (with Grad-CAM).",
+        "- Two classes only: a photo with no cat or dog, or with both, still gets `cat` or `dog`, often with "
+        "high probability. p(dog) is not calibrated for such inputs.",
+        "- Trained on Kaggle pet photos (mostly centred, well-lit, one animal); small, occluded or "
+        "unusually posed animals, drawings and close crops are outside that data.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(cfg, stage: str, model_path: Path, metrics: dict, registered: dict | None = None) -> Path:
+    dest = card_path(model_path)
+    write_text(dest, render_card(cfg, stage, model_path, metrics, registered))
+    return dest

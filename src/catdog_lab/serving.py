@@ -1,0 +1,201 @@
+"""The MLflow face of a stage model: a pyfunc flavour, the registry, the `champion` alias.
+
+The flavour is MLflow's "loader module" form: the logged model is the `.pt` bundle (under `data/`) plus
+`loader_module: catdog_lab.serving`, and loading calls `_load_pyfunc(path)`, which rebuilds the net with
+`torch.load(weights_only=True)`. Nothing is cloudpickled, so loading a model never runs pickled code.
+The package itself travels in the model's `code/` folder, so `mlflow models serve` needs only the
+dependencies listed in its requirements.
+
+Request: a table with one column `image`, each cell a base64-encoded image file (JPEG, PNG...), e.g.
+    {"dataframe_split": {"columns": ["image"], "data": [["/9j/4AAQ..."]]}}
+Answer: one row per image, {"label": "cat"|"dog", "probability": p(label), "p_dog": p(dog), "error": ""}.
+A bad image gets a row with its `error` and no label; the other images are still classified.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import os
+from pathlib import Path
+
+INPUT_COLUMN = "image"
+CHAMPION = "champion"
+
+
+def registered_name(stage: str) -> str:
+    return f"catdog-{stage}"
+
+
+class CatDogPyfunc:
+    """What `mlflow.pyfunc.load_model` returns the inner object of: predict(DataFrame) -> DataFrame."""
+
+    def __init__(self, model_file: str | Path):
+        from catdog_lab.predict import Predictor
+        self.predictor = Predictor.from_file(model_file)
+
+    def predict(self, model_input, params=None):
+        import pandas as pd
+
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        if INPUT_COLUMN not in frame.columns:
+            raise ValueError(f"{INPUT_COLUMN}: the request needs a column {INPUT_COLUMN!r} of base64 image bytes, "
+                             f"got columns {list(frame.columns)}")
+        decoded = [_image_bytes(v) for v in frame[INPUT_COLUMN]]
+        good = [d for d in decoded if isinstance(d, bytes)]
+        results = iter(self.predictor.predict(good))
+        rows = []
+        for d in decoded:
+            r = next(results) if isinstance(d, bytes) else {"label": None, "probability": None, "p_dog": None,
+                                                            "error": d}
+            rows.append({"label": r["label"] or "", "probability": r["probability"], "p_dog": r["p_dog"],
+                         "error": r["error"] or ""})
+        return pd.DataFrame(rows, columns=["label", "probability", "p_dog", "error"])
+
+
+def _image_bytes(value) -> bytes | str:
+    """A cell -> the image file's bytes, or why not (a str)."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if not isinstance(value, str):
+        return f"expected a base64 string, got {type(value).__name__}"
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return "not valid base64"
+
+
+def _load_pyfunc(data_path: str) -> CatDogPyfunc:
+    """MLflow's loader-module hook: `data_path` is the logged `.pt` bundle (a file or a folder holding it)."""
+    path = Path(data_path)
+    if path.is_dir():
+        path = next(iter(sorted(path.glob("*.pt"))))
+    return CatDogPyfunc(path)
+
+
+def signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec("string", INPUT_COLUMN)]),
+                          outputs=Schema([ColSpec("string", "label"), ColSpec("double", "probability"),
+                                          ColSpec("double", "p_dog"), ColSpec("string", "error")]))
+
+
+def jpeg_base64(image_chw) -> str:
+    """A uint8 3 x H x W tensor -> base64 JPEG, for input examples."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image_chw.permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=90)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _requirements() -> list[str]:
+    """Pinned to what runs now: MLflow would otherwise infer them by loading the model in a subprocess (slow)."""
+    from importlib.metadata import version
+
+    pins = ["mlflow", "torch", "torchvision", "pillow", "numpy", "pandas"]
+    return [f"{p}=={version(p)}" for p in pins]
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def log_and_register(run_id: str, stage: str, model_path: Path, input_example: str | None) -> dict:
+    """Log the stage model to its run as a pyfunc model and register it as `catdog-<stage>`.
+    Returns {"name", "version", "model_uri"}."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from catdog_lab.tracking import retry
+
+    name = registered_name(stage)
+    package = Path(__file__).resolve().parent
+    example = None
+    if input_example is not None:
+        import pandas as pd
+        example = pd.DataFrame({INPUT_COLUMN: [input_example]})
+    with mlflow.start_run(run_id=run_id):
+        info = retry(lambda: mlflow.pyfunc.log_model(
+            name="model", loader_module="catdog_lab.serving", data_path=str(model_path), code_paths=[str(package)],
+            signature=signature(), input_example=example, pip_requirements=_requirements(),
+            registered_model_name=name, metadata={"stage": stage}))
+    client = MlflowClient()
+    version = str(info.registered_model_version)
+    retry(lambda: client.set_model_version_tag(name, version, "model_sha256", file_sha256(model_path)))
+    retry(lambda: client.set_model_version_tag(name, version, "stage", stage))
+    return {"name": name, "version": version, "model_uri": f"models:/{name}/{version}"}
+
+
+def set_champion(client, stage: str, model_path: Path) -> str | None:
+    """Point `catdog-<stage>@champion` at the registered version built from this very model file (matched by
+    its SHA-256), so the alias serves exactly `models/<stage>.pt`. Returns the version, or None if unregistered."""
+    from catdog_lab.tracking import retry
+
+    name = registered_name(stage)
+    digest = file_sha256(model_path) if Path(model_path).exists() else None
+    try:
+        versions = retry(lambda: client.search_model_versions(f"name = '{name}'"))
+    except Exception as exc:                    # no such registered model
+        if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+            return None
+        raise
+    matching = [v for v in versions if digest and v.tags.get("model_sha256") == digest]
+    if not matching:
+        return None
+    version = max(matching, key=lambda v: int(v.version)).version
+    retry(lambda: client.set_registered_model_alias(name, CHAMPION, str(version)))
+    return str(version)
+
+
+def registry_model_file(uri: str, tracking_uri: str | None = None) -> Path:
+    """Download a registered model (`models:/name@alias`, `models:/name/3`) and return its `.pt` bundle."""
+    import mlflow
+
+    from catdog_lab.errors import DataError
+
+    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except Exception as exc:
+        raise DataError(f"{uri}: not found in the MLflow registry at {tracking_uri} "
+                        f"({str(exc).splitlines()[0][:200]})") from None
+    found = sorted((local / "data").rglob("*.pt")) if (local / "data").exists() else sorted(local.rglob("*.pt"))
+    if not found:
+        raise DataError(f"{uri}: no .pt model file in it (not a catdog-lab model)")
+    return found[0]
+
+
+def crown_champion(cfg, metrics: dict[str, dict]) -> str:
+    """Pick the champion among the trained stages by validation accuracy (ties: lower validation loss), never
+    by test accuracy, which stays an unbiased estimate only if nothing is chosen on it. With tracking on, set
+    `catdog-<stage>@champion` and remove the alias from the other stages' models. Returns one line."""
+    scored = [(float(m["val/acc"]), -float(m.get("val/loss") if m.get("val/loss") is not None else "inf"), stage)
+              for stage, m in metrics.items() if m.get("val/acc") is not None]
+    if not scored:
+        return "Champion: none (no stage has a validation accuracy)."
+    acc, _, stage = max(scored)
+    stages = f"{len(scored)} stage{'' if len(scored) == 1 else 's'}"
+    line = (f"Champion: `{stage}`, the highest validation accuracy ({100 * acc:.1f}%) of {stages} "
+            f"(chosen on validation, not test)")
+    if not cfg.tracking.enabled:
+        return line + "; tracking off, no registry alias set."
+    from catdog_lab.tracking import _client, retry
+
+    client = _client(cfg)
+    version = set_champion(client, stage, Path(cfg.paths.models) / f"{stage}.pt")
+    if version is None:
+        return line + f"; `models/{stage}.pt` is not in the registry, no alias set."
+    for other in metrics:
+        if other != stage:
+            try:
+                retry(lambda o=other: client.delete_registered_model_alias(registered_name(o), CHAMPION))
+            except Exception as exc:        # that model or alias does not exist: nothing to remove
+                if "not found" not in str(exc).lower() and "does not exist" not in str(exc).lower():
+                    raise
+    return line + f": `models:/{registered_name(stage)}@{CHAMPION}` = version {version}."

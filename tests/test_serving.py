@@ -1,0 +1,113 @@
+"""The trained model in MLflow: logged, registered, crowned `champion` by `compare`, served over HTTP."""
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import open_dict
+
+from catdog_lab.serving import crown_champion
+from catdog_lab.stages.compare import compare
+from catdog_lab.stages.train import train
+from conftest import SHARED_DATA, make_photo
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _predict_json(args: list[str], env=None) -> list[dict]:
+    proc = subprocess.run([str(BIN / "catdog-predict"), "--format", "json", *args], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+def test_champion_is_chosen_on_validation_never_on_test(tiny_cfg):
+    with open_dict(tiny_cfg):
+        tiny_cfg.tracking.enabled = False
+    metrics = {"scratch": {"val/acc": 0.90, "test/acc": 0.70, "val/loss": 0.3},
+               "finetune": {"val/acc": 0.80, "test/acc": 0.99, "val/loss": 0.2},
+               "augmented": {"val/acc": 0.90, "test/acc": 0.60, "val/loss": 0.4}}
+    line = crown_champion(tiny_cfg, metrics)
+    assert line.startswith("Champion: `scratch`, the highest validation accuracy (90.0%) of 3 stages")  # tie: lower loss
+    assert "no registry alias" in line
+
+
+def test_trained_model_is_registered_crowned_and_served(tiny_split, tmp_path):
+    cfg = tiny_split
+    train(cfg, "scratch")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    card = (tmp_path / "models/scratch.md").read_text()
+    assert "`catdog-scratch` version 1" in card and "Split manifest" in card and "Known limits" in card
+
+    import mlflow
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    version = client.get_model_version("catdog-scratch", "1")
+    assert version.description == card
+    run_artifacts = {f.path for f in client.list_artifacts(version.run_id, "model_card")}
+    assert run_artifacts == {"model_card/scratch.md"}
+
+    summary = compare(cfg)
+    assert summary["scratch/test_acc"] is not None
+    comparison = (tmp_path / "reports/comparison.md").read_text()
+    assert "Champion: `scratch`" in comparison and "`models:/catdog-scratch@champion` = version 1" in comparison
+    assert str(client.get_model_version_by_alias("catdog-scratch", "champion").version) == "1"
+
+    # the logged model is the .pt bundle + a loader module: no pickled Python object to unpickle on load
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri="models:/catdog-scratch@champion",
+                                                     tracking_uri=uri))
+    flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    assert flavor["loader_module"] == "catdog_lab.serving" and "python_model" not in flavor
+    assert not list(local.rglob("*.pkl")) and list((local / "data").rglob("scratch.pt"))
+
+    photo = make_photo(tmp_path / "new" / "photo.jpg", "dog", 998, size=(97, 71))
+    files = [photo] + ([SHARED_DATA / "cat.1.jpg"] if (SHARED_DATA / "cat.1.jpg").is_file() else [])
+    expected = _predict_json(["--model", str(tmp_path / "models/scratch.pt"), *map(str, files)])
+    # the server execs `uvicorn` by name: the venv's bin must be on PATH, as it is in an activated venv
+    env = os.environ | {"MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # catdog-predict reads the same registered model through the alias
+    assert _predict_json(["--model", "models:/catdog-scratch@champion", *map(str, files)], env=env) == expected
+
+    port = _free_port()
+    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", "models:/catdog-scratch@champion",
+                               "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert server.poll() is None, server.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the model server did not answer /ping within 180 s"
+            time.sleep(1)
+        cells = [[base64.b64encode(f.read_bytes()).decode("ascii")] for f in files] + [["bm90IGFuIGltYWdl"]]
+        body = json.dumps({"dataframe_split": {"columns": ["image"], "data": cells}}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as r:
+            answer = json.loads(r.read())["predictions"]
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+    assert len(answer) == len(files) + 1
+    for got, want in zip(answer, expected):
+        assert got["label"] == want["label"] and got["error"] == ""
+        assert got["p_dog"] == pytest.approx(want["p_dog"], abs=1e-6)
+    assert answer[-1]["label"] == "" and answer[-1]["error"].startswith("not an image")
