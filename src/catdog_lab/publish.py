@@ -13,13 +13,14 @@ from catdog_lab.model_card import write_card
 
 def _input_example(cfg) -> str | None:
     """One test photo of the split, as a request would carry it (base64 JPEG)."""
-    from catdog_lab.io import torch_load
+    from catdog_lab.config import read_path
+    from catdog_lab.data.datamodule import load_cached_split
     from catdog_lab.serving import jpeg_base64
 
-    cache = Path(cfg.paths.cache) / "test.pt"
-    if not cache.exists():
+    cache = read_path(cfg, "cache")
+    if not (cache / "test.pt").exists():
         return None
-    return jpeg_base64(torch_load(cache)["images"][0])
+    return jpeg_base64(load_cached_split(cache, "test")["images"][0])
 
 
 def publish_model(run, cfg, stage: str, model_path: Path, metrics: dict) -> dict | None:
