@@ -42,3 +42,37 @@ def test_ddp_two_cpu_processes_write_once_and_test_the_full_set(tiny_split, tmp_
     by_hand = (predicted == test["labels"]).float().mean().item()
     assert metrics["test_images"] == len(test["labels"])
     assert abs(metrics["test/acc"] - by_hand) < 1e-6, (metrics["test/acc"], by_hand)
+
+
+def test_stream_sampler_ranks_take_every_nth_batch_of_the_one_stream():
+    from catdog_lab.data.sampler import StreamBatchSampler
+
+    one = StreamBatchSampler(10, 4, steps=6, seed=3)                      # one device, 6 steps
+    ranks = [StreamBatchSampler(10, 4, steps=3, seed=3, rank=r, world_size=2) for r in range(2)]
+    for epoch in range(3):
+        for s in (one, *ranks):
+            s.set_epoch(epoch)
+        interleaved = [b for pair in zip(*(list(r) for r in ranks)) for b in pair]
+        assert interleaved == list(one)          # step i of the 2 ranks = stream batches 2i and 2i + 1
+
+
+def test_devices_keys_are_validated_one_line(tiny_cfg):
+    import pytest
+
+    from catdog_lab.config import validate_stage
+    from catdog_lab.errors import ConfigError
+
+    for key, value, message in [("devices", 0, "trainer.devices: must be a positive integer, got 0"),
+                                ("num_nodes", "two", "trainer.num_nodes: must be a positive integer, got 'two'"),
+                                ("strategy", "fsdp", "trainer.strategy: must be one of")]:
+        cfg = tiny_cfg.copy()
+        cfg.trainer[key] = value
+        with pytest.raises(ConfigError, match=message):
+            validate_stage(cfg, "scratch")
+
+
+def test_local_multirun_with_several_devices_is_one_line(tmp_path):
+    proc = _catdog(["-m", "stage=scratch", "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu",
+                    f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: trainer.devices: several devices per job need")
