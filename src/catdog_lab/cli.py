@@ -77,7 +77,24 @@ def _main(cfg: DictConfig) -> float | None:
     from hydra.utils import get_original_cwd
 
     job_dir = Path(HydraConfig.get().runtime.output_dir)
-    return exit_on_user_error(run, cfg, job_dir, Path(get_original_cwd()))
+    return exit_on_user_error(_checked_run, cfg, job_dir, Path(get_original_cwd()))
+
+
+def _checked_run(cfg: DictConfig, job_dir: Path, cwd: Path) -> float | None:
+    import os
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from catdog_lab.errors import ConfigError
+
+    # Lightning's DDP launcher starts ranks 1..N-1 by re-running this command line, which in a multirun
+    # is the whole sweep again. Under SLURM (hydra/launcher=slurm) the ranks come from SLURM instead.
+    several = int(cfg.trainer.devices) * int(cfg.trainer.num_nodes) > 1
+    if several and HydraConfig.get().mode == RunMode.MULTIRUN and "SLURM_NTASKS" not in os.environ:
+        raise ConfigError("trainer.devices: several devices per job need hydra/launcher=slurm in a multirun; "
+                          "locally, run one multi-device job per command")
+    return run(cfg, job_dir, cwd)
 
 
 def main() -> None:

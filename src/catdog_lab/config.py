@@ -185,6 +185,14 @@ def validate_stage(cfg: DictConfig, stage: str) -> None:
         raise ConfigError(f"trainer.deterministic: must be true, false or warn, got {cfg.trainer.deterministic!r}")
     if _get(cfg, "trainer.accelerator") not in ("auto", "cpu", "gpu", "cuda", "mps"):
         raise ConfigError(f"trainer.accelerator: unknown accelerator {cfg.trainer.accelerator!r}")
+    _positive_int(cfg, "trainer.devices")
+    _positive_int(cfg, "trainer.num_nodes")
+    _choice(cfg, "trainer.strategy", STRATEGIES)
+
+
+# Lightning strategies that train on one device or data-parallel over several (the rank guards in
+# stages/train.py assume data parallelism: every rank holds the whole model)
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "ddp_notebook", "single_device")
 
 
 def validate_augmentation(cfg: DictConfig) -> None:

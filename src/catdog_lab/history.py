@@ -40,7 +40,8 @@ class History(pl.Callback):
         for key in COLUMNS[1:-1]:
             row[key] = round(float(m[key]), 6) if key in m else None
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
-        write_csv(self.csv_path, self.rows, COLUMNS)
+        if trainer.is_global_zero:          # several devices: every rank keeps the rows, one writes the file
+            write_csv(self.csv_path, self.rows, COLUMNS)
 
     def state_dict(self):
         return {"rows": self.rows}

@@ -38,6 +38,10 @@ class TensorDataModule(pl.LightningDataModule):
     `steps_per_epoch` / `validation_steps`: None = one pass over the split; a number = that many batches
     from an endless reshuffled stream, as Keras' `fit_generator` does (see data/sampler.py). The test split
     is always one pass, in order.
+
+    Several devices: only the training batches are split between ranks. Every rank validates (and tests)
+    the whole set (train.py turns Lightning's DistributedSampler off), so a metric reduced over ranks is
+    the full-set figure, without the duplicates a padded DistributedSampler would add.
     """
 
     def __init__(self, directory: str | Path, batch_size: int, inputs_key: str = "images", seed: int = 0,
@@ -64,9 +68,15 @@ class TensorDataModule(pl.LightningDataModule):
         return DataLoader(self.datasets[split], **batching, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
 
+    def _ranks(self) -> dict:
+        trainer = getattr(self, "trainer", None)
+        return {"rank": trainer.global_rank, "world_size": trainer.world_size} if trainer else {}
+
     def train_dataloader(self):
+        # several devices: each rank draws every N-th batch of the one stream (data/sampler.py)
         return self._loader("train", StreamBatchSampler(len(self.datasets["train"]), self.batch_size,
-                                                        self.steps_per_epoch, shuffle=True, seed=self.seed))
+                                                        self.steps_per_epoch, shuffle=True, seed=self.seed,
+                                                        **self._ranks()))
 
     def val_dataloader(self):
         if self.validation_steps is None:

@@ -9,6 +9,11 @@ batch 32 an "epoch" is 3,200 images, not 2,000, and the stream carries on where 
 batches per pass; pass p is a permutation drawn from (seed, p) alone. Any epoch is therefore a pure
 function of (seed, epoch): a resumed run sees exactly the batches an uninterrupted one would. With
 `steps=None` an epoch is one pass (PyTorch's usual epoch).
+
+Several devices (`rank`, `world_size`): rank r takes batches r, r + N, r + 2N, ... of the same stream, so
+one optimizer step consumes N consecutive stream batches (the global batch is N x batch_size) and an epoch
+of `steps` steps covers N x steps batches. Lightning cannot wrap a custom batch sampler in its
+DistributedSampler, hence this. With one device the stream is exactly the one above.
 """
 from __future__ import annotations
 
@@ -19,12 +24,17 @@ from torch.utils.data import Sampler
 
 
 class StreamBatchSampler(Sampler[list[int]]):
-    def __init__(self, size: int, batch_size: int, steps: int | None = None, shuffle: bool = True, seed: int = 0):
+    def __init__(self, size: int, batch_size: int, steps: int | None = None, shuffle: bool = True, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
         if size < 1 or batch_size < 1:
             raise ValueError(f"need at least one sample and a positive batch size, got {size}, {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
         self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
         self.per_pass = math.ceil(size / batch_size)
-        self.steps = steps if steps is not None else self.per_pass
+        # steps=None: one pass per epoch over all ranks together (the last step may run into the next pass)
+        self.steps = steps if steps is not None else math.ceil(self.per_pass / world_size)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -43,9 +53,10 @@ class StreamBatchSampler(Sampler[list[int]]):
         return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + index))
 
     def __iter__(self):
-        first = self.epoch * self.steps
+        first = self.epoch * self.steps * self.world_size
         order, current = None, -1
-        for j in range(first, first + self.steps):
+        for i in range(self.steps):
+            j = first + i * self.world_size + self.rank
             p, q = divmod(j, self.per_pass)
             if p != current:
                 order, current = self._pass(p), p

@@ -33,8 +33,11 @@ class BinaryClassifier(pl.LightningModule):
         loss = F.binary_cross_entropy_with_logits(logits, y.float())
         acc = ((logits > 0).long() == y).float().mean()
         on_step = prefix == "train"
-        self.log(f"{prefix}/loss", loss, on_step=False, on_epoch=True, prog_bar=on_step, batch_size=len(y))
-        self.log(f"{prefix}/acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        # sync_dist: with several devices the epoch figures are averaged over ranks (a no-op on one device)
+        self.log(f"{prefix}/loss", loss, on_step=False, on_epoch=True, prog_bar=on_step, batch_size=len(y),
+                 sync_dist=True)
+        self.log(f"{prefix}/acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y),
+                 sync_dist=True)
         return loss
 
     def training_step(self, batch, batch_idx):

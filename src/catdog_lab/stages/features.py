@@ -48,20 +48,33 @@ def _current(folder: Path, key: dict) -> bool:
         return False                          # unreadable: recompute
 
 
-def extract_features(cfg) -> dict:
+def extract_features(cfg, writer: bool = True, wait_s: float = 24 * 3600) -> dict:
     """Write <paths.features>/<split>.pt; reuse them when weights, size and data are unchanged.
 
     Returns the folder the features are in ("dir"): a Hydra CLI job reuses current features of its
     upstream (the workspace or `upstream=<dir>`) read-only, and a sweep over `features.*` need not run
     the conv base once per job.
+
+    writer=False (ranks other than 0 of a multi-device run): never run the conv base; wait until rank 0's
+    features are current, then read them. A file wait, not a process-group barrier: Lightning creates
+    the process group only inside `fit`, and its launcher starts ranks 1..N-1 only when rank 0 reaches
+    `fit`, i.e. after rank 0 wrote the features (then the wait is nil); ranks started together (torchrun,
+    SLURM tasks) do wait.
     """
     out_dir = Path(cfg.paths.features)
     key = {"backbone": params_hash(cfg, ["backbone"]), "manifest": manifest_hash(read_path(cfg, "split")),
            "image_size": int(cfg.data.image_size)}
-    for folder in dict.fromkeys([read_path(cfg, "features"), out_dir]):
-        if _current(folder, key):
-            print(f"[features] cached conv-base features in {folder} are current")
-            return {"images_per_second": None, "reused": True, "dir": folder}
+    deadline = time.monotonic() + wait_s
+    while True:
+        for folder in dict.fromkeys([read_path(cfg, "features"), out_dir]):
+            if _current(folder, key):
+                print(f"[features] cached conv-base features in {folder} are current")
+                return {"images_per_second": None, "reused": True, "dir": folder}
+        if writer:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"features: rank 0 wrote no current features into {out_dir} in {wait_s:.0f}s")
+        time.sleep(2.0)
     backbone = build_backbone(cfg.backbone)
     device = device_for(cfg)
     t0, count = time.perf_counter(), 0

@@ -3,9 +3,15 @@
 Outputs: <models>/<stage>.pt (self-contained model), <metrics>/<stage>.json (DVC metrics),
 <plots>/<stage>.csv (per-epoch history), <reports>/curves/<stage>.png, an MLflow run.
 Resumable: killed runs continue from <checkpoints>/<stage>/last.ckpt when the params match.
+
+Several devices (`trainer.devices`, `trainer.num_nodes`, `trainer.strategy=ddp`): every rank runs train();
+only global rank 0 extracts features, writes the model, metrics, plots, curves and seed ledger, and owns the
+MLflow run. Each rank trains on its share of the batch stream (global batch = N x batch_size) and
+validates the whole validation set; the test runs on rank 0 alone after fit (see `_test_trainer`).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -29,7 +35,7 @@ from catdog_lab.models.factory import (arch_from_config, build_from_arch, build_
 from catdog_lab.plots import plot_curves
 from catdog_lab.publish import publish_model
 from catdog_lab.seeds import record as record_seed
-from catdog_lab.tracking import stage_run, tracking_uri
+from catdog_lab.tracking import StageRun, stage_run, tracking_uri
 
 # config keys that define a stage's result (a checkpoint is resumed only if these are unchanged)
 RESUME_KEYS = ("seed", "data", "backbone", "augmentation")
@@ -51,6 +57,23 @@ def _deterministic(cfg) -> bool | str:
     return cfg.trainer.deterministic
 
 
+def _accelerator(cfg) -> str:
+    return "gpu" if cfg.trainer.accelerator == "cuda" else str(cfg.trainer.accelerator)
+
+
+def _test_trainer(cfg, trainer: pl.Trainer) -> pl.Trainer:
+    """The trainer that tests the kept model: the fitting one on one device, else a one-device trainer on
+    rank 0. Testing through DDP would split the test set with Lightning's DistributedSampler, which pads
+    the shards with repeated images to equal length and then averages the per-rank means: not the
+    full-set accuracy whenever the set does not divide evenly. On one device it is exact, and the test set
+    is small next to training."""
+    if trainer.world_size == 1:
+        return trainer
+    return pl.Trainer(accelerator=_accelerator(cfg), devices=1, num_nodes=1, precision=_precision(cfg),
+                      deterministic=_deterministic(cfg), logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=trainer.default_root_dir)
+
+
 def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
     validate_stage(cfg, stage)
     s = cfg[stage]
@@ -58,11 +81,32 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     t_start = time.perf_counter()
 
+    ckpt_dir = Path(paths.checkpoints) / stage
+    history = History(Path(paths.plots) / f"{stage}.csv")
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min",
+                                 save_top_k=1, save_last=True,
+                                 every_n_epochs=int(cfg.trainer.checkpoint_every_n_epochs))
+    callbacks = [checkpoint, history]
+    if cfg.trainer.progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=10))
+    # built first: its rank (known from the launcher's environment before fit) decides who writes
+    trainer = pl.Trainer(
+        max_epochs=int(s.epochs), accelerator=_accelerator(cfg), devices=int(cfg.trainer.devices),
+        num_nodes=int(cfg.trainer.num_nodes), strategy=str(cfg.trainer.strategy),
+        # the stream batch sampler shards itself per rank (data/sampler.py), and validation runs whole on
+        # every rank so that its reduced metrics are the full-set ones (data/datamodule.py)
+        use_distributed_sampler=False,
+        precision=_precision(cfg), deterministic=_deterministic(cfg), logger=False, callbacks=callbacks,
+        enable_progress_bar=bool(cfg.trainer.progress_bar), enable_model_summary=False,
+        num_sanity_val_steps=0, log_every_n_steps=10, fast_dev_run=fast_dev_run, default_root_dir=ckpt_dir,
+    )
+    zero = trainer.is_global_zero
+
     extract_info = {}
     steps = {"steps_per_epoch": s.steps_per_epoch, "validation_steps": s.validation_steps}
     if s.model == "head":
         from catdog_lab.stages.features import extract_features
-        extract_info = extract_features(cfg)
+        extract_info = extract_features(cfg, writer=zero)
         data = TensorDataModule(extract_info["dir"], int(s.batch_size), "features", int(cfg.seed),
                                 int(cfg.trainer.num_workers), **steps)
         data.setup()
@@ -82,7 +126,6 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
     augment = BatchAugment.from_config(cfg.augmentation) if s.augment else None
     module = BinaryClassifier(net, float(s.lr), augment, bool(cfg.trainer.channels_last))
 
-    ckpt_dir = Path(paths.checkpoints) / stage
     meta_path = ckpt_dir / "meta.json"
     key = _resume_key(cfg, stage)
     resume_from, resume_run = None, None
@@ -91,36 +134,30 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
         if meta.get("key") == key:
             resume_from, resume_run = ckpt_dir / "last.ckpt", meta.get("mlflow_run_id")
             print(f"[{stage}] resuming from {resume_from}")
-    if resume_from is None:
+    if resume_from is None and zero:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
 
-    history = History(Path(paths.plots) / f"{stage}.csv")
-    with stage_run(cfg, stage, resume_run, {"data_manifest": manifest_hash(read_path(cfg, "split"))}) as run:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        write_json(meta_path, {"key": key, "mlflow_run_id": run.run_id})
-        loggers = []
+    # one MLflow run per stage execution, owned by rank 0; the other ranks log nothing
+    tracked = stage_run(cfg, stage, resume_run, {"data_manifest": manifest_hash(read_path(cfg, "split"))}) \
+        if zero else contextlib.nullcontext(StageRun())
+    with tracked as run:
+        if zero:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            write_json(meta_path, {"key": key, "mlflow_run_id": run.run_id})
         if run.enabled:
             from pytorch_lightning.loggers import MLFlowLogger
-            loggers.append(MLFlowLogger(experiment_name=cfg.tracking.experiment, tracking_uri=tracking_uri(cfg),
-                                        run_id=run.run_id))
-        checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min",
-                                     save_top_k=1, save_last=True,
-                                     every_n_epochs=int(cfg.trainer.checkpoint_every_n_epochs))
-        callbacks = [checkpoint, history]
-        if cfg.trainer.progress_bar:
-            callbacks.append(TQDMProgressBar(refresh_rate=10))
-        trainer = pl.Trainer(
-            max_epochs=int(s.epochs), accelerator="gpu" if cfg.trainer.accelerator == "cuda" else cfg.trainer.accelerator,
-            devices=1, precision=_precision(cfg), deterministic=_deterministic(cfg), logger=loggers or False,
-            callbacks=callbacks,
-            enable_progress_bar=bool(cfg.trainer.progress_bar), enable_model_summary=False,
-            num_sanity_val_steps=0, log_every_n_steps=10, fast_dev_run=fast_dev_run, default_root_dir=ckpt_dir,
-        )
+            trainer.loggers = [MLFlowLogger(experiment_name=cfg.tracking.experiment,
+                                            tracking_uri=tracking_uri(cfg), run_id=run.run_id)]
         t_fit = time.perf_counter()
         trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
         fit_seconds = time.perf_counter() - t_fit
+        if not trainer.is_global_zero:
+            # ranks 1..N-1 are done: rank 0 tests on its own and writes every output
+            print(f"[{stage}] rank {trainer.global_rank} of {trainer.world_size}: training done")
+            return {}
         rows = history.rows if history.rows else (read_csv(history.csv_path) if history.csv_path.exists() else [])
-        tests, last_state = evaluate_last_and_best(trainer, module, data, checkpoint, rows, fast_dev_run)
+        tests, last_state = evaluate_last_and_best(_test_trainer(cfg, trainer), module, data, checkpoint, rows,
+                                                   fast_dev_run)
         selected = str(s.select)
         if selected == "last":
             module.load_state_dict(last_state)
@@ -150,7 +187,7 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
             "profile": str(cfg.get("profile", "")),
             "seconds_per_epoch": round(sum(float(r["seconds"]) for r in rows) / epochs_run, 3) if epochs_run else None,
             "fit_seconds": round(fit_seconds, 2), "wall_time_s": round(time.perf_counter() - t_start, 2),
-            "device": _device_name(),
+            "device": _device_name(), "devices": trainer.world_size,
         }
         if extract_info.get("images_per_second"):
             metrics["extract_images_per_second"] = round(extract_info["images_per_second"], 2)
