@@ -80,7 +80,7 @@ def test_cli_finetune_sweep_reads_upstream_and_returns_validation_metric(tmp_pat
                 if line.startswith("[finetune] returned to Hydra: val/acc = ")]
     assert len(returned) == 2
     for job, value in zip(sorted((tmp_path / "sweep").glob("[0-9]")), returned):
-        assert _files(job) == {"models/finetune.pt", "metrics/finetune.json", "plots/finetune.csv",
+        assert _files(job) == {"models/finetune.pt", "models/finetune.md", "metrics/finetune.json", "plots/finetune.csv",
                                "reports/curves/finetune.png"}
         tuned = torch_load(job / "models/finetune.pt")["state_dict"]
         assert torch.equal(tuned["features.0.weight"], bundle["state_dict"]["features.0.weight"])
@@ -126,7 +126,7 @@ def test_cli_features_job_reuses_the_workspace_conv_base_outputs(tmp_path, raw_i
     job = _catdog(["stage=features", "features.lr=1e-3", *overrides, f"hydra.run.dir={tmp_path}/run"], ws)
     assert job.returncode == 0, job.stderr[-2000:]
     assert f"cached conv-base features in {ws / 'data/features'} are current" in job.stdout
-    assert _files(tmp_path / "run") == {"models/features.pt", "metrics/features.json", "plots/features.csv",
+    assert _files(tmp_path / "run") == {"models/features.pt", "models/features.md", "metrics/features.json", "plots/features.csv",
                                         "reports/curves/features.png"}
     # another backbone setting makes the cache stale: the job computes its own, in its own folder
     other = _catdog(["stage=features", *overrides, "backbone.feature_batch_size=4",
