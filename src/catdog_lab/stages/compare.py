@@ -144,25 +144,28 @@ def plot_ladder(rows: list[dict], path: Path) -> None:
     # error bars: the 95% interval of the mean over seeds (binomial test-set interval for a single seed)
     lower = [100 * (r["test_acc"] - r["low"]) if r["low"] is not None else 0 for r in rows]
     upper = [100 * (r["high"] - r["test_acc"]) if r["high"] is not None else 0 for r in rows]
-    bars = ax.bar(xs, ours, color="tab:blue", alpha=0.8, label="ours (test, mean over seeds, 95% interval)",
+    bottom = min([50] + [v - 8 for v in ours])
+    bars = ax.bar(xs, ours, width=0.6, color="tab:blue", alpha=0.8, label="ours (test, mean over seeds, 95% interval)",
                   yerr=[lower, upper], capsize=4, error_kw={"elinewidth": 1.2, "ecolor": "black"})
-    for bar, value in zip(bars, ours):
-        ax.text(bar.get_x() + bar.get_width() / 2, value - 5, f"{value:.1f}", ha="center", fontsize=8,
+    for bar, value in zip(bars, ours):              # at the foot of the bar, clear of the error bar
+        ax.text(bar.get_x() + bar.get_width() / 2, bottom + 2, f"{value:.1f}", ha="center", fontsize=8,
                 color="white", fontweight="bold")
     if rows:
-        for key, marker, color, edition in (("book_acc", "D", "tab:red", rows[0]["edition"]),
-                                            ("book2_acc", "o", "tab:green", rows[0]["other_edition"])):
-            pts = [(x, 100 * r[key]) for x, r in zip(xs, rows) if r[key] is not None]
+        # the book's markers beside the error bar, the compared edition on the left
+        for key, marker, color, edition, shift in (("book_acc", "D", "tab:red", rows[0]["edition"], -0.18),
+                                                   ("book2_acc", "o", "tab:green", rows[0]["other_edition"], 0.18)):
+            pts = [(x + shift, 100 * r[key]) for x, r in zip(xs, rows) if r[key] is not None]
             if pts:
                 ax.scatter(*zip(*pts), marker=marker, color=color, zorder=3,
                            label=f"book, {EDITION_LABELS.get(edition, edition)}")
     ax.set_xticks(xs, [f"{r['stage']}\n({r['epochs']} ep., {r['n']} seed{'s' if r['n'] != 1 else ''})"
                        for r in rows], fontsize=8)
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(min([50] + [v - 8 for v in ours]), 100)
+    ax.set_xlim(-0.6, len(rows) - 0.4)
+    ax.set_ylim(bottom, 100)
     ax.set_title("Cats vs dogs: the chapter's accuracy ladder")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
