@@ -88,6 +88,30 @@ def run_epoch(cache: Path, steps: int | None, batch_size: int) -> dict:
     return {"train_images": seen, "seconds": round(time.perf_counter() - t0, 2)} | _peak_mb()
 
 
+def run_pass(cache: Path, batch_size: int) -> dict:
+    """The data alone: one shuffled pass over the train split through `MappedImages`, resident memory
+    before and at its peak, with the pages handed back every 8 batches and never (what a plain memory
+    map does)."""
+    from catdog_lab.data.cache import MappedImages
+    from catdog_lab.data.datamodule import load_cached_split
+
+    def rss_mb() -> float:
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    cached, out = load_cached_split(cache, "train"), {}
+    for name, release in (("released", 8), ("kept", 10**12)):
+        data = MappedImages(cached["images_path"], cached["labels"], release_every=release)
+        order = np.random.default_rng(0).permutation(len(data))
+        before = peak = rss_mb()
+        for start in range(0, len(data), batch_size):
+            data.__getitems__(order[start:start + batch_size].tolist())
+            peak = max(peak, rss_mb())
+        out[name] = {"rss_before_mb": round(before, 1), "rss_peak_mb": round(peak, 1),
+                     "growth_mb": round(peak - before, 1)}
+        del data
+    return out
+
+
 def _in_subprocess(kind: str, **kwargs) -> dict:
     code = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import split_bench as b; "
             f"print('RESULT ' + json.dumps(b.{kind}(**{{k: (b.Path(v) if k in ('photos', 'cache') else v) "
@@ -108,6 +132,8 @@ def main() -> None:
     p.add_argument("--epoch-steps", type=int, default=None,
                    help="batches of the training epoch (default: one whole pass over the train split)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--parts", nargs="+", default=["split", "epoch", "pass"], choices=["split", "epoch", "pass"],
+                   help="what to measure (epoch and pass need a cache made by split, here or before)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/split_bench.json"))
     args = p.parse_args()
 
@@ -115,19 +141,21 @@ def main() -> None:
     photos = generate(args.photos / str(args.images), args.images)
     print(f"{args.images} photos in {photos} ({time.perf_counter() - t0:.0f} s to generate or find)", flush=True)
     results = {"images": args.images, "cpu_cores": os.cpu_count(), "split": []}
-    for workers in args.workers:
+    for workers in args.workers if "split" in args.parts else []:
         row = _in_subprocess("run_split", photos=photos, cache=args.cache, workers=workers,
                              image_size=args.image_size)
         results["split"].append(row)
         print(f"split, {workers} worker(s): {row}", flush=True)
-    base = results["split"][0]["images_per_second"]
     for row in results["split"]:
-        row["speedup"] = round(row["images_per_second"] / base, 2)
+        row["speedup"] = round(row["images_per_second"] / results["split"][0]["images_per_second"], 2)
     cache_bytes = sum(f.stat().st_size for f in args.cache.glob("*") if f.is_file())
     results["cache_mb"] = round(cache_bytes / 2**20, 1)
-    results["epoch"] = _in_subprocess("run_epoch", cache=args.cache, steps=args.epoch_steps,
-                                      batch_size=args.batch_size)
-    results["epoch"]["peak_over_cache"] = round(results["epoch"]["peak_rss_mb"] / results["cache_mb"], 3)
+    if "epoch" in args.parts:
+        results["epoch"] = _in_subprocess("run_epoch", cache=args.cache, steps=args.epoch_steps,
+                                          batch_size=args.batch_size)
+        results["epoch"]["peak_over_cache"] = round(results["epoch"]["peak_rss_mb"] / results["cache_mb"], 3)
+    if "pass" in args.parts:
+        results["pass"] = _in_subprocess("run_pass", cache=args.cache, batch_size=args.batch_size)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
 
@@ -137,9 +165,13 @@ def main() -> None:
               f"  (x{row['speedup']}, {row['seconds']} s)")
         print(f"{'  peak RSS main / workers (MB)':34s} {row['peak_rss_mb']:12.1f}  / {row['peak_rss_workers_mb']}")
     print(f"{'cache on disk (MB)':34s} {results['cache_mb']:12.1f}")
-    epoch = results["epoch"]
-    print(f"{'training epoch peak RSS (MB)':34s} {epoch['peak_rss_mb']:12.1f}  ({epoch['peak_over_cache']:.2f} x cache,"
-          f" {epoch['train_images']} images in {epoch['seconds']} s)")
+    if "epoch" in results:
+        epoch = results["epoch"]
+        print(f"{'training epoch peak RSS (MB)':34s} {epoch['peak_rss_mb']:12.1f}  ({epoch['peak_over_cache']:.2f} x "
+              f"cache, {epoch['train_images']} images in {epoch['seconds']} s)")
+    for name, row in results.get("pass", {}).items():
+        print(f"{'data pass, pages ' + name + ': RSS growth (MB)':34s} {row['growth_mb']:12.1f}  "
+              f"({row['rss_before_mb']} -> {row['rss_peak_mb']})")
     print(f"wrote {args.out}")
 
 

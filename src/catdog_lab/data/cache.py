@@ -22,21 +22,23 @@ from catdog_lab.io import atomic_path
 
 
 class ImageWriter:
-    """Append uint8 3 x S x S images to a .npy file whose length is known up front; atomic on close."""
+    """Append uint8 3 x S x S images to a .npy file whose length is known up front; atomic on close
+    (`abort` drops the partial file)."""
 
     def __init__(self, path: str | Path, count: int, image_size: int):
         self.path, self.shape, self.written = Path(path), (count, 3, image_size, image_size), 0
+        self.record = 3 * image_size * image_size           # bytes per image
         self._atomic = atomic_path(self.path)
         self._file = open(self._atomic.__enter__(), "wb")
         np.lib.format.write_array_header_1_0(self._file, {"descr": "|u1", "fortran_order": False,
                                                           "shape": self.shape})
 
-    def append(self, image: np.ndarray | bytes) -> None:
-        data = image.tobytes() if isinstance(image, np.ndarray) else image
-        if len(data) != 3 * self.shape[2] * self.shape[3]:
-            raise ValueError(f"{self.path}: an image of {len(data)} bytes does not fit shape {self.shape[1:]}")
+    def append_raw(self, data: bytes) -> None:
+        """Several whole images at once (the bytes of n records back to back)."""
+        if not data or len(data) % self.record:
+            raise ValueError(f"{self.path}: {len(data)} bytes are not whole images of shape {self.shape[1:]}")
         self._file.write(data)
-        self.written += 1
+        self.written += len(data) // self.record
 
     def close(self) -> None:
         self._file.close()

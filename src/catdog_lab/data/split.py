@@ -59,14 +59,15 @@ def _decode(job: tuple[Path, int, int]) -> tuple[bytes | None, str, str]:
     """Worker: (pixels as bytes or None, note or skip reason, sha256 of the file)."""
     path, max_pixels, image_size = job
     image, note = open_rgb(path, max_pixels)
-    pixels = resize_to_tensor(image, image_size).numpy().tobytes() if image is not None else None
+    # NumPy, not torch: torch's OpenMP threads in every worker would oversubscribe the cores
+    pixels = resize_to_array(image, image_size).tobytes() if image is not None else None
     return pixels, note, _sha256(path)
 
 
 def _decoded(cands: list[Candidate], max_pixels: int, image_size: int, pool: ProcessPoolExecutor | None):
     """(candidate, pixels, note, sha) in the candidates' order, decoded inline or by the pool."""
     jobs = ((c.path, max_pixels, image_size) for c in cands)
-    results = pool.map(_decode, jobs, chunksize=16) if pool else map(_decode, jobs)
+    results = pool.map(_decode, jobs, chunksize=32) if pool else map(_decode, jobs)
     yield from zip(cands, results)
 
 
@@ -146,7 +147,7 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
 
 
 def _write_cache(cache_dir: Path, usable: dict, per_class: dict, image_size: int) -> list[dict]:
-    """Copy each class's scratch file into the per-split .npy files, a record at a time."""
+    """Copy each class's scratch file into the per-split .npy files (a partial file never stays)."""
     record = 3 * image_size * image_size
     manifest, starts = [], {label: 0 for label in CLASSES}
     try:
@@ -154,16 +155,18 @@ def _write_cache(cache_dir: Path, usable: dict, per_class: dict, image_size: int
             meta_path, images_path = cache_files(cache_dir, split)
             writer = ImageWriter(images_path, sum(per_class[c][split] for c in CLASSES), image_size)
             labels, files = [], []
-            for label in CLASSES:
-                first, count = starts[label], per_class[label][split]
-                with open(cache_dir / f".{label}.pixels.tmp", "rb") as scratch:
-                    scratch.seek(first * record)
+            try:
+                for label in CLASSES:
+                    first, count = starts[label], per_class[label][split]
+                    _copy_records(cache_dir / f".{label}.pixels.tmp", first * record, count * record, writer)
                     for cand, sha in usable[label][first:first + count]:
-                        writer.append(scratch.read(record))
                         manifest.append({"file": cand.rel, "class": label, "split": split, "sha256": sha})
                         labels.append(label_index(label))
                         files.append(cand.rel)
-                starts[label] += count
+                    starts[label] += count
+            except BaseException:
+                writer.abort()
+                raise
             writer.close()
             torch_save({"labels": torch.tensor(labels, dtype=torch.long), "files": files,
                         "images_file": images_path.name}, meta_path)
@@ -173,9 +176,25 @@ def _write_cache(cache_dir: Path, usable: dict, per_class: dict, image_size: int
     return manifest
 
 
-def resize_to_tensor(image: Image.Image, size: int) -> torch.Tensor:
+def _copy_records(scratch_path: Path, offset: int, size: int, writer: ImageWriter) -> None:
+    """A class's share of a split is contiguous in its scratch file: copy it in large blocks."""
+    block = (1 << 24) // writer.record * writer.record
+    with open(scratch_path, "rb") as scratch:
+        scratch.seek(offset)
+        while size:
+            data = scratch.read(min(size, block))
+            writer.append_raw(data)
+            size -= len(data)
+
+
+def resize_to_array(image: Image.Image, size: int) -> np.ndarray:
+    """uint8 3 x size x size, C-contiguous (NumPy only: decoding workers need no torch threads)."""
     resized = image.resize((size, size), Image.BILINEAR)
-    return torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+    return np.ascontiguousarray(np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def resize_to_tensor(image: Image.Image, size: int) -> torch.Tensor:
+    return torch.from_numpy(resize_to_array(image, size))
 
 
 def _sha256(path: Path) -> str:
