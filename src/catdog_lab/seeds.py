@@ -23,7 +23,7 @@ CONFIDENCE = 0.95
 def recipe(cfg, stage: str) -> dict:
     """The config that defines `stage`'s result, seed excluded (machine-specific paths reduced to names)."""
     s = cfg[stage]
-    out = {"stage": {k: v for k, v in _plain(s).items()}, "split": _plain(cfg.data.split),
+    out = {"stage": _plain(s), "split": _plain(cfg.data.split),
            "image_size": int(cfg.data.image_size)}
     if s.model == "convnet":
         out["convnet"] = _plain(cfg.convnet)
