@@ -1,0 +1,97 @@
+"""`dvc repro` of a git commit on 12 generated photos per class, and a print of what it produced.
+
+A refactor check: run it on the commit before and the commit after, and diff the two outputs. Every metric
+except the clocks (seconds, wall time, throughput) and the sha256 of every model file must be identical
+(training on the CPU is deterministic: tests/test_determinism.py).
+
+    python scripts/tiny_repro.py --ref 0a9fff1 --json /tmp/before.json
+    python scripts/tiny_repro.py --ref HEAD --json /tmp/after.json --diff /tmp/before.json
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# metric keys that measure time or speed, not the result: they differ between any two runs
+CLOCKS = ("seconds", "wall_time", "fit_seconds", "per_second", "device")
+TINY = ["data.split.train=6", "data.split.validation=3", "data.split.test=3", "data.image_size=48",
+        "backbone.weights=none", "trainer.progress_bar=false", "profile=smoke"]
+
+
+def export(ref: str, dest: Path) -> None:
+    """The commit's tracked files (what a clone has), extracted with tarfile's safe filter."""
+    archive = subprocess.run(["git", "archive", "--format=tar", ref], cwd=PROJECT_ROOT, check=True,
+                             capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+
+
+def compose_params(repo: Path, overrides: list[str]) -> str:
+    """params.yaml as that commit's own conf/ composes it (run in a child: the commit's catdog_lab)."""
+    code = ("import sys, yaml; from omegaconf import OmegaConf; from catdog_lab.config import compose; "
+            "print(yaml.safe_dump(OmegaConf.to_container(compose(sys.argv[1:]), resolve=True), sort_keys=False))")
+    return subprocess.run([sys.executable, "-c", code, *overrides], cwd=repo, check=True, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(repo / "src")}).stdout
+
+
+def results(repo: Path) -> dict:
+    metrics = {}
+    for path in sorted((repo / "metrics").glob("*.json")):
+        values = json.loads(path.read_text())
+        metrics[path.stem] = {k: v for k, v in values.items() if not any(c in k for c in CLOCKS)}
+    models = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in sorted((repo / "models").glob("*.pt"))}
+    return {"metrics": metrics, "models": models}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--ref", default="HEAD", help="the git commit to run (default HEAD; uncommitted edits are not in it)")
+    p.add_argument("--json", type=Path, help="also write the result here")
+    p.add_argument("--diff", type=Path, help="an earlier --json output: print every difference, exit 1 if any")
+    args = p.parse_args()
+    sys.path.insert(0, str(PROJECT_ROOT / "tests"))
+    from conftest import make_dataset    # the tests' generated photos
+
+    with tempfile.TemporaryDirectory(prefix="tiny-repro-") as tmp:
+        tmp = Path(tmp)
+        repo = tmp / "repo"
+        export(args.ref, repo)
+        raw = make_dataset(tmp / "raw", per_class=12)
+        (repo / "params.yaml").write_text(compose_params(repo, [f"data.source.path={raw}", *TINY]))
+        env = {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t",
+               "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+        for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", args.ref]):
+            subprocess.run(cmd, cwd=repo, env=env, check=True)
+        dvc = Path(sys.executable).parent / "dvc"
+        proc = subprocess.run([str(dvc), "repro"], cwd=repo, env=env, capture_output=True, text=True)
+        if proc.returncode:
+            print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
+            return proc.returncode
+        found = {"ref": subprocess.run(["git", "rev-parse", "--short", args.ref], cwd=PROJECT_ROOT,
+                                       capture_output=True, text=True).stdout.strip(), **results(repo)}
+    print(json.dumps(found, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(found, indent=1))
+    if args.diff:
+        before = json.loads(args.diff.read_text())
+        diffs = [f"{part}.{name}: {before[part].get(name)} -> {found[part].get(name)}"
+                 for part in ("metrics", "models") for name in sorted(set(before[part]) | set(found[part]))
+                 if before[part].get(name) != found[part].get(name)]
+        print(f"\n{len(diffs)} difference(s) from {before['ref']} to {found['ref']}" + "".join(f"\n  {d}" for d in diffs))
+        return 1 if diffs else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
