@@ -52,7 +52,7 @@ def data(args, n: int, size: int = 150):
 # ---------------------------------------------------------------- 1. conv base throughput
 def bench_conv_base(args) -> dict:
     from catdog_lab.models.components.backbones import build_vgg16
-    from catdog_lab.stages.features import conv_base_outputs
+    from catdog_lab.models.features import conv_base_outputs
 
     images, _ = data(args, args.feature_images)
     backbone = build_vgg16(args.weights or "none")

@@ -25,9 +25,8 @@ import torch
 
 from catdog_lab.config import compose
 from catdog_lab.data.toy import toy_photo
-from catdog_lab.entry import STAGES, exit_on_user_error, stage_function
-
-WRITTEN = ("split", "cache", "features", "models", "metrics", "plots", "reports", "checkpoints", "seeds")
+from catdog_lab.entry import exit_on_user_error, stage_function
+from catdog_lab.registry import STAGES, TRAINING_STAGES, WRITTEN
 
 
 def make_photos(root: Path, per_class: int, size: int) -> Path:
@@ -103,7 +102,9 @@ def main() -> None:
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"stages": {}}
     summary["device"] = device
     for stage in args.stages:
-        done = (out / "metrics" / f"{stage}.json").exists() if stage not in ("split", "compare") else False
+        # a finished training or visualize stage is not run again; split and compare are quick, and compare
+        # must see every stage
+        done = stage in (*TRAINING_STAGES, "visualize") and (out / "metrics" / f"{stage}.json").exists()
         if done and stage in summary["stages"]:
             print(f"{stage:20s} done before, skipped", flush=True)
             continue
@@ -111,7 +112,7 @@ def main() -> None:
         with GpuSampler() as gpu:
             result = exit_on_user_error(stage_function(stage), cfg)
         row = {"seconds": round(time.perf_counter() - t, 2), **gpu.summary()}
-        if isinstance(result, dict) and "test/acc" in result and stage not in ("visualize", "compare"):
+        if isinstance(result, dict) and "test/acc" in result and stage in TRAINING_STAGES:
             row["test/acc"] = result["test/acc"]
         summary["stages"][stage] = row
         summary_path.write_text(json.dumps(summary, indent=2))

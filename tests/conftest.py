@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from catdog_lab.config import compose
+from catdog_lab.config import LAYOUT, compose
 from catdog_lab.data.toy import toy_photo
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -45,10 +45,7 @@ def tiny_overrides(tmp: Path, raw: Path, extra: list[str] | None = None) -> list
         "data.image_size=48", "profile=smoke", "backbone.weights=none", "backbone.feature_batch_size=8",
         "trainer.progress_bar=false", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
         f"tracking.artifact_location={tmp}/mlartifacts",
-        *[f"paths.{k}={tmp}/{v}" for k, v in {
-            "split": "data/split", "cache": "data/cache", "features": "data/features", "models": "models",
-            "metrics": "metrics", "plots": "plots", "reports": "reports", "checkpoints": "checkpoints",
-            "seeds": "metrics/seeds"}.items()],
+        *[f"paths.{k}={tmp}/{v}" for k, v in LAYOUT.items()],      # the project's layout, under tmp
         *(extra or []),
     ]
 

@@ -32,10 +32,11 @@ def test_keras_init_is_glorot_uniform_with_zero_biases():
 
 
 def test_init_key_reaches_the_network(tiny_cfg):
-    from catdog_lab.models.factory import arch_from_config, build_from_arch
-    keras = build_from_arch(arch_from_config(tiny_cfg, "scratch"), init="keras")
+    from catdog_lab.models.factory import build_from_arch
+    from catdog_lab.settings import model_arch
+    keras = build_from_arch(model_arch(tiny_cfg, "scratch"), init="keras")
     assert float(keras.classifier[2].bias.abs().max()) == 0                 # torch's default bias is not zero
-    torch_net = build_from_arch(arch_from_config(tiny_cfg, "scratch"), init="torch")
+    torch_net = build_from_arch(model_arch(tiny_cfg, "scratch"), init="torch")
     assert float(torch_net.classifier[2].bias.abs().max()) > 0
 
 
@@ -159,7 +160,7 @@ def test_nearest_resampling_never_blends_pixels():
 
 
 def test_augmentation_keys_are_checked_by_name(tiny_cfg):
-    from catdog_lab.config import validate_augmentation
+    from catdog_lab.settings import validate_augmentation
     for key, bad in (("fill", "wrap"), ("interpolation", "cubic"), ("shear_radians", 20)):
         with open_dict(tiny_cfg):
             cfg = tiny_cfg.copy()

@@ -5,7 +5,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from catdog_lab.config import PROJECT_ROOT, compose, flatten, validate_data, validate_stage
+from catdog_lab.config import PROJECT_ROOT, compose, flatten, validate_data
+from catdog_lab.settings import validate_stage
 from catdog_lab.errors import ConfigError
 
 
@@ -56,7 +57,7 @@ def test_no_hydra_or_env_interpolations_in_conf():
 
 
 def test_profiles_set_every_training_stage_epochs():
-    from catdog_lab import TRAINING_STAGES
+    from catdog_lab.registry import TRAINING_STAGES
     book, quick = compose(), compose(["profile=quick"])
     assert book.scratch.epochs == 30 and book.augmented.epochs == 100 and book.finetune.epochs == 100
     for stage in TRAINING_STAGES:

@@ -59,7 +59,7 @@ def test_stream_sampler_ranks_take_every_nth_batch_of_the_one_stream():
 def test_devices_keys_are_validated_one_line(tiny_cfg):
     import pytest
 
-    from catdog_lab.config import validate_stage
+    from catdog_lab.settings import validate_stage
     from catdog_lab.errors import ConfigError
 
     for key, value, message in [("devices", 0, "trainer.devices: must be a positive integer, got 0"),

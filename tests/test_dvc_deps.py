@@ -8,10 +8,10 @@ the way, and `from pkg import name` counts `pkg/name.py` when that is a module. 
 superset of what one config executes: a training stage depends on the code of every model kind,
 because its config may pick any of them.
 
-One exception, stated: `catdog_lab.entry.stage_function` dispatches on the stage name, so for that
-function only the branch the stage's name takes is followed (else every stage would depend on
-every other stage's code). `pipelines/_interpreter.py` is not followed: it is outside catdog_lab and
-only chooses the interpreter.
+One addition, stated: `catdog_lab.entry.stage_function` imports the stage's module by name from the
+registry (`catdog_lab.registry`, importlib: invisible to a static walk), so the walk starts from that
+module too, and from no other stage's. `pipelines/_interpreter.py` is not followed: it is outside
+catdog_lab and only chooses the interpreter.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from catdog_lab import TRAINING_STAGES
 from catdog_lab.config import PROJECT_ROOT
+from catdog_lab.registry import REGISTRY, TRAINING_STAGES
 
 SRC = PROJECT_ROOT / "src"
 PACKAGE = "catdog_lab"
@@ -60,34 +60,10 @@ def _imported_modules(node: ast.AST, current: str, is_package: bool) -> list[str
     return [m for m in out if m == PACKAGE or m.startswith(PACKAGE + ".")]
 
 
-def _branch_imports(fn: ast.FunctionDef, stage: str) -> ast.Module:
-    """The statements of entry.stage_function that run for `stage`: its top-level statements, and the
-    body of the first `if stage == "<name>"` / `if stage in TRAINING_STAGES` that matches."""
-    taken = []
-    for stmt in fn.body:
-        if not isinstance(stmt, ast.If):
-            taken.append(stmt)
-            continue
-        test = stmt.test
-        assert isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and test.left.id == "stage", \
-            "entry.stage_function: a branch this test cannot read; teach _branch_imports about it"
-        right, op = test.comparators[0], test.ops[0]
-        if isinstance(op, ast.Eq) and isinstance(right, ast.Constant):
-            matches = right.value == stage
-        elif isinstance(op, ast.In) and isinstance(right, ast.Name) and right.id == "TRAINING_STAGES":
-            matches = stage in TRAINING_STAGES
-        else:
-            raise AssertionError("entry.stage_function: a branch this test cannot read")
-        if matches:
-            taken += stmt.body
-            break
-    return ast.Module(body=taken, type_ignores=[])
-
-
 def import_closure(stage: str) -> set[Path]:
     """Files of catdog_lab that `pipelines/<stage>.py` can execute."""
     entry_tree = ast.parse((PROJECT_ROOT / "pipelines" / f"{stage}.py").read_text())
-    todo = [m for m in _imported_modules(entry_tree, "pipelines", False)]
+    todo = [*_imported_modules(entry_tree, "pipelines", False), REGISTRY[stage].module]
     seen: set[str] = set()
     files: set[Path] = set()
     while todo:
@@ -99,12 +75,7 @@ def import_closure(stage: str) -> set[Path]:
             path = _module_file(name)
             assert path is not None, f"{name}: imported but not found under src/"
             files.add(path)
-            tree = ast.parse(path.read_text())
-            if name == f"{PACKAGE}.entry":
-                fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "stage_function")
-                tree.body = [n for n in tree.body if n is not fn]
-                todo += _imported_modules(_branch_imports(fn, stage), name, False)
-            todo += _imported_modules(tree, name, path.name == "__init__.py")
+            todo += _imported_modules(ast.parse(path.read_text()), name, path.name == "__init__.py")
     return files
 
 
@@ -132,17 +103,20 @@ def test_every_source_dependency_exists(stage):
     assert not gone, f"dvc.yaml stage {stage!r} depends on files that do not exist: {gone}"
 
 
-def test_the_walk_follows_lazy_imports_and_takes_one_dispatch_branch():
+def test_the_walk_follows_lazy_imports_and_only_the_stages_own_module():
     scratch = {p.relative_to(SRC).as_posix() for p in import_closure("scratch")}
     compare = {p.relative_to(SRC).as_posix() for p in import_closure("compare")}
-    assert "catdog_lab/stages/features.py" in scratch            # imported inside train() for `model: head`
+    assert "catdog_lab/models/components/heads.py" in scratch    # imported inside settings.validate_stage
     assert "catdog_lab/models/components/preprocess.py" in scratch
     assert "catdog_lab/stages/train.py" not in compare and "catdog_lab/stages/visualize.py" not in compare
+    split = {p.relative_to(SRC).as_posix() for p in import_closure("split")}
+    assert not any(p.startswith("catdog_lab/models/") for p in split)   # the split validates data.* only
 
 
 # trainer keys that cannot change a stage's outputs; every other trainer key must be a param of the stage
 # (so a new trainer key is a dependency until someone argues here that it is not)
-PRESENTATION_ONLY = {"trainer.progress_bar", "trainer.num_workers"}   # workers only load cached tensors
+PRESENTATION_ONLY = {"trainer.progress_bar", "trainer.progress_refresh_rate", "trainer.log_every_n_steps",
+                     "compute.loader_workers"}   # workers only load cached tensors
 
 
 @pytest.mark.parametrize("stage", TRAINING_STAGES)
@@ -152,13 +126,14 @@ def test_training_stage_params_are_the_keys_that_change_its_results(stage):
     cfg = load_params(PROJECT_ROOT / "params.yaml")
     params = set(DVC[stage]["params"])
     needed = {"seed", "profile", "data.image_size", stage}
-    needed |= {f"trainer.{k}" for k in cfg.trainer} - PRESENTATION_ONLY
+    needed |= {f"{group}.{k}" for group in ("trainer", "compute") for k in cfg[group]} - PRESENTATION_ONLY
     if cfg[stage].augment:
         needed.add("augmentation")
     if cfg[stage].model in ("head", "transfer"):
         needed.add("backbone")
     assert needed <= params, f"dvc.yaml stage {stage!r} misses params {sorted(needed - params)}"
-    assert not params & (PRESENTATION_ONLY | {"trainer", "tracking"}), \
-        f"dvc.yaml stage {stage!r}: presentation-only keys would rerun it: {sorted(params & (PRESENTATION_ONLY | {'trainer', 'tracking'}))}"
+    whole_groups = {"trainer", "compute", "tracking"}
+    assert not params & (PRESENTATION_ONLY | whole_groups), \
+        f"dvc.yaml stage {stage!r}: presentation-only keys would rerun it: {sorted(params & (PRESENTATION_ONLY | whole_groups))}"
     if cfg[stage].get("init_from"):
         assert f"models/{cfg[stage].init_from}.pt" in DVC[stage]["deps"]

@@ -109,7 +109,7 @@ def test_dvc_repro_runs_the_pipeline_and_a_second_repro_does_nothing(repro):
 
     # presentation-only params rerun nothing; code every network passes through reruns the training stages
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["trainer"]["progress_bar"], params["trainer"]["num_workers"] = True, 1
+    params["trainer"]["progress_bar"], params["compute"]["loader_workers"] = True, 1
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert "up to date" in _run(dvc + ["status"], repo, env)
     factory = repo / "src/catdog_lab/models/factory.py"
@@ -119,7 +119,7 @@ def test_dvc_repro_runs_the_pipeline_and_a_second_repro_does_nothing(repro):
     for stage in ("scratch", "augmented", "features", "features_augmented", "finetune", "visualize"):
         assert f"{stage}:" in status, status
     factory.write_text(original)
-    params["trainer"]["progress_bar"], params["trainer"]["num_workers"] = False, 0
+    params["trainer"]["progress_bar"], params["compute"]["loader_workers"] = False, 0
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     # the README's experiment command rewrites params.yaml from conf/; tests and `dvc exp` must cope

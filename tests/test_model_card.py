@@ -2,13 +2,14 @@
 from catdog_lab import seeds
 from catdog_lab.data.split import manifest_hash
 from catdog_lab.model_card import write_card
-from catdog_lab.models.factory import arch_from_config, build_from_arch, save_model
+from catdog_lab.models.factory import build_from_arch, save_model
+from catdog_lab.settings import model_arch
 
 
 def test_card_states_split_hash_recipe_seed_spread_and_limits_without_machine_paths(tiny_split, tmp_path):
     cfg = tiny_split
     model = tmp_path / "models" / "scratch.pt"
-    arch = arch_from_config(cfg, "scratch")
+    arch = model_arch(cfg, "scratch")
     save_model(model, "scratch", arch, build_from_arch(arch))
     for seed, acc in ((1, 0.70), (2, 0.74)):
         cfg.seed = seed

@@ -3,4 +3,4 @@
 __version__ = "0.1.0"
 
 CLASSES = ("cat", "dog")  # label 0 = cat, 1 = dog (Keras' alphabetical order); the model's logit is "dog"
-TRAINING_STAGES = ("scratch", "augmented", "features", "features_augmented", "finetune")
+SPLITS = ("train", "validation", "test")  # the data split's parts, in the order they are cached

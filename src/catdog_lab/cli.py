@@ -23,12 +23,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from catdog_lab import TRAINING_STAGES
-from catdog_lab.config import CONF_DIR
+from catdog_lab.config import CONF_DIR, LAYOUT
 from catdog_lab.entry import exit_on_user_error, stage_function
+from catdog_lab.registry import TRAINING_STAGES
 
-# the project's layout of outputs, reproduced inside every job folder
-LAYOUT = dict(OmegaConf.load(CONF_DIR / "config.yaml").paths)
 OBJECTIVE = "val/acc"
 CLI_KEYS = ("stage", "upstream")          # CLI-only keys, not in conf/ (nor in params.yaml)
 SHARED = ("seeds",)                       # read and written by every job in the workspace, not per job

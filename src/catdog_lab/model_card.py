@@ -15,16 +15,10 @@ import torch
 
 from catdog_lab.data.split import manifest_hash
 from catdog_lab.io import write_text
+from catdog_lab.registry import REGISTRY
 
 SETTING_KEYS = ("model", "epochs", "lr", "batch_size", "dropout", "augment", "trainable", "init_from", "select",
                 "init")
-TITLES = {
-    "scratch": "The book's small convnet trained from scratch",
-    "augmented": "The book's small convnet with data augmentation and dropout",
-    "features": "VGG16 conv base (frozen) + dense head trained on its cached features",
-    "features_augmented": "VGG16 conv base (frozen) + dense head trained end to end on augmented images",
-    "finetune": "VGG16 with block5 fine-tuned, started from features_augmented",
-}
 
 
 def card_path(model_path: Path) -> Path:
@@ -117,7 +111,7 @@ def render_card(cfg, stage: str, model_path: Path, metrics: dict, registered: di
     lines = [
         f"# Model card: `{stage}`",
         "",
-        f"{TITLES.get(stage, stage)}. File `models/{stage}.pt` ({n_params:,} parameters); {reg}.",
+        f"{REGISTRY[stage].description}. File `models/{stage}.pt` ({n_params:,} parameters); {reg}.",
         "",
         "## Data",
         *_data_lines(cfg),

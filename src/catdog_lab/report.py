@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from catdog_lab import TRAINING_STAGES
 from catdog_lab.io import write_text
+from catdog_lab.registry import TRAINING_STAGES
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}

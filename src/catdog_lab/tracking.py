@@ -17,17 +17,8 @@ from typing import Callable, Iterator
 
 from catdog_lab.config import flatten, params_hash
 from catdog_lab.io import project_root
+from catdog_lab.registry import REGISTRY
 
-RUN_NAMES = {
-    "split": "0 split: 1000/500/500 per class",
-    "scratch": "1 scratch: small convnet from scratch (5.2)",
-    "augmented": "2 augmented: + data augmentation and dropout (5.2.5)",
-    "features": "3 features: VGG16 feature extraction (5.3.1)",
-    "features_augmented": "4 features_augmented: frozen VGG16 + augmentation (5.3.1)",
-    "finetune": "5 finetune: VGG16 block5 fine-tuned (5.3.2)",
-    "visualize": "6 visualize: what convnets learn (5.4)",
-    "compare": "7 compare: the accuracy ladder",
-}
 
 
 def retry(fn: Callable, attempts: int = 8, base_delay: float = 0.2):
@@ -201,7 +192,7 @@ def stage_run(cfg, stage: str, resume_run_id: str | None = None, extra_tags: dic
         tags = standard_tags() | {"mlflow.parentRunId": parent, "pipeline_id": pipeline_id(cfg), "stage": stage, "run_kind": "stage",
                 "git_commit": git_commit(), "params_hash": params_hash(cfg), "profile": str(cfg.get("profile", ""))}
         tags |= {k: str(v) for k, v in (extra_tags or {}).items()}
-        run_id = retry(lambda: client.create_run(exp_id, run_name=RUN_NAMES.get(stage, stage), tags=tags)).info.run_id
+        run_id = retry(lambda: client.create_run(exp_id, run_name=REGISTRY[stage].run_name if stage in REGISTRY else stage, tags=tags)).info.run_id
         params = [Param(k, str(v)[:6000]) for k, v in flatten(cfg).items()]
         for i in range(0, len(params), 100):
             retry(lambda chunk=params[i:i + 100]: client.log_batch(run_id, params=chunk))

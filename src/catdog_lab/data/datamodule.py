@@ -8,12 +8,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from catdog_lab import SPLITS
 from catdog_lab.data.cache import MappedImages, open_images
 from catdog_lab.data.sampler import StreamBatchSampler
 from catdog_lab.errors import DataError
 from catdog_lab.io import torch_load
 
-SPLITS = ("train", "validation", "test")
 
 
 def load_cached_split(directory: Path, split: str) -> dict:

@@ -25,14 +25,12 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from catdog_lab import CLASSES
+from catdog_lab import CLASSES, SPLITS
 from catdog_lab.data.cache import ImageWriter, cache_files
 from catdog_lab.data.images import Candidate, find_candidates, label_index, open_rgb
 from catdog_lab.data.sources import resolve_source
 from catdog_lab.errors import DataError
 from catdog_lab.io import torch_save, write_csv, write_json
-
-SPLITS = ("train", "validation", "test")
 
 
 def split_and_cache(cfg) -> dict:

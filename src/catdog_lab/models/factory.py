@@ -1,4 +1,4 @@
-"""Build a stage's network from the config, and save/load self-contained model files.
+"""Build a stage's network from its architecture record (`settings.model_arch`), and save/load model files.
 
 A model file (`models/<stage>.pt`) holds everything needed to rebuild the net without the
 original weights file: {"stage", "kind", "arch": {...}, "state_dict"}. Loaded with weights_only.
@@ -12,23 +12,11 @@ from torch import nn
 
 from catdog_lab.errors import ConfigError
 from catdog_lab.io import torch_load, torch_save
-from catdog_lab.models.components.backbones import BACKBONES, build_backbone
+from catdog_lab.models.components.backbones import Backbone, backbone_builder
 from catdog_lab.models.components.convnet import BOOK1, BookConvNet
 from catdog_lab.models.components.heads import DenseHead
 from catdog_lab.models.components.init import keras_init_
 from catdog_lab.models.components.transfer import TransferNet
-
-
-def arch_from_config(cfg, stage: str) -> dict:
-    s = cfg[stage]
-    arch = {"kind": s.model, "image_size": int(cfg.data.image_size), "dropout": float(s.dropout)}
-    if s.model == "convnet":
-        arch |= {"filters": [int(f) for f in cfg.convnet.filters], "pool_last": bool(cfg.convnet.pool_last),
-                 "hidden": int(cfg.convnet.hidden)}
-    if s.model in ("head", "transfer"):
-        arch |= {"backbone": cfg.backbone.name, "weights": str(cfg.backbone.weights), "hidden": int(s.hidden),
-                 "activation": str(s.activation), "trainable": list(s.get("trainable", []) or [])}
-    return arch
 
 
 def build_from_arch(arch: dict, load_weights: bool = True, init: str = "torch") -> nn.Module:
@@ -41,9 +29,7 @@ def build_from_arch(arch: dict, load_weights: bool = True, init: str = "torch") 
                           arch.get("pool_last", True), arch.get("hidden", BOOK1["hidden"]))
         return keras_init_(net) if init == "keras" else net
     if kind in ("head", "transfer"):
-        if arch["backbone"] not in BACKBONES:
-            raise ConfigError(f"backbone.name: unknown backbone {arch['backbone']!r}")
-        backbone = BACKBONES[arch["backbone"]](arch["weights"] if load_weights else "none")
+        backbone = backbone_builder(arch["backbone"])(arch["weights"] if load_weights else "none")
         net = TransferNet(backbone, arch["image_size"], arch["hidden"], arch["dropout"], arch["trainable"],
                           arch.get("activation", "relu"))
         if init == "keras":
@@ -52,10 +38,10 @@ def build_from_arch(arch: dict, load_weights: bool = True, init: str = "torch") 
     raise ConfigError(f"model: unknown model kind {kind!r}")
 
 
-def build_head(cfg, stage: str, in_features: int) -> DenseHead:
-    s = cfg[stage]
-    head = DenseHead(in_features, int(s.hidden), float(s.dropout), str(s.activation))
-    return keras_init_(head) if s.init == "keras" else head
+def build_head(in_features: int, hidden: int, dropout: float, activation: str, init: str = "torch") -> DenseHead:
+    """The dense head trained on cached conv-base features (the `head` model)."""
+    head = DenseHead(in_features, hidden, dropout, activation)
+    return keras_init_(head) if init == "keras" else head
 
 
 def _cpu_state(state: dict) -> dict:
@@ -91,10 +77,9 @@ def load_model(path: str | Path, weights: str = "selected") -> tuple[nn.Module, 
     return net.eval(), bundle
 
 
-def transfer_from_head(cfg, stage: str, head: DenseHead) -> TransferNet:
+def transfer_from_head(head: DenseHead, backbone: Backbone, image_size: int, hidden: int, dropout: float,
+                       activation: str) -> TransferNet:
     """Wrap a head trained on cached features into the full image -> logit model, for prediction."""
-    backbone = build_backbone(cfg.backbone)
-    net = TransferNet(backbone, int(cfg.data.image_size), int(cfg[stage].hidden), float(cfg[stage].dropout), [],
-                      str(cfg[stage].activation))
+    net = TransferNet(backbone, image_size, hidden, dropout, [], activation)
     net.head.load_state_dict(head.state_dict())
     return net

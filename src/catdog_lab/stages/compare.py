@@ -15,20 +15,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from catdog_lab import TRAINING_STAGES  # noqa: E402
 from catdog_lab.config import PROJECT_ROOT, read_path  # noqa: E402
 from catdog_lab.io import atomic_path, write_json, write_text  # noqa: E402
+from catdog_lab.registry import REGISTRY, TRAINING_STAGES  # noqa: E402
 from catdog_lab.seeds import entries, summarise, verdict  # noqa: E402
 from catdog_lab.serving import crown_champion  # noqa: E402
 
 BOOK_FILE = PROJECT_ROOT / "conf" / "reference" / "book_accuracy.yaml"
-TITLES = {
-    "scratch": "Small convnet from scratch",
-    "augmented": "+ data augmentation, dropout",
-    "features": "VGG16 fast feature extraction",
-    "features_augmented": "Frozen VGG16 + augmentation",
-    "finetune": "Fine-tuned VGG16 block5",
-}
 # stage settings worth showing side by side (the rest is shared by every stage)
 COMPARED_KEYS = ("model", "epochs", "lr", "batch_size", "dropout", "augment", "trainable")
 
@@ -80,7 +73,7 @@ def build_rows(cfg, metrics: dict, book: dict) -> list[dict]:
         stats = summarise([float(r["test/acc"]) for r in runs], int(m.get("test_images") or 1000))
         vals = [float(r["val/acc"]) for r in runs if r.get("val/acc") is not None]
         rows.append({
-            "stage": stage, "title": TITLES[stage], "seeds": [r.get("seed") for r in runs],
+            "stage": stage, "title": REGISTRY[stage].title, "seeds": [r.get("seed") for r in runs],
             "test_acc": stats["mean"], "test_std": stats["std"], "low": stats["low"], "high": stats["high"],
             "interval_kind": stats["interval_kind"], "n": stats["n"],
             "val_acc": sum(vals) / len(vals) if vals else None, "test_loss": m.get("test/loss"),

@@ -4,10 +4,15 @@ Outputs: <models>/<stage>.pt (self-contained model), <metrics>/<stage>.json (DVC
 <plots>/<stage>.csv (per-epoch history), <reports>/curves/<stage>.png, an MLflow run.
 Resumable: killed runs continue from <checkpoints>/<stage>/last.ckpt when the params match.
 
+This module is the stage layer: it reads the config (validated and typed once, `settings.py`) and hands
+typed values to the data, model and tracking code. `train` reads as its steps: build the trainer, the data
+and the net, find a checkpoint to resume, fit, test the last and the best epoch, save the kept model,
+write the metrics and figures.
+
 Several devices (`trainer.devices`, `trainer.num_nodes`, `trainer.strategy=ddp`): every rank runs train();
 only global rank 0 extracts features, writes the model, metrics, plots, curves and seed ledger, and owns the
 MLflow run. Each rank trains on its share of the batch stream (global batch = N x batch_size) and
-validates the whole validation set; the test runs on rank 0 alone after fit (see `_test_trainer`).
+validates the whole validation set; the test runs on rank 0 alone after fit (see `test_trainer`).
 """
 from __future__ import annotations
 
@@ -21,8 +26,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
-from catdog_lab import TRAINING_STAGES
-from catdog_lab.config import params_hash, read_path, validate_stage
+from catdog_lab.config import params_hash, read_path
 from catdog_lab.data.augment import BatchAugment
 from catdog_lab.data.datamodule import TensorDataModule
 from catdog_lab.data.split import manifest_hash
@@ -30,38 +34,142 @@ from catdog_lab.errors import DataError
 from catdog_lab.history import History
 from catdog_lab.io import read_csv, write_json
 from catdog_lab.models.classifier import BinaryClassifier
-from catdog_lab.models.factory import (arch_from_config, build_from_arch, build_head, load_model, save_model,
-                                       transfer_from_head)
+from catdog_lab.models.components.backbones import build_backbone
+from catdog_lab.models.factory import build_from_arch, build_head, load_model, save_model, transfer_from_head
+from catdog_lab.models.features import Features, device_for, extract_features
 from catdog_lab.plots import plot_curves
 from catdog_lab.publish import publish_model
+from catdog_lab.registry import TRAINING_STAGES
 from catdog_lab.seeds import record as record_seed
+from catdog_lab.settings import StageSettings, TrainerSettings, model_arch, stage_settings, trainer_settings
 from catdog_lab.tracking import StageRun, stage_run, tracking_uri
 
 # config keys that define a stage's result (a checkpoint is resumed only if these are unchanged)
 RESUME_KEYS = ("seed", "data", "backbone", "augmentation")
 
 
-def _resume_key(cfg, stage: str) -> str:
-    return params_hash(cfg, [*RESUME_KEYS, stage])
+def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
+    settings, run_settings = stage_settings(cfg, stage), trainer_settings(cfg)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    started = time.perf_counter()
+    ckpt_dir = Path(cfg.paths.checkpoints) / stage
+    # built first: its rank (known from the launcher's environment before fit) decides who writes
+    trainer, checkpoint, history = make_trainer(run_settings, settings.epochs, ckpt_dir,
+                                                Path(cfg.paths.plots) / f"{stage}.csv", fast_dev_run)
+    zero = trainer.is_global_zero
+    data, net, features = build_data_and_net(cfg, settings, run_settings, writer=zero)
+    augment = BatchAugment.from_config(cfg.augmentation) if settings.augment else None
+    module = BinaryClassifier(net, settings.lr, augment, run_settings.channels_last)
+    key = params_hash(cfg, [*RESUME_KEYS, stage])
+    resume_from, resume_run = resume_point(ckpt_dir, key, fast_dev_run, zero)
+
+    # one MLflow run per stage execution, owned by rank 0; the other ranks log nothing
+    tracked = stage_run(cfg, stage, resume_run, {"data_manifest": manifest_hash(read_path(cfg, "split"))}) \
+        if zero else contextlib.nullcontext(StageRun())
+    with tracked as run:
+        if zero:
+            write_json(ckpt_dir / "meta.json", {"key": key, "mlflow_run_id": run.run_id})
+        if run.enabled:
+            from pytorch_lightning.loggers import MLFlowLogger
+            trainer.loggers = [MLFlowLogger(experiment_name=cfg.tracking.experiment,
+                                            tracking_uri=tracking_uri(cfg), run_id=run.run_id)]
+        fit_started = time.perf_counter()
+        trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
+        fit_seconds = time.perf_counter() - fit_started
+        if not zero:
+            # ranks 1..N-1 are done: rank 0 tests on its own and writes every output
+            print(f"[{stage}] rank {trainer.global_rank} of {trainer.world_size}: training done")
+            return {}
+        rows = epoch_rows(history)
+        tests = test_last_and_best(test_trainer(run_settings, trainer), module, data, checkpoint, rows,
+                                   settings.select, fast_dev_run)
+        model_path = save_kept_model(cfg, settings, module, tests)
+        metrics = stage_metrics(cfg, settings, tests, rows, len(data.datasets["test"]), fit_seconds, started,
+                                trainer.world_size, features)
+        write_outputs(cfg, stage, run, model_path, metrics, rows, fast_dev_run)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)         # finished: nothing left to resume
+    print(f"[{stage}] test accuracy {metrics['test/acc']:.4f} after {metrics['epochs']} epochs "
+          f"({metrics['seconds_per_epoch']} s/epoch, {metrics['wall_time_s']:.0f}s in all)")
+    return metrics
 
 
-def _precision(cfg) -> str:
-    if str(cfg.trainer.precision) != "auto":
-        return str(cfg.trainer.precision)
-    return "bf16-mixed" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "32-true"
+# ----------------------------------------------------------------------------------------------- the steps
+def make_trainer(run: TrainerSettings, epochs: int, ckpt_dir: Path, history_csv: Path,
+                 fast_dev_run: bool | int) -> tuple[pl.Trainer, ModelCheckpoint, History]:
+    """The fitting Trainer, with its checkpoint (best by val loss, and last) and per-epoch history."""
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min",
+                                 save_top_k=1, save_last=True, every_n_epochs=run.checkpoint_every_n_epochs)
+    history = History(history_csv)
+    callbacks = [checkpoint, history]
+    if run.progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=run.progress_refresh_rate))
+    trainer = pl.Trainer(
+        max_epochs=epochs, accelerator=run.accelerator, devices=run.devices, num_nodes=run.num_nodes,
+        strategy=run.strategy,
+        # the stream batch sampler shards itself per rank (data/sampler.py), and validation runs whole on
+        # every rank so that its reduced metrics are the full-set ones (data/datamodule.py)
+        use_distributed_sampler=False,
+        precision=run.resolved_precision(torch.cuda.is_available()), deterministic=run.deterministic,
+        logger=False, callbacks=callbacks, enable_progress_bar=run.progress_bar, enable_model_summary=False,
+        num_sanity_val_steps=run.num_sanity_val_steps, log_every_n_steps=run.log_every_n_steps,
+        fast_dev_run=fast_dev_run, default_root_dir=ckpt_dir,
+    )
+    return trainer, checkpoint, history
 
 
-def _deterministic(cfg) -> bool | str:
-    """trainer.deterministic: true makes Lightning call torch.use_deterministic_algorithms(True) (an op with
-    no deterministic kernel then raises) and turn off cuDNN autotuning; "warn" only warns for such ops."""
-    return cfg.trainer.deterministic
+def build_data_and_net(cfg, settings: StageSettings, run: TrainerSettings, writer: bool
+                       ) -> tuple[TensorDataModule, torch.nn.Module, Features | None]:
+    """The stage's data and its network before training: a dense head on cached conv-base features
+    (`model: head`, the features computed first if needed), or a net over the image cache, optionally
+    started from an earlier stage's model (`init_from`)."""
+    loader = dict(batch_size=settings.batch_size, seed=int(cfg.seed), num_workers=run.loader_workers,
+                  steps_per_epoch=settings.steps_per_epoch, validation_steps=settings.validation_steps)
+    if settings.model == "head":
+        features = cached_features(cfg, run, writer)
+        data = TensorDataModule(features.folder, inputs_key="features", **loader)
+        data.setup()
+        net = build_head(data.datasets["train"].tensors[0][0].numel(), settings.hidden, settings.dropout,
+                         settings.activation, init=settings.init)
+        return data, net, features
+    data = TensorDataModule(read_path(cfg, "cache"), inputs_key="images", **loader)
+    net = build_from_arch(model_arch(cfg, settings.name), init=settings.init)
+    if settings.init_from:
+        source, _ = load_model(read_path(cfg, "models") / f"{settings.init_from}.pt",
+                               weights=settings.init_from_weights)
+        missing = net.load_state_dict(source.state_dict(), strict=False)
+        if missing.missing_keys:
+            raise DataError(f"{settings.name}.init_from: {settings.init_from} model does not fit this stage's "
+                            f"network (missing {missing.missing_keys[:2]})")
+        net.set_trainable(list(settings.trainable))    # load_state_dict keeps requires_grad, but be explicit
+    return data, net, None
 
 
-def _accelerator(cfg) -> str:
-    return "gpu" if cfg.trainer.accelerator == "cuda" else str(cfg.trainer.accelerator)
+def cached_features(cfg, run: TrainerSettings, writer: bool) -> Features:
+    """The frozen conv base's outputs for every split (models/features.py), computed once per weights, data
+    and image size; a Hydra CLI job reuses its upstream's (`read_paths.features`)."""
+    key = {"backbone": params_hash(cfg, ["backbone"]), "manifest": manifest_hash(read_path(cfg, "split")),
+           "image_size": int(cfg.data.image_size)}
+    return extract_features(Path(cfg.paths.features), read_path(cfg, "cache"), key,
+                            lambda: build_backbone(cfg.backbone.name, cfg.backbone.weights),
+                            batch_size=int(cfg.backbone.feature_batch_size), device=device_for(run.accelerator),
+                            channels_last=run.channels_last, reuse_dirs=(read_path(cfg, "features"),), writer=writer)
 
 
-def _test_trainer(cfg, trainer: pl.Trainer) -> pl.Trainer:
+def resume_point(ckpt_dir: Path, key: str, fast_dev_run: bool | int, writer: bool) -> tuple[Path | None, str | None]:
+    """(checkpoint to resume, its MLflow run id) when an interrupted run with the same result-defining
+    params left one; otherwise the stale checkpoints are removed (by the writing rank)."""
+    meta_path = ckpt_dir / "meta.json"
+    if (ckpt_dir / "last.ckpt").exists() and meta_path.exists() and not fast_dev_run:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") == key:
+            print(f"[{ckpt_dir.name}] resuming from {ckpt_dir / 'last.ckpt'}")
+            return ckpt_dir / "last.ckpt", meta.get("mlflow_run_id")
+    if writer:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return None, None
+
+
+def test_trainer(run: TrainerSettings, trainer: pl.Trainer) -> pl.Trainer:
     """The trainer that tests the kept model: the fitting one on one device, else a one-device trainer on
     rank 0. Testing through DDP would split the test set with Lightning's DistributedSampler, which pads
     the shards with repeated images to equal length and then averages the per-rank means: not the
@@ -69,171 +177,106 @@ def _test_trainer(cfg, trainer: pl.Trainer) -> pl.Trainer:
     is small next to training."""
     if trainer.world_size == 1:
         return trainer
-    return pl.Trainer(accelerator=_accelerator(cfg), devices=1, num_nodes=1, precision=_precision(cfg),
-                      deterministic=_deterministic(cfg), logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, default_root_dir=trainer.default_root_dir)
+    return pl.Trainer(accelerator=run.accelerator, devices=1, num_nodes=1,
+                      precision=run.resolved_precision(torch.cuda.is_available()), deterministic=run.deterministic,
+                      logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      default_root_dir=trainer.default_root_dir)
 
 
-def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
-    validate_stage(cfg, stage)
-    s = cfg[stage]
-    paths = cfg.paths
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    t_start = time.perf_counter()
-
-    ckpt_dir = Path(paths.checkpoints) / stage
-    history = History(Path(paths.plots) / f"{stage}.csv")
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min",
-                                 save_top_k=1, save_last=True,
-                                 every_n_epochs=int(cfg.trainer.checkpoint_every_n_epochs))
-    callbacks = [checkpoint, history]
-    if cfg.trainer.progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=10))
-    # built first: its rank (known from the launcher's environment before fit) decides who writes
-    trainer = pl.Trainer(
-        max_epochs=int(s.epochs), accelerator=_accelerator(cfg), devices=int(cfg.trainer.devices),
-        num_nodes=int(cfg.trainer.num_nodes), strategy=str(cfg.trainer.strategy),
-        # the stream batch sampler shards itself per rank (data/sampler.py), and validation runs whole on
-        # every rank so that its reduced metrics are the full-set ones (data/datamodule.py)
-        use_distributed_sampler=False,
-        precision=_precision(cfg), deterministic=_deterministic(cfg), logger=False, callbacks=callbacks,
-        enable_progress_bar=bool(cfg.trainer.progress_bar), enable_model_summary=False,
-        num_sanity_val_steps=0, log_every_n_steps=10, fast_dev_run=fast_dev_run, default_root_dir=ckpt_dir,
-    )
-    zero = trainer.is_global_zero
-
-    extract_info = {}
-    steps = {"steps_per_epoch": s.steps_per_epoch, "validation_steps": s.validation_steps}
-    if s.model == "head":
-        from catdog_lab.stages.features import extract_features
-        extract_info = extract_features(cfg, writer=zero)
-        data = TensorDataModule(extract_info["dir"], int(s.batch_size), "features", int(cfg.seed),
-                                int(cfg.trainer.num_workers), **steps)
-        data.setup()
-        in_features = data.datasets["train"].tensors[0][0].numel()
-        net = build_head(cfg, stage, in_features)
-    else:
-        data = TensorDataModule(read_path(cfg, "cache"), int(s.batch_size), "images", int(cfg.seed),
-                                int(cfg.trainer.num_workers), **steps)
-        net = build_from_arch(arch_from_config(cfg, stage), init=str(s.init))
-        if s.get("init_from"):
-            source, _ = load_model(read_path(cfg, "models") / f"{s.init_from}.pt", weights=str(s.init_from_weights))
-            missing = net.load_state_dict(source.state_dict(), strict=False)
-            if missing.missing_keys:
-                raise DataError(f"{stage}.init_from: {s.init_from} model does not fit this stage's network "
-                                f"(missing {missing.missing_keys[:2]})")
-            net.set_trainable(list(s.trainable))    # load_state_dict keeps requires_grad, but be explicit
-    augment = BatchAugment.from_config(cfg.augmentation) if s.augment else None
-    module = BinaryClassifier(net, float(s.lr), augment, bool(cfg.trainer.channels_last))
-
-    meta_path = ckpt_dir / "meta.json"
-    key = _resume_key(cfg, stage)
-    resume_from, resume_run = None, None
-    if (ckpt_dir / "last.ckpt").exists() and meta_path.exists() and not fast_dev_run:
-        meta = json.loads(meta_path.read_text())
-        if meta.get("key") == key:
-            resume_from, resume_run = ckpt_dir / "last.ckpt", meta.get("mlflow_run_id")
-            print(f"[{stage}] resuming from {resume_from}")
-    if resume_from is None and zero:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-
-    # one MLflow run per stage execution, owned by rank 0; the other ranks log nothing
-    tracked = stage_run(cfg, stage, resume_run, {"data_manifest": manifest_hash(read_path(cfg, "split"))}) \
-        if zero else contextlib.nullcontext(StageRun())
-    with tracked as run:
-        if zero:
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            write_json(meta_path, {"key": key, "mlflow_run_id": run.run_id})
-        if run.enabled:
-            from pytorch_lightning.loggers import MLFlowLogger
-            trainer.loggers = [MLFlowLogger(experiment_name=cfg.tracking.experiment,
-                                            tracking_uri=tracking_uri(cfg), run_id=run.run_id)]
-        t_fit = time.perf_counter()
-        trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
-        fit_seconds = time.perf_counter() - t_fit
-        if not trainer.is_global_zero:
-            # ranks 1..N-1 are done: rank 0 tests on its own and writes every output
-            print(f"[{stage}] rank {trainer.global_rank} of {trainer.world_size}: training done")
-            return {}
-        rows = history.rows if history.rows else (read_csv(history.csv_path) if history.csv_path.exists() else [])
-        tests, last_state = evaluate_last_and_best(_test_trainer(cfg, trainer), module, data, checkpoint, rows,
-                                                   fast_dev_run)
-        selected = str(s.select)
-        if selected == "last":
-            module.load_state_dict(last_state)
-        test = tests[selected]
-
-        final_net = module.net.float().to(memory_format=torch.contiguous_format).cpu()
-        arch = arch_from_config(cfg, stage)
-        if s.model == "head":
-            final_net, arch = transfer_from_head(cfg, stage, final_net), arch | {"kind": "transfer", "trainable": []}
-        # a later stage that starts from our last epoch needs it when we keep another one
-        keep_last = selected != "last" and tests["best_epoch"] != tests["last_epoch"] and any(
-            cfg[t].get("init_from") == stage and cfg[t].get("init_from_weights") == "last" for t in TRAINING_STAGES)
-        save_model(Path(paths.models) / f"{stage}.pt", stage, arch, final_net,
-                   last_state=_net_state(last_state) if keep_last else None)
-
-        epochs_run = len(rows)
-        chosen_epoch = tests["last_epoch"] if selected == "last" else tests["best_epoch"]
-        chosen_row = next((r for r in rows if int(r["epoch"]) == chosen_epoch), rows[-1] if rows else {})
-        metrics = {
-            "test/acc": round(float(test["test/acc"]), 6), "test/loss": round(float(test["test/loss"]), 6),
-            "test/acc_last": round(float(tests["last"]["test/acc"]), 6),
-            "test/acc_best": round(float(tests["best"]["test/acc"]), 6),
-            # the kept epoch's validation figures: what a sweep may tune on (cli.py), never test/*
-            "val/acc": _value(chosen_row, "val/acc"), "val/loss": _value(chosen_row, "val/loss"),
-            "select": selected, "selected_epoch": chosen_epoch, "best_epoch": tests["best_epoch"],
-            "epochs": epochs_run, "seed": int(cfg.seed), "test_images": len(data.datasets["test"]),
-            "profile": str(cfg.get("profile", "")),
-            "seconds_per_epoch": round(sum(float(r["seconds"]) for r in rows) / epochs_run, 3) if epochs_run else None,
-            "fit_seconds": round(fit_seconds, 2), "wall_time_s": round(time.perf_counter() - t_start, 2),
-            "device": _device_name(), "devices": trainer.world_size,
-        }
-        if extract_info.get("images_per_second"):
-            metrics["extract_images_per_second"] = round(extract_info["images_per_second"], 2)
-        write_json(Path(paths.metrics) / f"{stage}.json", metrics)
-        if not fast_dev_run:
-            record_seed(cfg, stage, metrics)
-        publish_model(run, cfg, stage, Path(paths.models) / f"{stage}.pt", metrics)   # models/<stage>.md + registry
-        curves = Path(paths.reports) / "curves" / f"{stage}.png"
-        if rows:
-            plot_curves(rows, curves, stage)
-        # val/acc and val/loss already have one point per epoch (Lightning's logger): log only the summaries
-        run.log_metrics({k: v for k, v in metrics.items() if k not in ("val/acc", "val/loss")})
-        run.log_artifact(curves, "curves")
-        run.log_artifact(Path(paths.plots) / f"{stage}.csv", "history")
-    shutil.rmtree(ckpt_dir, ignore_errors=True)         # finished: nothing left to resume
-    print(f"[{stage}] test accuracy {metrics['test/acc']:.4f} after {epochs_run} epochs "
-          f"({metrics['seconds_per_epoch']} s/epoch, {metrics['wall_time_s']:.0f}s in all)")
-    return metrics
+def epoch_rows(history: History) -> list[dict]:
+    """The per-epoch rows: in memory, or (a resumed run that had nothing left to fit) from the CSV."""
+    if history.rows:
+        return history.rows
+    return read_csv(history.csv_path) if history.csv_path.exists() else []
 
 
-def evaluate_last_and_best(trainer, module, data, checkpoint, rows, fast_dev_run) -> tuple[dict, dict]:
-    """Test the last epoch and the epoch of lowest validation loss (the same run when they coincide).
+def test_last_and_best(trainer: pl.Trainer, module: BinaryClassifier, data: TensorDataModule,
+                       checkpoint: ModelCheckpoint, rows: list[dict], select: str, fast_dev_run) -> dict:
+    """Test the last epoch and the epoch of lowest validation loss (one test when they coincide), and leave
+    the module holding the `select`ed one's weights.
 
-    Returns ({"last": test metrics, "best": ..., "last_epoch", "best_epoch"}, the last epoch's state dict);
-    the module is left holding the best epoch's weights.
+    Returns {"last": test metrics, "best": ..., "last_epoch", "best_epoch", "kept_epoch", "kept": test
+    metrics of the kept epoch, "last_state": the last epoch's state dict}.
     """
     last_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     last_epoch, best_epoch = (int(rows[-1]["epoch"]) if rows else None), _best_epoch(rows)
-    last = trainer.test(module, datamodule=data, verbose=False)[0]
-    best = last
+    last = best = trainer.test(module, datamodule=data, verbose=False)[0]
     best_path = checkpoint.best_model_path if checkpoint.best_model_path and not fast_dev_run else None
     if best_path and best_epoch != last_epoch:
-        module.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"])
-        best = trainer.test(module, datamodule=data, verbose=False)[0]
+        # Lightning restores the best checkpoint's weights into `module` before testing
+        best = trainer.test(module, datamodule=data, ckpt_path=best_path, verbose=False, weights_only=True)[0]
     else:
         best_epoch = last_epoch
-    return {"last": last, "best": best, "last_epoch": last_epoch, "best_epoch": best_epoch}, last_state
+    if select == "last":
+        module.load_state_dict(last_state)
+    return {"last": last, "best": best, "last_epoch": last_epoch, "best_epoch": best_epoch,
+            "kept_epoch": last_epoch if select == "last" else best_epoch, "kept": last if select == "last" else best,
+            "last_state": last_state}
+
+
+def save_kept_model(cfg, settings: StageSettings, module: BinaryClassifier, tests: dict) -> Path:
+    """models/<stage>.pt: the kept epoch's net as an image -> logit model (a head on cached features is
+    wrapped with its conv base), plus the last epoch's weights when a later stage starts from them."""
+    net = module.net.float().to(memory_format=torch.contiguous_format).cpu()
+    arch = model_arch(cfg, settings.name)
+    if settings.model == "head":
+        net = transfer_from_head(net, build_backbone(cfg.backbone.name, cfg.backbone.weights),
+                                 int(cfg.data.image_size), settings.hidden, settings.dropout, settings.activation)
+        arch |= {"kind": "transfer", "trainable": []}
+    keep_last = tests["kept_epoch"] != tests["last_epoch"] and _continued_from_last(cfg, settings.name)
+    path = Path(cfg.paths.models) / f"{settings.name}.pt"
+    save_model(path, settings.name, arch, net, last_state=_net_state(tests["last_state"]) if keep_last else None)
+    return path
+
+
+def stage_metrics(cfg, settings: StageSettings, tests: dict, rows: list[dict], test_images: int,
+                  fit_seconds: float, started: float, devices: int, features: Features | None) -> dict:
+    """metrics/<stage>.json: both test accuracies, the kept epoch's validation figures, and the timings."""
+    kept_row = next((r for r in rows if int(r["epoch"]) == tests["kept_epoch"]), rows[-1] if rows else {})
+    epochs_run = len(rows)
+    metrics = {
+        "test/acc": round(float(tests["kept"]["test/acc"]), 6), "test/loss": round(float(tests["kept"]["test/loss"]), 6),
+        "test/acc_last": round(float(tests["last"]["test/acc"]), 6),
+        "test/acc_best": round(float(tests["best"]["test/acc"]), 6),
+        # the kept epoch's validation figures: what a sweep may tune on (cli.py), never test/*
+        "val/acc": _value(kept_row, "val/acc"), "val/loss": _value(kept_row, "val/loss"),
+        "select": settings.select, "selected_epoch": tests["kept_epoch"], "best_epoch": tests["best_epoch"],
+        "epochs": epochs_run, "seed": int(cfg.seed), "test_images": test_images,
+        "profile": str(cfg.get("profile", "")),
+        "seconds_per_epoch": round(sum(float(r["seconds"]) for r in rows) / epochs_run, 3) if epochs_run else None,
+        "fit_seconds": round(fit_seconds, 2), "wall_time_s": round(time.perf_counter() - started, 2),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "devices": devices,
+    }
+    if features is not None and features.images_per_second:
+        metrics["extract_images_per_second"] = round(features.images_per_second, 2)
+    return metrics
+
+
+def write_outputs(cfg, stage: str, run: StageRun, model_path: Path, metrics: dict, rows: list[dict],
+                  fast_dev_run) -> None:
+    """The metrics file, the seed ledger, the model card and registered model, the curves, the MLflow run."""
+    write_json(Path(cfg.paths.metrics) / f"{stage}.json", metrics)
+    if not fast_dev_run:
+        record_seed(cfg, stage, metrics)
+    publish_model(run, cfg, stage, model_path, metrics)   # models/<stage>.md + registry
+    curves = Path(cfg.paths.reports) / "curves" / f"{stage}.png"
+    if rows:
+        plot_curves(rows, curves, stage)
+    # val/acc and val/loss already have one point per epoch (Lightning's logger): log only the summaries
+    run.log_metrics({k: v for k, v in metrics.items() if k not in ("val/acc", "val/loss")})
+    run.log_artifact(curves, "curves")
+    run.log_artifact(Path(cfg.paths.plots) / f"{stage}.csv", "history")
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _continued_from_last(cfg, stage: str) -> bool:
+    """Does a later stage start from this stage's last epoch (`init_from: <stage>`, `init_from_weights: last`)?"""
+    return any(cfg[t].get("init_from") == stage and cfg[t].get("init_from_weights") == "last" for t in TRAINING_STAGES)
 
 
 def _net_state(module_state: dict) -> dict:
     """The LightningModule's state dict -> its `net`'s (prefix `net.` dropped)."""
     return {k[len("net."):]: v for k, v in module_state.items() if k.startswith("net.")}
-
-
-def _device_name() -> str:
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
 def _value(row: dict, key):

@@ -16,7 +16,7 @@ from catdog_lab.data.datamodule import load_cached_split
 from catdog_lab.io import write_json
 from catdog_lab.models.components.backbones import build_backbone
 from catdog_lab.models.factory import load_model
-from catdog_lab.stages.features import device_for
+from catdog_lab.models.features import device_for
 from catdog_lab.tracking import stage_run
 from catdog_lab.viz import views
 from catdog_lab.viz.activations import plot_activations
@@ -51,7 +51,7 @@ def visualize(cfg) -> dict:
     models = read_path(cfg, "models")
     metrics: dict = {}
     # nets go to the GPU when there is one (trainer.accelerator); images stay on the CPU for plotting
-    device = device_for(cfg)
+    device = device_for(str(cfg.trainer.accelerator))
 
     with stage_run(cfg, "visualize") as run:
         # 1. primer on the first test cat
@@ -63,7 +63,7 @@ def visualize(cfg) -> dict:
         plot_activations(scratch, images[cat], str(v.scratch_model), index)
 
         # 3. filter patterns of the pretrained base, and of the fine-tuned block5 next to the pretrained one
-        backbone = build_backbone(cfg.backbone)
+        backbone = build_backbone(cfg.backbone.name, cfg.backbone.weights)
         backbone.features.to(device)
         backbone.preprocess.to(device)
         for name in v.filters.layers:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from catdog_lab.errors import WeightsError
+from catdog_lab.errors import ConfigError, WeightsError
 from catdog_lab.models.components.preprocess import TORCHVISION_IMAGENET, Preprocess
 
 KERAS_VGG16_FORMAT = "torchvision-vgg16-features/v1"
@@ -27,7 +27,6 @@ class Backbone:
     layers: dict[str, int] = field(default_factory=dict)   # Keras name -> index of its output module
     convs: dict[str, int] = field(default_factory=dict)    # Keras conv name -> index of the Conv2d
     out_channels: int = 512
-    weights: str = "none"
 
     def output_side(self, image_size: int) -> int:
         with torch.no_grad():
@@ -106,14 +105,18 @@ def build_vgg16(weights: str = "none", progress: bool = True) -> Backbone:
             raise WeightsError(f"backbone.weights: {weights} lacks {len(missing)} VGG16 conv tensors "
                                f"(e.g. features.{missing[0]})")
     layers, convs = _vgg16_names()
-    return Backbone("vgg16", features, Preprocess(spec), layers, convs, out_channels=512, weights=str(weights))
+    return Backbone("vgg16", features, Preprocess(spec), layers, convs, out_channels=512)
 
 
 BACKBONES = {"vgg16": build_vgg16}
 
 
-def build_backbone(cfg_backbone) -> Backbone:
-    name = cfg_backbone.name
+def backbone_builder(name: str):
+    """The builder of backbone `name`: the one place an unknown `backbone.name` is rejected."""
     if name not in BACKBONES:
-        raise WeightsError(f"backbone.name: unknown backbone {name!r}; choose one of {', '.join(sorted(BACKBONES))}")
-    return BACKBONES[name](str(cfg_backbone.weights))
+        raise ConfigError(f"backbone.name: unknown backbone {name!r}; choose one of {', '.join(sorted(BACKBONES))}")
+    return BACKBONES[name]
+
+
+def build_backbone(name: str, weights: str) -> Backbone:
+    return backbone_builder(name)(str(weights))

@@ -12,7 +12,7 @@ class TransferNet(nn.Module):
     def __init__(self, backbone: Backbone, image_size: int, hidden: int = 256, dropout: float = 0.0,
                  trainable: list[str] | tuple[str, ...] = (), activation: str = "relu"):
         super().__init__()
-        self.backbone_name, self.layer_index, self.conv_index = backbone.name, backbone.layers, backbone.convs
+        self.layer_index, self.conv_index = backbone.layers, backbone.convs
         self.preprocess = backbone.preprocess
         self.features = backbone.features
         side = backbone.output_side(image_size)
@@ -23,7 +23,6 @@ class TransferNet(nn.Module):
         unknown = [name for name in trainable if name not in self.conv_index]
         if unknown:
             raise ValueError(f"unknown backbone layer(s) {unknown}; known: {', '.join(self.conv_index)}")
-        self.trainable = list(trainable)
         for p in self.features.parameters():
             p.requires_grad_(False)
         for name in trainable:
