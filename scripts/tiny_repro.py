@@ -1,7 +1,7 @@
 """`dvc repro` of a git commit on 12 generated photos per class, and a print of what it produced.
 
 A refactor check: run it on the commit before and the commit after, and diff the two outputs. Every metric
-except the clocks (seconds, wall time, throughput) and the sha256 of every model file must be identical
+except the clocks (seconds, wall time, throughput) and the sha256 of every model's weights must be identical
 (training on the CPU is deterministic: tests/test_determinism.py).
 
     python scripts/tiny_repro.py --ref 0a9fff1 --json /tmp/before.json
@@ -45,12 +45,25 @@ def compose_params(repo: Path, overrides: list[str]) -> str:
                           text=True, env={**os.environ, "PYTHONPATH": str(repo / "src")}).stdout
 
 
+def weights_hash(path: Path) -> str:
+    """sha256 over a model file's architecture record and tensors (the file's bytes also hold the temporary
+    folder's paths, which differ between any two runs)."""
+    import torch
+
+    bundle = torch.load(path, map_location="cpu", weights_only=True)
+    digest = hashlib.sha256(json.dumps(bundle["arch"], sort_keys=True).encode())
+    for name in ("state_dict", "last_state_dict"):
+        for key, tensor in sorted(bundle.get(name, {}).items()):
+            digest.update(key.encode() + tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def results(repo: Path) -> dict:
     metrics = {}
     for path in sorted((repo / "metrics").glob("*.json")):
         values = json.loads(path.read_text())
         metrics[path.stem] = {k: v for k, v in values.items() if not any(c in k for c in CLOCKS)}
-    models = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in sorted((repo / "models").glob("*.pt"))}
+    models = {p.name: weights_hash(p) for p in sorted((repo / "models").glob("*.pt"))}
     return {"metrics": metrics, "models": models}
 
 
