@@ -50,8 +50,8 @@ def test_compare_writes_table_chart_metrics_and_report(fake_run, tmp_path):
 
 def test_compare_logs_into_the_parent_run(fake_run):
     from mlflow.tracking import MlflowClient
-    from catdog_lab.tracking import stage_run
-    with stage_run(fake_run, "scratch"):             # a stage run creates the pipeline's parent
+    from catdog_lab.tracking import Tracking, stage_run
+    with stage_run(Tracking.from_config(fake_run), "scratch"):             # a stage run creates the pipeline's parent
         pass
     compare(fake_run)
     client = MlflowClient(tracking_uri=fake_run.tracking.uri)

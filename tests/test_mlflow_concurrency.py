@@ -8,11 +8,11 @@ from mlflow.tracking import MlflowClient
 WRITER = textwrap.dedent("""
     import sys
     from catdog_lab.config import compose
-    from catdog_lab.tracking import stage_run
+    from catdog_lab.tracking import Tracking, stage_run
     db, art, worker = sys.argv[1], sys.argv[2], sys.argv[3]
     cfg = compose([f"tracking.uri=sqlite:///{db}", f"tracking.artifact_location={art}", f"scratch.lr={worker}e-4"])
     for r in range(3):
-        with stage_run(cfg, "scratch", extra_tags={"worker": worker}) as run:
+        with stage_run(Tracking.from_config(cfg), "scratch", extra_tags={"worker": worker}) as run:
             for step in range(15):
                 run.log_metrics({"val/acc": step / 15, "train/loss": 1 - step / 15}, step=step)
     print("done", worker)
@@ -59,7 +59,7 @@ def test_queued_dvc_experiments_log_into_the_projects_store(tmp_path, monkeypatc
     exp_dir.mkdir(parents=True)
     monkeypatch.chdir(exp_dir)
     cfg = compose()
-    assert tracking_uri(cfg) == f"sqlite:///{tmp_path / 'project' / 'mlflow.db'}"
-    assert artifact_location(cfg) == (tmp_path / "project" / "mlartifacts").as_uri()
+    assert tracking_uri(cfg.tracking.uri) == f"sqlite:///{tmp_path / 'project' / 'mlflow.db'}"
+    assert artifact_location(cfg.tracking.artifact_location) == (tmp_path / "project" / "mlartifacts").as_uri()
     monkeypatch.chdir(tmp_path)
-    assert tracking_uri(cfg) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert tracking_uri(cfg.tracking.uri) == f"sqlite:///{tmp_path / 'mlflow.db'}"

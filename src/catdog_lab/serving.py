@@ -171,7 +171,7 @@ def registry_model_file(uri: str, tracking_uri: str | None = None) -> Path:
     return found[0]
 
 
-def crown_champion(cfg, metrics: dict[str, dict]) -> str:
+def crown_champion(metrics: dict[str, dict], models_dir: Path, tracking) -> str:
     """Pick the champion among the trained stages by validation accuracy (ties: lower validation loss), never
     by test accuracy, which stays an unbiased estimate only if nothing is chosen on it. With tracking on, set
     `catdog-<stage>@champion` and remove the alias from the other stages' models. Returns one line."""
@@ -183,12 +183,12 @@ def crown_champion(cfg, metrics: dict[str, dict]) -> str:
     stages = f"{len(scored)} stage{'' if len(scored) == 1 else 's'}"
     line = (f"Champion: `{stage}`, the highest validation accuracy ({100 * acc:.1f}%) of {stages} "
             f"(chosen on validation, not test)")
-    if not cfg.tracking.enabled:
+    if not tracking.enabled:
         return line + "; tracking off, no registry alias set."
     from catdog_lab.tracking import _client, retry
 
-    client = _client(cfg)
-    version = set_champion(client, stage, Path(cfg.paths.models) / f"{stage}.pt")
+    client = _client(tracking)
+    version = set_champion(client, stage, Path(models_dir) / f"{stage}.pt")
     if version is None:
         return line + f"; `models/{stage}.pt` is not in the registry, no alias set."
     for other in metrics:

@@ -3,6 +3,9 @@
 Runs of one `dvc repro` share a `pipeline_id` tag (git commit + params.yaml hash, or
 $CATDOG_PIPELINE_ID) and hang under one parent run named after it, which `compare` fills with the
 accuracy table. SQLite "database is locked" errors (concurrent queue workers) are retried.
+
+The stage layer builds a `Tracking` from the config once (`Tracking.from_config`) and hands it down:
+nothing here reads the config object.
 """
 from __future__ import annotations
 
@@ -12,8 +15,9 @@ import os
 import random
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from catdog_lab.config import flatten, params_hash
 from catdog_lab.io import project_root
@@ -55,22 +59,45 @@ def standard_tags() -> dict[str, str]:
     return tags
 
 
-def pipeline_id(cfg) -> str:
-    if os.environ.get("CATDOG_PIPELINE_ID"):
-        return os.environ["CATDOG_PIPELINE_ID"]
-    return hashlib.sha256(f"{git_commit()}:{params_hash(cfg)}".encode()).hexdigest()[:12]
-
-
-def tracking_uri(cfg) -> str:
-    uri = str(cfg.tracking.uri)
+def tracking_uri(uri: str) -> str:
+    """`tracking.uri` with a relative SQLite file resolved against the project root."""
+    uri = str(uri)
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return f"sqlite:///{project_root() / uri[len('sqlite:///'):]}"
     return uri
 
 
-def artifact_location(cfg) -> str:
-    path = Path(str(cfg.tracking.artifact_location))
+def artifact_location(path: str) -> str:
+    """`tracking.artifact_location` as a file URI, a relative folder resolved against the project root."""
+    path = Path(str(path))
     return (path if path.is_absolute() else project_root() / path).as_uri()
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """What the MLflow code needs from the config: `tracking.*` resolved, and the run's parameters."""
+    enabled: bool
+    uri: str = ""                  # resolved (tracking_uri)
+    artifact_location: str = ""    # a file URI (artifact_location)
+    experiment: str = ""
+    profile: str = ""
+    params_hash: str = ""          # of the whole config: with the commit, the pipeline's id
+    params: dict[str, Any] = field(default_factory=dict)     # the flattened config, logged on every stage run
+
+    @classmethod
+    def from_config(cls, cfg) -> "Tracking":
+        if not cfg.tracking.enabled:
+            return cls(enabled=False)
+        return cls(enabled=True, uri=tracking_uri(cfg.tracking.uri),
+                   artifact_location=artifact_location(cfg.tracking.artifact_location),
+                   experiment=str(cfg.tracking.experiment), profile=str(cfg.get("profile", "")),
+                   params_hash=params_hash(cfg), params=flatten(cfg))
+
+
+def pipeline_id(tracking: Tracking) -> str:
+    if os.environ.get("CATDOG_PIPELINE_ID"):
+        return os.environ["CATDOG_PIPELINE_ID"]
+    return hashlib.sha256(f"{git_commit()}:{tracking.params_hash}".encode()).hexdigest()[:12]
 
 
 @contextlib.contextmanager
@@ -91,11 +118,11 @@ def _store_init_lock(uri: str):
         yield
 
 
-def _client(cfg):
+def _client(tracking: Tracking):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri(cfg)
+    uri = tracking.uri
     mlflow.set_tracking_uri(uri)
     with _store_init_lock(uri):
         client = MlflowClient(tracking_uri=uri)
@@ -107,38 +134,37 @@ def _client(cfg):
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
-def experiment_id(client, cfg) -> str:
+def experiment_id(client, tracking: Tracking) -> str:
     def get_or_create():
-        exp = client.get_experiment_by_name(cfg.tracking.experiment)
+        exp = client.get_experiment_by_name(tracking.experiment)
         if exp is not None:
             return exp.experiment_id
-        location = artifact_location(cfg)
         try:
-            return client.create_experiment(cfg.tracking.experiment, artifact_location=location,
+            return client.create_experiment(tracking.experiment, artifact_location=tracking.artifact_location,
                                             tags=EXPERIMENT_TAGS)
         except Exception as exc:      # created meanwhile by a concurrent worker
             if "already exists" in str(exc).lower() or "unique" in str(exc).lower():
-                return client.get_experiment_by_name(cfg.tracking.experiment).experiment_id
+                return client.get_experiment_by_name(tracking.experiment).experiment_id
             raise
     return retry(get_or_create)
 
 
-def parent_run_id(client, exp_id: str, cfg) -> str:
+def parent_run_id(client, exp_id: str, tracking: Tracking) -> str:
     """The pipeline's parent run: found by tag, created on first use (by whichever stage runs first)."""
-    with _store_init_lock(tracking_uri(cfg)):               # find-or-create atomically across workers
-        return _find_or_create_parent(client, exp_id, cfg)
+    with _store_init_lock(tracking.uri):               # find-or-create atomically across workers
+        return _find_or_create_parent(client, exp_id, tracking)
 
 
-def _find_or_create_parent(client, exp_id: str, cfg) -> str:
-    pid = pipeline_id(cfg)
+def _find_or_create_parent(client, exp_id: str, tracking: Tracking) -> str:
+    pid = pipeline_id(tracking)
     query = f"tags.pipeline_id = '{pid}' and tags.run_kind = 'pipeline'"
     found = retry(lambda: client.search_runs([exp_id], query, max_results=1, order_by=["attributes.start_time ASC"]))
     if found:
         return found[0].info.run_id
-    run = retry(lambda: client.create_run(exp_id, run_name=f"pipeline {pid} ({cfg.get('profile', '?')} profile)",
+    run = retry(lambda: client.create_run(exp_id, run_name=f"pipeline {pid} ({tracking.profile or '?'} profile)",
                                           tags=standard_tags() | {
                                               "pipeline_id": pid, "run_kind": "pipeline", "git_commit": git_commit(),
-                                              "profile": str(cfg.get("profile", "")), "params_hash": params_hash(cfg)}))
+                                              "profile": tracking.profile, "params_hash": tracking.params_hash}))
     retry(lambda: client.set_terminated(run.info.run_id, "FINISHED"))
     return run.info.run_id
 
@@ -170,17 +196,17 @@ class StageRun:
 
 
 @contextlib.contextmanager
-def stage_run(cfg, stage: str, resume_run_id: str | None = None, extra_tags: dict | None = None
+def stage_run(tracking: Tracking, stage: str, resume_run_id: str | None = None, extra_tags: dict | None = None
               ) -> Iterator[StageRun]:
     """Open (or reopen, when resuming) the stage's run; mark it FINISHED / FAILED / KILLED on exit."""
-    if not cfg.tracking.enabled:
+    if not tracking.enabled:
         yield StageRun()
         return
     from mlflow.entities import Param
 
-    client = _client(cfg)
-    exp_id = experiment_id(client, cfg)
-    parent = parent_run_id(client, exp_id, cfg)
+    client = _client(tracking)
+    exp_id = experiment_id(client, tracking)
+    parent = parent_run_id(client, exp_id, tracking)
     run_id = None
     if resume_run_id:
         try:
@@ -189,11 +215,12 @@ def stage_run(cfg, stage: str, resume_run_id: str | None = None, extra_tags: dic
         except Exception:
             run_id = None
     if run_id is None:
-        tags = standard_tags() | {"mlflow.parentRunId": parent, "pipeline_id": pipeline_id(cfg), "stage": stage, "run_kind": "stage",
-                "git_commit": git_commit(), "params_hash": params_hash(cfg), "profile": str(cfg.get("profile", ""))}
+        tags = standard_tags() | {"mlflow.parentRunId": parent, "pipeline_id": pipeline_id(tracking), "stage": stage,
+                                  "run_kind": "stage", "git_commit": git_commit(), "params_hash": tracking.params_hash,
+                                  "profile": tracking.profile}
         tags |= {k: str(v) for k, v in (extra_tags or {}).items()}
         run_id = retry(lambda: client.create_run(exp_id, run_name=REGISTRY[stage].run_name if stage in REGISTRY else stage, tags=tags)).info.run_id
-        params = [Param(k, str(v)[:6000]) for k, v in flatten(cfg).items()]
+        params = [Param(k, str(v)[:6000]) for k, v in tracking.params.items()]
         for i in range(0, len(params), 100):
             retry(lambda chunk=params[i:i + 100]: client.log_batch(run_id, params=chunk))
     handle = StageRun(client, run_id)
@@ -209,12 +236,12 @@ def stage_run(cfg, stage: str, resume_run_id: str | None = None, extra_tags: dic
 
 
 @contextlib.contextmanager
-def pipeline_run(cfg) -> Iterator[StageRun]:
+def pipeline_run(tracking: Tracking) -> Iterator[StageRun]:
     """The pipeline's parent run, for the summary (the compare stage): the accuracy table and chart."""
-    if not cfg.tracking.enabled:
+    if not tracking.enabled:
         yield StageRun()
         return
-    client = _client(cfg)
-    run_id = parent_run_id(client, experiment_id(client, cfg), cfg)
+    client = _client(tracking)
+    run_id = parent_run_id(client, experiment_id(client, tracking), tracking)
     yield StageRun(client, run_id)
     retry(lambda: client.set_terminated(run_id, "FINISHED"))   # end time = now: the pipeline's duration

@@ -5,13 +5,13 @@ import time
 
 from catdog_lab.config import validate_data
 from catdog_lab.data.split import manifest_hash, split_and_cache
-from catdog_lab.tracking import stage_run
+from catdog_lab.tracking import Tracking, stage_run
 
 
 def split(cfg) -> dict:
     validate_data(cfg)
     t0 = time.perf_counter()
-    with stage_run(cfg, "split") as run:
+    with stage_run(Tracking.from_config(cfg), "split") as run:
         report = split_and_cache(cfg)
         seconds = time.perf_counter() - t0
         run.log_metrics({"images": sum(sum(c.values()) for c in report["counts"].values()),

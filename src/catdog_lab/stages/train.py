@@ -42,7 +42,7 @@ from catdog_lab.publish import publish_model
 from catdog_lab.registry import TRAINING_STAGES
 from catdog_lab.seeds import record as record_seed
 from catdog_lab.settings import StageSettings, TrainerSettings, model_arch, stage_settings, trainer_settings
-from catdog_lab.tracking import StageRun, stage_run, tracking_uri
+from catdog_lab.tracking import StageRun, Tracking, stage_run
 
 # config keys that define a stage's result (a checkpoint is resumed only if these are unchanged)
 RESUME_KEYS = ("seed", "data", "backbone", "augmentation")
@@ -64,15 +64,16 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
     resume_from, resume_run = resume_point(ckpt_dir, key, fast_dev_run, zero)
 
     # one MLflow run per stage execution, owned by rank 0; the other ranks log nothing
-    tracked = stage_run(cfg, stage, resume_run, {"data_manifest": manifest_hash(read_path(cfg, "split"))}) \
+    tracking = Tracking.from_config(cfg)
+    tracked = stage_run(tracking, stage, resume_run, {"data_manifest": manifest_hash(read_path(cfg, "split"))}) \
         if zero else contextlib.nullcontext(StageRun())
     with tracked as run:
         if zero:
             write_json(ckpt_dir / "meta.json", {"key": key, "mlflow_run_id": run.run_id})
         if run.enabled:
             from pytorch_lightning.loggers import MLFlowLogger
-            trainer.loggers = [MLFlowLogger(experiment_name=cfg.tracking.experiment,
-                                            tracking_uri=tracking_uri(cfg), run_id=run.run_id)]
+            trainer.loggers = [MLFlowLogger(experiment_name=tracking.experiment, tracking_uri=tracking.uri,
+                                            run_id=run.run_id)]
         fit_started = time.perf_counter()
         trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
         fit_seconds = time.perf_counter() - fit_started
