@@ -28,22 +28,15 @@ from tqdm.auto import tqdm
 from catdog_lab import CLASSES, SPLITS
 from catdog_lab.data.cache import ImageWriter, cache_files
 from catdog_lab.data.images import Candidate, find_candidates, label_index, open_rgb
-from catdog_lab.data.sources import resolve_source
 from catdog_lab.errors import DataError
 from catdog_lab.io import torch_save, write_csv, write_json
 
 
-def split_and_cache(cfg) -> dict:
-    """Run the whole split stage from a composed config; returns the report dict."""
-    root = resolve_source(cfg.data.source)
-    counts = {s: cfg.data.split[s] for s in SPLITS}
-    result = make_split(root, counts, seed=int(cfg.data.split.seed), image_size=int(cfg.data.image_size),
-                        max_pixels=int(cfg.data.max_image_pixels), cache_dir=Path(cfg.paths.cache),
-                        workers=resolve_workers(cfg.data.workers))
-    split_dir = Path(cfg.paths.split)
+def write_split(split_dir: Path, result: dict, source: Path) -> dict:
+    """<split_dir>/manifest.csv, skipped.csv and report.json from `make_split`'s result; returns the report."""
     write_csv(split_dir / "manifest.csv", result["manifest"], ["file", "class", "split", "sha256"])
     write_csv(split_dir / "skipped.csv", result["skipped"], ["file", "class", "reason"])
-    report = result["report"] | {"source": str(root)}
+    report = result["report"] | {"source": str(source)}
     write_json(split_dir / "report.json", report)
     return report
 
