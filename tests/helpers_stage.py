@@ -1,0 +1,101 @@
+"""Checks of what a training stage wrote (tests/test_train.py, tests/test_vgg.py).
+
+The reference is the saved model file itself, evaluated here by hand on every image of the cached test
+split, computed as BinaryClassifier's test step does (models/classifier.py): a logit > 0 is a dog, the
+accuracy and the BCE-with-logits loss are means over the images. The stage's reported test/acc and
+test/loss (rounded to 6 decimals in metrics/<stage>.json) must be these figures: the file on disk is the
+model that was tested, not merely a model that loads.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+HISTORY_COLUMNS = ["epoch", "train/loss", "train/acc", "val/loss", "val/acc", "seconds"]
+METRICS_KEYS = {"test/acc", "test/loss", "test/acc_last", "test/acc_best", "val/acc", "val/loss", "select",
+                "selected_epoch", "best_epoch", "epochs", "seed", "test_images", "profile", "seconds_per_epoch",
+                "fit_seconds", "wall_time_s", "device", "devices"}
+# rounding to 6 decimals (<= 5e-7) and float32 differences between Lightning's channels-last forward and
+# this plain one (~1e-7); a model with other weights is off by orders of magnitude more
+TOLERANCE = 1.5e-6
+
+
+def evaluate_saved_model(model_path: str | Path, cache_dir: str | Path) -> dict:
+    """The model file's accuracy and mean BCE loss on the whole cached test split, by hand."""
+    from catdog_lab.data.datamodule import load_cached_split
+    from catdog_lab.models.factory import load_model
+
+    net, bundle = load_model(model_path)
+    test = load_cached_split(cache_dir, "test")
+    labels = test["labels"]
+    with torch.no_grad():
+        logits = net(test["images"].float())          # uint8 RGB N x 3 x H x W -> one logit per image
+    assert logits.shape == labels.shape, (logits.shape, labels.shape)
+    return {"acc": ((logits > 0).long() == labels).float().mean().item(),
+            "loss": F.binary_cross_entropy_with_logits(logits, labels.float()).item(),
+            "images": len(labels), "logits": logits, "bundle": bundle}
+
+
+def assert_metrics_match_model(metrics: dict, by_hand: dict) -> None:
+    """metrics/<stage>.json's test figures are those of the saved model, on every test image."""
+    assert metrics["test_images"] == by_hand["images"]
+    assert abs(metrics["test/acc"] - by_hand["acc"]) <= TOLERANCE, (metrics["test/acc"], by_hand["acc"])
+    assert abs(metrics["test/loss"] - by_hand["loss"]) <= TOLERANCE, (metrics["test/loss"], by_hand["loss"])
+
+
+def assert_fast_dev_run_outputs(cfg, stage: str, returned: dict) -> None:
+    """Everything train(cfg, stage, fast_dev_run=True) writes, and what it must not leave behind."""
+    from mlflow.tracking import MlflowClient
+    from PIL import Image
+
+    paths = cfg.paths
+    model_path = Path(paths.models) / f"{stage}.pt"
+    metrics_path = Path(paths.metrics) / f"{stage}.json"
+    history_path = Path(paths.plots) / f"{stage}.csv"
+    curves_path = Path(paths.reports) / "curves" / f"{stage}.png"
+    for path in (model_path, metrics_path, history_path, curves_path, Path(paths.models) / f"{stage}.md"):
+        assert path.is_file(), path
+
+    # the metrics file: what train() returned, every key, one epoch, and the saved model's test figures
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics == returned
+    assert METRICS_KEYS <= metrics.keys(), METRICS_KEYS - metrics.keys()
+    assert metrics["epochs"] == metrics["selected_epoch"] == metrics["best_epoch"] == 1
+    assert metrics["test/acc"] == metrics["test/acc_last"] == metrics["test/acc_best"]
+    by_hand = evaluate_saved_model(model_path, paths.cache)
+    assert by_hand["bundle"]["stage"] == stage
+    assert_metrics_match_model(metrics, by_hand)
+
+    # the history: one row for the one epoch, the row the metrics' val figures come from
+    with open(history_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames == HISTORY_COLUMNS
+    assert [int(r["epoch"]) for r in rows] == [1]
+    for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
+        assert rows[0][key] != "", key
+    assert float(rows[0]["val/loss"]) == metrics["val/loss"] and float(rows[0]["val/acc"]) == metrics["val/acc"]
+
+    with Image.open(curves_path) as image:               # a real PNG, not an empty or truncated file
+        assert image.format == "PNG" and min(image.size) > 100, (image.format, image.size)
+        image.load()
+
+    # a smoke run leaves no resume state and never enters the seed ledger (compare's error bars)
+    assert not (Path(paths.checkpoints) / stage).exists()
+    assert not (Path(paths.seeds) / stage).exists()
+
+    # the stage's one MLflow run ended FINISHED and holds the same figures and files
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    runs = client.search_runs([exp.experiment_id], f"tags.stage = '{stage}'")
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    run = runs[0]
+    # (the run's latest test/* is Lightning's own unrounded log at step 1, after the rounded summary at step 0)
+    for key in ("test/acc", "test/loss"):
+        assert abs(run.data.metrics[key] - metrics[key]) <= TOLERANCE, (key, run.data.metrics[key], metrics[key])
+    for folder, name in (("curves", f"{stage}.png"), ("history", f"{stage}.csv")):
+        assert f"{folder}/{name}" in {a.path for a in client.list_artifacts(run.info.run_id, folder)}, name
