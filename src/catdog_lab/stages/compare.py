@@ -67,18 +67,18 @@ def build_rows(cfg, metrics: dict, book: dict) -> list[dict]:
         runs = seed_accuracies(cfg, stage, metrics.get(stage))
         if not runs:
             continue
-        m, ref, ref2 = metrics.get(stage, runs[-1]), book.get(edition, {}).get(stage, {}), \
-            book.get(other, {}).get(stage, {})
+        latest = metrics.get(stage, runs[-1])         # the workspace's run, else the ledger's last
+        ref, ref2 = book.get(edition, {}).get(stage, {}), book.get(other, {}).get(stage, {})
         settings = OmegaConf.to_container(cfg[stage], resolve=True) if stage in cfg else {}
-        stats = summarise([float(r["test/acc"]) for r in runs], int(m.get("test_images") or 1000))
-        vals = [float(r["val/acc"]) for r in runs if r.get("val/acc") is not None]
+        stats = summarise([float(r["test/acc"]) for r in runs], int(latest.get("test_images") or 1000))
+        val_accs = [float(r["val/acc"]) for r in runs if r.get("val/acc") is not None]
         rows.append({
             "stage": stage, "title": REGISTRY[stage].title, "seeds": [r.get("seed") for r in runs],
             "test_acc": stats["mean"], "test_std": stats["std"], "low": stats["low"], "high": stats["high"],
             "interval_kind": stats["interval_kind"], "n": stats["n"],
-            "val_acc": sum(vals) / len(vals) if vals else None, "test_loss": m.get("test/loss"),
-            "epochs": m.get("epochs"), "profile": m.get("profile"), "wall_time_s": m.get("wall_time_s"),
-            "seconds_per_epoch": m.get("seconds_per_epoch"), "select": m.get("select"),
+            "val_acc": sum(val_accs) / len(val_accs) if val_accs else None, "test_loss": latest.get("test/loss"),
+            "epochs": latest.get("epochs"), "profile": latest.get("profile"), "wall_time_s": latest.get("wall_time_s"),
+            "seconds_per_epoch": latest.get("seconds_per_epoch"), "select": latest.get("select"),
             "edition": edition, "book_acc": ref.get("acc"), "book_split": ref.get("split"),
             "other_edition": other, "book2_acc": ref2.get("acc"), "book2_split": ref2.get("split"),
             "verdict": verdict(stats, ref.get("acc")),
@@ -112,9 +112,10 @@ def settings_table(rows: list[dict]) -> str:
     lines = ["| stage | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for r in rows:
         cells = []
-        for k in keys:
-            v = r["settings"].get(k)
-            cells.append(", ".join(map(str, v)) if isinstance(v, list) and v else ("–" if v in (None, []) else str(v)))
+        for key in keys:
+            value = r["settings"].get(key)
+            cells.append(", ".join(map(str, value)) if isinstance(value, list) and value
+                         else ("–" if value in (None, []) else str(value)))
         lines.append(f"| {r['stage']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
