@@ -76,6 +76,9 @@ def test_spearman_basics():
     assert spearman(a, -a) == pytest.approx(-1.0)
     assert spearman(a, torch.zeros(10)) != spearman(a, torch.zeros(10))          # nan: nothing to rank
     assert spearman(torch.tensor([1.0, 1, 2, 3]), torch.tensor([5.0, 5, 6, 7])) == pytest.approx(1.0)
+    # ties share their average rank: ranks [1, 2.5, 2.5, 4] and [1, 3, 2, 4], deviations [-1.5, 0, 0, 1.5]
+    # and [-1.5, .5, -.5, 1.5]: rho = 4.5 / sqrt(4.5 * 5) = sqrt(0.9)
+    assert spearman(torch.tensor([1.0, 2, 2, 3]), torch.tensor([1.0, 3, 2, 4])) == pytest.approx(0.9 ** 0.5, abs=1e-12)
 
 
 def test_randomisation_check_flags_a_map_that_ignores_the_weights():
