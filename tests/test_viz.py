@@ -112,6 +112,8 @@ def test_filter_patterns_find_what_each_filter_detects_and_are_deterministic():
     assert torch.equal(a, b) and a.shape == (2, 3, 16, 16)
     red, blue = a[:, 0].mean((1, 2)), a[:, 2].mean((1, 2))
     assert blue[0] > red[0] and red[1] > blue[1]          # patterns come back as RGB
+    unblurred = filter_patterns(features, 1, Preprocess(spec), [0, 1], **(kwargs | {"blur_every": 0}))
+    assert not torch.equal(a, unblurred)                   # the blur regulariser is applied
 
 
 def test_primer_panels_name_operation_and_shape():

@@ -14,19 +14,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.transforms.v2.functional import gaussian_blur
 from tqdm.auto import tqdm
 
 from catdog_lab.models.components.preprocess import Preprocess
-
-
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, int(math.ceil(2 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-(t ** 2) / (2 * sigma ** 2))
-    k = (k / k.sum()).view(1, 1, -1)
-    c = x.shape[1]
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
 def filter_patterns(features: nn.Sequential, layer_index: int, preprocess: Preprocess, filters: list[int],
@@ -51,6 +42,7 @@ def filter_patterns(features: nn.Sequential, layer_index: int, preprocess: Prepr
     step_size = step * 255 * preprocess.scale / float(preprocess.std.mean())
     grey_pre = preprocess(torch.full((1, 3, 1, 1), 128.0, device=device))
     idx = torch.tensor(filters, device=device)
+    blur_size = 2 * math.ceil(2 * blur_sigma) + 1                 # the kernel reaches 2 sigma on each side
     bar = tqdm(total=iterations * octaves, desc=progress, unit="step", mininterval=2.0, disable=progress is None)
     for octave in range(octaves):
         if octave > 0:
@@ -73,7 +65,7 @@ def filter_patterns(features: nn.Sequential, layer_index: int, preprocess: Prepr
             if jitter:
                 x = torch.roll(x, shifts=(-dx, -dy), dims=(2, 3))
             if blur_every and (i + 1) % blur_every == 0:
-                x = _gaussian_blur(x, blur_sigma)
+                x = gaussian_blur(x, [blur_size, blur_size], [blur_sigma])       # reflect-padded
             bar.update(1)
     bar.close()
     with torch.no_grad():
