@@ -1,14 +1,19 @@
-"""Training curves as the book draws them: raw and smoothed by an exponential moving average."""
+"""Training curves as the book draws them: raw and smoothed by an exponential moving average.
+
+Also the one place that picks matplotlib's backend: every module of the package draws with
+`from catdog_lab.plots import plt`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
 
+from catdog_lab.io import atomic_path
+
+# Files only, never a window, even where a display is available. In time although pyplot is
+# already imported: pyplot resolves its backend lazily, at the first figure.
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from catdog_lab.io import atomic_path  # noqa: E402
 
 
 def ema(values: list[float], factor: float = 0.8) -> list[float]:

@@ -130,7 +130,7 @@ def predict_files(model_path: Path | str, files: list[Path], gradcam: bool = Fal
 
 
 def _save_gradcam(net, x, target: int, path: Path, out: Path | None, alpha: float) -> Path:
-    import matplotlib.pyplot as plt
+    from catdog_lab.plots import plt
     from catdog_lab.viz.attributions import gradcam
     from catdog_lab.viz.figures import overlay
 

@@ -1,10 +1,10 @@
 """Intermediate activations of the from-scratch convnet for one image, via Captum's LayerActivation."""
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import torch
 from captum.attr import LayerActivation
 
+from catdog_lab.plots import plt
 from catdog_lab.viz.attributions import on_net_device
 from catdog_lab.viz.figures import FigureIndex, channel_grid, to_image
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from catdog_lab.io import atomic_path, write_json, write_text  # noqa: E402
+from catdog_lab.io import atomic_path, write_json, write_text
+from catdog_lab.plots import plt
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """What one layer does to a photo: convolution with random kernels, ReLU, max pooling, a tiny LeNet."""
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
+from catdog_lab.plots import plt
 from catdog_lab.viz.figures import FigureIndex, normalise, to_image
 
 

@@ -1,10 +1,10 @@
 """The figures of the visualize stage, one function per view."""
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import torch
 
 from catdog_lab import CLASSES
+from catdog_lab.plots import plt
 from catdog_lab.viz import attributions as A
 from catdog_lab.viz.figures import FigureIndex, image_grid, normalise, overlay, to_image
 from catdog_lab.viz.sanity import randomisation_check, randomised_copy
