@@ -31,9 +31,9 @@ def registered_name(stage: str) -> str:
 class CatDogPyfunc:
     """What `mlflow.pyfunc.load_model` returns the inner object of: predict(DataFrame) -> DataFrame."""
 
-    def __init__(self, model_file: str | Path):
+    def __init__(self, model_file: str | Path, max_pixels: int | None = None):
         from catdog_lab.predict import Predictor
-        self.predictor = Predictor.from_file(model_file)
+        self.predictor = Predictor.from_file(model_file, max_pixels=max_pixels)
 
     def predict(self, model_input, params=None):
         import pandas as pd
@@ -66,12 +66,13 @@ def _image_bytes(value) -> bytes | str:
         return "not valid base64"
 
 
-def _load_pyfunc(data_path: str) -> CatDogPyfunc:
-    """MLflow's loader-module hook: `data_path` is the logged `.pt` bundle (a file or a folder holding it)."""
+def _load_pyfunc(data_path: str, model_config: dict | None = None) -> CatDogPyfunc:
+    """MLflow's loader-module hook: `data_path` is the logged `.pt` bundle (a file or a folder holding it);
+    `model_config` what `log_and_register` recorded (the decoding limit: a served model has no conf/)."""
     path = Path(data_path)
     if path.is_dir():
         path = next(iter(sorted(path.glob("*.pt"))))
-    return CatDogPyfunc(path)
+    return CatDogPyfunc(path, (model_config or {}).get("max_image_pixels"))
 
 
 def signature():
@@ -104,9 +105,10 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def log_and_register(run_id: str, stage: str, model_path: Path, input_example: str | None) -> dict:
-    """Log the stage model to its run as a pyfunc model and register it as `catdog-<stage>`.
-    Returns {"name", "version", "model_uri"}."""
+def log_and_register(run_id: str, stage: str, model_path: Path, input_example: str | None,
+                     max_pixels: int) -> dict:
+    """Log the stage model to its run as a pyfunc model and register it as `catdog-<stage>`; `max_pixels`
+    (the run's data.max_image_pixels) travels in its model_config. Returns {"name", "version", "model_uri"}."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -122,7 +124,8 @@ def log_and_register(run_id: str, stage: str, model_path: Path, input_example: s
         info = retry(lambda: mlflow.pyfunc.log_model(
             name="model", loader_module="catdog_lab.serving", data_path=str(model_path), code_paths=[str(package)],
             signature=signature(), input_example=example, pip_requirements=_requirements(),
-            registered_model_name=name, metadata={"stage": stage}))
+            model_config={"max_image_pixels": int(max_pixels)}, registered_model_name=name,
+            metadata={"stage": stage}))
     client = MlflowClient()
     version = str(info.registered_model_version)
     retry(lambda: client.set_model_version_tag(name, version, "model_sha256", file_sha256(model_path)))
