@@ -52,17 +52,18 @@ def expand_inputs(items: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
     files, errors = [], []
     for item in map(str, items):
         if Path(item).is_dir():
-            found = [p for p in sorted(Path(item).rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            found = [path for path in sorted(Path(item).rglob("*"))
+                     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES]
             files += found
             if not found:
                 errors.append(f"{item}: no images in this folder")
         elif glob.has_magic(item) and not Path(item).exists():
-            matches = [Path(m) for m in sorted(glob.glob(item, recursive=True))]
+            matches = [Path(match) for match in sorted(glob.glob(item, recursive=True))]
             if not matches:
                 errors.append(f"{item}: no file matches")
-            for m in matches:
-                sub, _ = expand_inputs([m]) if m.is_dir() else ([m], [])
-                files += sub
+            for match in matches:
+                inside, _ = expand_inputs([match]) if match.is_dir() else ([match], [])
+                files += inside
         else:
             files.append(Path(item))        # a missing file is reported per file, with the others classified
     return files, errors
@@ -100,20 +101,22 @@ class Predictor:
         """One result per source, in order: {"label", "probability", "p_dog", "error"} (+ "tensor")."""
         chunks = [sources[i:i + self.batch_size] for i in range(0, len(sources), self.batch_size)]
         with ThreadPoolExecutor(self.workers) as pool:
-            pending = [pool.submit(self.decode, s) for s in chunks[0]] if chunks else []
+            pending = [pool.submit(self.decode, source) for source in chunks[0]] if chunks else []
             for i in range(len(chunks)):
-                decoded = [f.result() for f in pending]
+                decoded = [future.result() for future in pending]
                 # queue the next batch's decoding before this batch's forward pass
-                pending = [pool.submit(self.decode, s) for s in chunks[i + 1]] if i + 1 < len(chunks) else []
-                good = [t for t in decoded if isinstance(t, torch.Tensor)]
+                pending = ([pool.submit(self.decode, source) for source in chunks[i + 1]] if i + 1 < len(chunks)
+                           else [])
+                good = [item for item in decoded if isinstance(item, torch.Tensor)]
                 probs = iter(self.p_dog(torch.stack(good)).tolist()) if good else iter(())
                 for item in decoded:
                     if not isinstance(item, torch.Tensor):
                         yield {"label": None, "probability": None, "p_dog": None, "error": item}
                         continue
-                    p = next(probs)
-                    label = CLASSES[int(p > 0.5)]
-                    result = {"label": label, "probability": p if label == "dog" else 1 - p, "p_dog": p, "error": None}
+                    p_dog = next(probs)
+                    label = CLASSES[int(p_dog > 0.5)]
+                    result = {"label": label, "probability": p_dog if label == "dog" else 1 - p_dog, "p_dog": p_dog,
+                              "error": None}
                     yield result | ({"tensor": item} if keep_tensors else {})
 
 
@@ -136,14 +139,15 @@ def predict_files(model_path: Path | str, files: list[Path], gradcam: bool = Fal
         layer = _gradcam_layer(predictor.net, gradcam_layer)
         alpha = float(config_defaults().visualize.gradcam_alpha if alpha is None else alpha)
     results, errors = [], []
-    for path, r in zip(files, predictor.predict(list(files), keep_tensors=gradcam)):
-        r = {"file": str(path)} | r
-        if r["error"]:
-            errors.append(f"{path}: {r['error']}")
+    for path, result in zip(files, predictor.predict(list(files), keep_tensors=gradcam)):
+        result = {"file": str(path)} | result
+        if result["error"]:
+            errors.append(f"{path}: {result['error']}")
         elif gradcam:
-            x = r.pop("tensor").unsqueeze(0)
-            r["gradcam"] = str(_save_gradcam(predictor.net, layer, x, int(r["p_dog"] > 0.5), path, out, alpha))
-        results.append(r)
+            image = result.pop("tensor").unsqueeze(0)
+            target = int(result["p_dog"] > 0.5)
+            result["gradcam"] = str(_save_gradcam(predictor.net, layer, image, target, path, out, alpha))
+        results.append(result)
     return results, errors
 
 
@@ -151,7 +155,7 @@ def _gradcam_layer(net, name: str | None) -> torch.nn.Module:
     """The layer Grad-CAM explains: `name` (None: visualize.gradcam_layer) in a VGG16-based model; the
     from-scratch convnet has no named layers and uses its last conv block."""
     if not hasattr(net, "layer_index"):
-        return [m for m in net.features if isinstance(m, torch.nn.ReLU)][-1]
+        return [module for module in net.features if isinstance(module, torch.nn.ReLU)][-1]
     name = str(config_defaults().visualize.gradcam_layer if name is None else name)
     if name not in net.layer_index:
         raise UserError(f"--gradcam-layer: {name!r} is not a layer of this model; "
@@ -159,38 +163,40 @@ def _gradcam_layer(net, name: str | None) -> torch.nn.Module:
     return net.features[net.layer_index[name]]
 
 
-def _save_gradcam(net, layer, x, target: int, path: Path, out: Path | None, alpha: float) -> Path:
+def _save_gradcam(net, layer, image, target: int, path: Path, out: Path | None, alpha: float) -> Path:
     from catdog_lab.plots import plt
     from catdog_lab.viz.attributions import gradcam
     from catdog_lab.viz.figures import overlay
 
-    cam = gradcam(net, layer, x, target)[0]
+    cam = gradcam(net, layer, image, target)[0]
     dest = (out or path.parent) / f"{path.stem}_gradcam_{CLASSES[target]}.png"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    plt.imsave(dest, overlay(x[0], cam, alpha))
+    plt.imsave(dest, overlay(image[0], cam, alpha))
     return dest
 
 
 def render(results: list[dict], fmt: str) -> str:
     """table: the classified files (failures go to stderr); json / csv: every file, `error` empty when fine."""
     if fmt == "json":
-        return json.dumps([{k: r.get(k) for k in FIELDS + (("gradcam",) if "gradcam" in r else ())}
-                           for r in results], indent=2)
+        return json.dumps([{key: result.get(key) for key in FIELDS + (("gradcam",) if "gradcam" in result else ())}
+                           for result in results], indent=2)
     if fmt == "csv":
         import io
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=[*FIELDS, "gradcam"], extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        for r in results:
-            writer.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]))
-                             for k in (*FIELDS, "gradcam")})
+        for result in results:
+            writer.writerow({key: ("" if result.get(key) is None else
+                                   (f"{result[key]:.6f}" if isinstance(result[key], float) else result[key]))
+                             for key in (*FIELDS, "gradcam")})
         return buf.getvalue().rstrip("\n")
-    ok = [r for r in results if not r["error"]]
-    width = max([len("file")] + [len(r["file"]) for r in ok])
+    ok = [result for result in results if not result["error"]]
+    width = max([len("file")] + [len(result["file"]) for result in ok])
     lines = [f"{'file':<{width}}  label  probability  p(dog)"]
-    for r in ok:
-        extra = f"  Grad-CAM: {r['gradcam']}" if "gradcam" in r else ""
-        lines.append(f"{r['file']:<{width}}  {r['label']:<5}  {100 * r['probability']:10.1f}%  {r['p_dog']:.4f}{extra}")
+    for result in ok:
+        extra = f"  Grad-CAM: {result['gradcam']}" if "gradcam" in result else ""
+        lines.append(f"{result['file']:<{width}}  {result['label']:<5}  {100 * result['probability']:10.1f}%  "
+                     f"{result['p_dog']:.4f}{extra}")
     return "\n".join(lines)
 
 
@@ -221,8 +227,8 @@ def main(argv: list[str] | None = None) -> None:
                                          max_pixels=args.max_pixels, gradcam_layer=args.gradcam_layer)
     if results:
         print(render(results, args.format))
-    for e in input_errors + errors:
-        print(f"error: {e}", file=sys.stderr)
+    for error in input_errors + errors:
+        print(f"error: {error}", file=sys.stderr)
     if input_errors or errors:
         sys.exit(1)
 

@@ -42,15 +42,15 @@ class CatDogPyfunc:
         if INPUT_COLUMN not in frame.columns:
             raise ValueError(f"{INPUT_COLUMN}: the request needs a column {INPUT_COLUMN!r} of base64 image bytes, "
                              f"got columns {list(frame.columns)}")
-        decoded = [_image_bytes(v) for v in frame[INPUT_COLUMN]]
-        good = [d for d in decoded if isinstance(d, bytes)]
+        decoded = [_image_bytes(cell) for cell in frame[INPUT_COLUMN]]
+        good = [image for image in decoded if isinstance(image, bytes)]
         results = iter(self.predictor.predict(good))
         rows = []
-        for d in decoded:
-            r = next(results) if isinstance(d, bytes) else {"label": None, "probability": None, "p_dog": None,
-                                                            "error": d}
-            rows.append({"label": r["label"] or "", "probability": r["probability"], "p_dog": r["p_dog"],
-                         "error": r["error"] or ""})
+        for image in decoded:
+            result = next(results) if isinstance(image, bytes) else {"label": None, "probability": None,
+                                                                      "p_dog": None, "error": image}
+            rows.append({"label": result["label"] or "", "probability": result["probability"],
+                         "p_dog": result["p_dog"], "error": result["error"] or ""})
         return pd.DataFrame(rows, columns=["label", "probability", "p_dog", "error"])
 
 
@@ -98,7 +98,7 @@ def _requirements() -> list[str]:
     from importlib.metadata import version
 
     pins = ["mlflow", "torch", "torchvision", "pillow", "numpy", "pandas"]
-    return [f"{p}=={version(p)}" for p in pins]
+    return [f"{package}=={version(package)}" for package in pins]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -146,10 +146,10 @@ def set_champion(client, stage: str, model_path: Path) -> str | None:
         if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
             return None
         raise
-    matching = [v for v in versions if digest and v.tags.get("model_sha256") == digest]
+    matching = [candidate for candidate in versions if digest and candidate.tags.get("model_sha256") == digest]
     if not matching:
         return None
-    version = max(matching, key=lambda v: int(v.version)).version
+    version = max(matching, key=lambda candidate: int(candidate.version)).version
     retry(lambda: client.set_registered_model_alias(name, CHAMPION, str(version)))
     return str(version)
 
@@ -178,8 +178,9 @@ def crown_champion(cfg, metrics: dict[str, dict]) -> str:
     """Pick the champion among the trained stages by validation accuracy (ties: lower validation loss), never
     by test accuracy, which stays an unbiased estimate only if nothing is chosen on it. With tracking on, set
     `catdog-<stage>@champion` and remove the alias from the other stages' models. Returns one line."""
-    scored = [(float(m["val/acc"]), -float(m.get("val/loss") if m.get("val/loss") is not None else "inf"), stage)
-              for stage, m in metrics.items() if m.get("val/acc") is not None]
+    scored = [(float(stage_metrics["val/acc"]),
+               -float(stage_metrics.get("val/loss") if stage_metrics.get("val/loss") is not None else "inf"), stage)
+              for stage, stage_metrics in metrics.items() if stage_metrics.get("val/acc") is not None]
     if not scored:
         return "Champion: none (no stage has a validation accuracy)."
     acc, _, stage = max(scored)
@@ -197,7 +198,7 @@ def crown_champion(cfg, metrics: dict[str, dict]) -> str:
     for other in metrics:
         if other != stage:
             try:
-                retry(lambda o=other: client.delete_registered_model_alias(registered_name(o), CHAMPION))
+                retry(lambda other=other: client.delete_registered_model_alias(registered_name(other), CHAMPION))
             except Exception as exc:        # that model or alias does not exist: nothing to remove
                 if "not found" not in str(exc).lower() and "does not exist" not in str(exc).lower():
                     raise

@@ -94,11 +94,11 @@ def extract_zip(archive: Path, target: Path) -> Path:
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def download(url: str, dest_dir: Path, sha256: str | None = None, timeout: float = 60.0) -> Path:

@@ -38,7 +38,7 @@ SPLITS = ("train", "validation", "test")
 def split_and_cache(cfg) -> dict:
     """Run the whole split stage from a composed config; returns the report dict."""
     root = resolve_source(cfg.data.source)
-    counts = {s: cfg.data.split[s] for s in SPLITS}
+    counts = {split: cfg.data.split[split] for split in SPLITS}
     result = make_split(root, counts, seed=int(cfg.data.split.seed), image_size=int(cfg.data.image_size),
                         max_pixels=int(cfg.data.max_image_pixels), cache_dir=Path(cfg.paths.cache),
                         workers=resolve_workers(cfg.data.workers))
@@ -66,16 +66,16 @@ def _decode(job: tuple[Path, int, int]) -> tuple[bytes | None, str, str]:
 
 def _decoded(cands: list[Candidate], max_pixels: int, image_size: int, pool: ProcessPoolExecutor | None):
     """(candidate, pixels, note, sha) in the candidates' order, decoded inline or by the pool."""
-    jobs = ((c.path, max_pixels, image_size) for c in cands)
+    jobs = ((cand.path, max_pixels, image_size) for cand in cands)
     results = pool.map(_decode, jobs, chunksize=32) if pool else map(_decode, jobs)
     yield from zip(cands, results)
 
 
 def class_counts(counts: dict, usable: int | None) -> dict[str, int]:
     """Counts per split for one class: the given counts, or fractions of `usable` photos (rounded down)."""
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in counts.values()):
+    if all(isinstance(count, int) and not isinstance(count, bool) for count in counts.values()):
         return dict(counts)
-    return {s: math.floor(float(counts[s]) * usable) for s in SPLITS}
+    return {split: math.floor(float(counts[split]) * usable) for split in SPLITS}
 
 
 def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels: int, cache_dir: Path,
@@ -83,10 +83,10 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
     candidates = find_candidates(root)
     if not candidates:
         raise DataError(f"no cat/dog images found under {root} (expected cat.<id>.jpg files or Cat/ Dog/ folders)")
-    by_class: dict[str, list[Candidate]] = {c: [] for c in CLASSES}
+    by_class: dict[str, list[Candidate]] = {label: [] for label in CLASSES}
     for cand in candidates:
         by_class[cand.label].append(cand)
-    as_fractions = not all(isinstance(v, int) and not isinstance(v, bool) for v in counts.values())
+    as_fractions = not all(isinstance(count, int) and not isinstance(count, bool) for count in counts.values())
     need = None if as_fractions else sum(counts.values())     # fractions: every photo of the class is checked
 
     cache_dir = Path(cache_dir)
@@ -99,7 +99,7 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
         for label in CLASSES:
-            order = sorted(by_class[label], key=lambda c: c.key)
+            order = sorted(by_class[label], key=lambda cand: cand.key)
             random.Random(f"{seed}:{label}").shuffle(order)       # per-class stream: stable for a seed
             usable[label] = []
             # decoded pixels go straight to a per-class scratch file: memory stays bounded
@@ -119,7 +119,7 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
             if need is not None and len(usable[label]) < need:
                 raise DataError(
                     f"class {label!r}: only {len(usable[label])} usable images under {root} "
-                    f"({len(order)} found, {sum(1 for s in skipped if s['class'] == label)} unusable), "
+                    f"({len(order)} found, {sum(1 for row in skipped if row['class'] == label)} unusable), "
                     f"but data.split asks for {need} ({counts['train']}+{counts['validation']}+{counts['test']})")
     finally:
         progress.close()
@@ -133,11 +133,11 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
                             f"data.split {dict(counts)}")
     manifest = _write_cache(cache_dir, usable, per_class, image_size)
     report = {
-        "counts": {s: {c: per_class[c][s] for c in CLASSES} for s in SPLITS},
-        "candidates": {c: len(by_class[c]) for c in CLASSES},
+        "counts": {split: {label: per_class[label][split] for label in CLASSES} for split in SPLITS},
+        "candidates": {label: len(by_class[label]) for label in CLASSES},
         "inspected": dict(inspected),
         "skipped": len(skipped),
-        "skipped_reasons": dict(Counter(s["reason"].split(":")[0] for s in skipped)),
+        "skipped_reasons": dict(Counter(row["reason"].split(":")[0] for row in skipped)),
         "converted": converted,
         "seed": seed,
         "image_size": image_size,
@@ -153,7 +153,7 @@ def _write_cache(cache_dir: Path, usable: dict, per_class: dict, image_size: int
     try:
         for split in SPLITS:
             meta_path, images_path = cache_files(cache_dir, split)
-            writer = ImageWriter(images_path, sum(per_class[c][split] for c in CLASSES), image_size)
+            writer = ImageWriter(images_path, sum(per_class[label][split] for label in CLASSES), image_size)
             labels, files = [], []
             try:
                 for label in CLASSES:
