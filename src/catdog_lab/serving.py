@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import io
 import os
 from pathlib import Path
+
+from catdog_lab.data.sources import sha256_file
 
 INPUT_COLUMN = "image"
 CHAMPION = "champion"
@@ -101,10 +102,6 @@ def _requirements() -> list[str]:
     return [f"{package}=={version(package)}" for package in pins]
 
 
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def log_and_register(run_id: str, stage: str, model_path: Path, input_example: str | None,
                      max_pixels: int) -> dict:
     """Log the stage model to its run as a pyfunc model and register it as `catdog-<stage>`; `max_pixels`
@@ -128,7 +125,7 @@ def log_and_register(run_id: str, stage: str, model_path: Path, input_example: s
             metadata={"stage": stage}))
     client = MlflowClient()
     version = str(info.registered_model_version)
-    retry(lambda: client.set_model_version_tag(name, version, "model_sha256", file_sha256(model_path)))
+    retry(lambda: client.set_model_version_tag(name, version, "model_sha256", sha256_file(Path(model_path))))
     retry(lambda: client.set_model_version_tag(name, version, "stage", stage))
     return {"name": name, "version": version, "model_uri": f"models:/{name}/{version}"}
 
@@ -139,7 +136,7 @@ def set_champion(client, stage: str, model_path: Path) -> str | None:
     from catdog_lab.tracking import retry
 
     name = registered_name(stage)
-    digest = file_sha256(model_path) if Path(model_path).exists() else None
+    digest = sha256_file(Path(model_path)) if Path(model_path).exists() else None
     try:
         versions = retry(lambda: client.search_model_versions(f"name = '{name}'"))
     except Exception as exc:                    # no such registered model

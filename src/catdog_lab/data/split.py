@@ -12,7 +12,6 @@ Photos are decoded by `data.workers` processes; the result does not depend on ho
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import random
@@ -28,7 +27,7 @@ from tqdm.auto import tqdm
 from catdog_lab import CLASSES
 from catdog_lab.data.cache import ImageWriter, cache_files
 from catdog_lab.data.images import Candidate, find_candidates, label_index, open_rgb
-from catdog_lab.data.sources import resolve_source
+from catdog_lab.data.sources import resolve_source, sha256_file
 from catdog_lab.errors import DataError
 from catdog_lab.io import torch_save, write_csv, write_json
 
@@ -61,7 +60,7 @@ def _decode(job: tuple[Path, int, int]) -> tuple[bytes | None, str, str]:
     image, note = open_rgb(path, max_pixels)
     # NumPy, not torch: torch's OpenMP threads in every worker would oversubscribe the cores
     pixels = resize_to_array(image, image_size).tobytes() if image is not None else None
-    return pixels, note, _sha256(path)
+    return pixels, note, sha256_file(path)
 
 
 def _decoded(cands: list[Candidate], max_pixels: int, image_size: int, pool: ProcessPoolExecutor | None):
@@ -197,10 +196,6 @@ def resize_to_tensor(image: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(resize_to_array(image, size))
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def manifest_hash(split_dir: Path) -> str | None:
     path = Path(split_dir) / "manifest.csv"
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.exists() else None
+    return sha256_file(path)[:12] if path.exists() else None
