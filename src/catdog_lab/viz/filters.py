@@ -30,13 +30,13 @@ def filter_patterns(features: nn.Sequential, layer_index: int, preprocess: Prepr
     ReLU after the conv, as Keras' layer outputs include the activation).
     """
     trunk = features[:layer_index + 1].eval()
-    for p in trunk.parameters():
-        p.requires_grad_(False)
+    for param in trunk.parameters():
+        param.requires_grad_(False)
     device = next(trunk.parameters()).device
-    g = torch.Generator().manual_seed(seed)                  # CPU generator: the same noise on any device
-    n = len(filters)
+    generator = torch.Generator().manual_seed(seed)          # CPU generator: the same noise on any device
+    n_filters = len(filters)
     start = max(8, int(round(size / octave_scale ** (octaves - 1))))
-    grey = 128 + 20 * (torch.rand(n, 3, start, start, generator=g) - 0.5)        # seeded grey noise
+    grey = 128 + 20 * (torch.rand(n_filters, 3, start, start, generator=generator) - 0.5)     # seeded grey noise
     x = preprocess(grey.to(device)).detach()
     # step in preprocessing units: `step` of the 0-255 range, mapped through the weights' scale and std
     step_size = step * 255 * preprocess.scale / float(preprocess.std.mean())
@@ -50,13 +50,13 @@ def filter_patterns(features: nn.Sequential, layer_index: int, preprocess: Prepr
             x = F.interpolate(x, size=(side, side), mode="bicubic", align_corners=False).detach()
         for i in range(iterations):
             if jitter:
-                dx, dy = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=g))
+                dx, dy = (int(shift) for shift in torch.randint(-jitter, jitter + 1, (2,), generator=generator))
                 x = torch.roll(x, shifts=(dx, dy), dims=(2, 3))
             x.requires_grad_(True)
             act = trunk(x)
             border = 2 if act.shape[-1] > 8 else 0               # the book ignores border artefacts
             inner = act[:, :, border:act.shape[-2] - border, border:act.shape[-1] - border]
-            score = inner[torch.arange(n, device=device), idx].mean(dim=(1, 2)).sum()
+            score = inner[torch.arange(n_filters, device=device), idx].mean(dim=(1, 2)).sum()
             if l2:
                 score = score - l2 * ((x - grey_pre) ** 2).mean(dim=(1, 2, 3)).sum()
             grad, = torch.autograd.grad(score, x)

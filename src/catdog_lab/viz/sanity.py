@@ -37,7 +37,7 @@ def randomisation_check(explain: Callable[[nn.Module, torch.Tensor], torch.Tenso
                         random_net: nn.Module, images: torch.Tensor) -> dict:
     """explain(net, images) -> N x H x W maps. Returns per-image and mean rank correlations."""
     trained, randomised = explain(net, images), explain(random_net, images)
-    per_image = [spearman(t, r) for t, r in zip(trained, randomised)]
-    ranked = [c for c in per_image if not np.isnan(c)]
+    per_image = [spearman(trained_map, random_map) for trained_map, random_map in zip(trained, randomised)]
+    ranked = [rho for rho in per_image if not np.isnan(rho)]
     return {"per_image": per_image, "mean": float(np.mean(ranked)) if ranked else float("nan"),
             "constant_maps": len(per_image) - len(ranked), "trained": trained, "random": randomised}
