@@ -154,3 +154,16 @@ def test_visualize_stage_writes_every_figure(tiny_split, tmp_path):
     visualize(cfg)                                             # deterministic for a seed
     for name in ("primer_conv_relu_pool_on_a_cat.png", "filters_vgg16_pretrained_block1_conv1.png"):
         assert (tmp_path / "again/figures" / name).read_bytes() == (figures / name).read_bytes()
+
+
+def test_visualize_settings_are_typed_once_and_name_a_bad_key():
+    from catdog_lab.config import compose
+    from catdog_lab.errors import ConfigError
+    from catdog_lab.stages.visualize import visualize_settings
+    settings = visualize_settings(compose(["visualize.filters.step=1", "visualize.occlusion.window=20"]))
+    assert settings.filters.step == 1.0 and isinstance(settings.filters.step, float)
+    assert settings.occlusion.window == 20 and settings.filters.layers[0] == "block1_conv1"
+    assert set(settings.filters.ascent()) == {"size", "iterations", "step", "jitter", "blur_every", "blur_sigma",
+                                              "l2", "octaves", "octave_scale"}
+    with pytest.raises(ConfigError, match=r"^visualize\.filters\.count: must be an integer, got 'many'$"):
+        visualize_settings(compose(["visualize.filters.count=many"]))
