@@ -79,9 +79,7 @@ needs_chromium = pytest.mark.skipif(__import__("catdog_lab.browser_check").brows
 
 
 def _real_png(path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from catdog_lab.plots import plt
     fig = plt.figure(figsize=(1, 1))
     fig.savefig(path, format="png")
     plt.close(fig)

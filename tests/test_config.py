@@ -6,6 +6,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from catdog_lab.config import PROJECT_ROOT, compose, flatten, validate_data
+from catdog_lab.data.sources import resolve_source
 from catdog_lab.settings import validate_stage
 from catdog_lab.errors import ConfigError
 
@@ -83,8 +84,11 @@ def test_bad_values_name_the_key(override, key):
 
 
 def test_missing_data_path_and_small_images_name_the_key():
+    missing = compose(["data.source.path=/no/where"])
     with pytest.raises(ConfigError, match=r"^data\.source\.path: /no/where does not exist"):
-        validate_data(compose(["data.source.path=/no/where"]))
+        validate_data(missing)
+    with pytest.raises(ConfigError, match=r"^data\.source\.path: /no/where does not exist$"):
+        resolve_source(missing.data.source)                   # the split stage's own check is the same one
     with pytest.raises(ConfigError, match=r"^data\.image_size:"):
         validate_data(compose(["data.image_size=16"]))
     with pytest.raises(ConfigError, match=r"^data\.split\.train:"):

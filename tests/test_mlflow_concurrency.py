@@ -57,6 +57,7 @@ def test_queued_dvc_experiments_log_into_the_projects_store(tmp_path, monkeypatc
     from catdog_lab.tracking import artifact_location, tracking_uri
     exp_dir = tmp_path / "project" / ".dvc" / "tmp" / "exps" / "tmpabc123"
     exp_dir.mkdir(parents=True)
+    monkeypatch.delenv("DVC_ROOT", raising=False)             # the root comes from the cwd here
     monkeypatch.chdir(exp_dir)
     cfg = compose()
     assert tracking_uri(cfg.tracking.uri) == f"sqlite:///{tmp_path / 'project' / 'mlflow.db'}"

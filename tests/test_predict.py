@@ -14,7 +14,9 @@ from PIL import Image
 from catdog_lab.data.images import open_rgb
 from catdog_lab.data.split import resize_to_tensor
 from catdog_lab.models.factory import load_model
-from catdog_lab.predict import Predictor, expand_inputs
+from catdog_lab.config import compose
+from catdog_lab.errors import UserError
+from catdog_lab.predict import Predictor, _gradcam_layer, expand_inputs
 from catdog_lab.stages.train import train
 from conftest import make_photo
 
@@ -79,6 +81,8 @@ def test_predict_folders_globs_formats_and_exit_codes(scratch_model, tmp_path):
     assert [r["file"] for r in table] == sorted(str(p) for p in photos.rglob("*.jpg"))
     ok = _run("--model", scratch_model, "--format", "csv", *files)
     assert ok.returncode == 0 and ok.stderr == "" and len(ok.stdout.strip().splitlines()) == 1 + len(files)
+    small = _run("--model", scratch_model, "--max-pixels", 100, files[0])
+    assert small.returncode == 1 and "too large: 64x56 > data.max_image_pixels=100" in small.stderr
 
 
 def test_exif_orientation_is_applied_before_resizing(scratch_model, tmp_path):
@@ -104,3 +108,29 @@ def test_predict_missing_model_is_one_line(tmp_path):
     proc = _run("--model", tmp_path / "none.pt", "x.jpg")
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {tmp_path / 'none.pt'} not found: train that stage first (dvc repro)"
+
+
+class ConstantLogit(torch.nn.Module):
+    def forward(self, x):
+        return x.mean(dim=(1, 2, 3)) * 0
+
+
+def test_decoding_limit_is_the_configs_unless_given(tmp_path):
+    photo = make_photo(tmp_path / "photo.jpg", "cat", 3, size=(80, 60))
+    assert Predictor(ConstantLogit(), 48).max_pixels == compose().data.max_image_pixels
+    [result] = Predictor(ConstantLogit(), 48, max_pixels=80 * 60 - 1).predict([photo])
+    assert result["error"] == "too large: 80x60 > data.max_image_pixels=4799"
+    [result] = Predictor(ConstantLogit(), 48, max_pixels=80 * 60).predict([photo])
+    assert result["error"] is None and result["p_dog"] == 0.5
+
+
+def test_gradcam_layer_is_the_configs_unless_given():
+    net = torch.nn.Module()
+    net.features = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.ReLU(), torch.nn.Conv2d(2, 2, 3),
+                                       torch.nn.ReLU())
+    assert _gradcam_layer(net, None) is net.features[3]          # the convnet: its last conv block
+    net.layer_index = {"block5_conv2": 1, compose().visualize.gradcam_layer: 3}
+    assert _gradcam_layer(net, None) is net.features[3]
+    assert _gradcam_layer(net, "block5_conv2") is net.features[1]
+    with pytest.raises(UserError, match="--gradcam-layer: 'block9' is not a layer of this model"):
+        _gradcam_layer(net, "block9")

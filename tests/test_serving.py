@@ -14,7 +14,7 @@ import pytest
 import yaml
 from omegaconf import open_dict
 
-from catdog_lab.serving import crown_champion
+from catdog_lab.serving import _load_pyfunc, crown_champion
 from catdog_lab.tracking import Tracking
 from catdog_lab.stages.compare import compare
 from catdog_lab.stages.train import train
@@ -73,6 +73,9 @@ def test_trained_model_is_registered_crowned_and_served(tiny_split, tmp_path):
     flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
     assert flavor["loader_module"] == "catdog_lab.serving" and "python_model" not in flavor
     assert not list(local.rglob("*.pkl")) and list((local / "data").rglob("scratch.pt"))
+    # the decoding limit travels in the model (a served model has no conf/ to read it from)
+    assert flavor["config"] == {"max_image_pixels": cfg.data.max_image_pixels}
+    assert _load_pyfunc(str(local / "data"), {"max_image_pixels": 123}).predictor.max_pixels == 123
 
     photo = make_photo(tmp_path / "new" / "photo.jpg", "dog", 998, size=(97, 71))
     files = [photo] + ([SHARED_DATA / "cat.1.jpg"] if (SHARED_DATA / "cat.1.jpg").is_file() else [])

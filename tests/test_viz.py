@@ -59,7 +59,9 @@ def test_captum_hooks_are_removed_after_every_technique():
     A.saliency(net, x, A.CAT)
     A.integrated_gradients(net, x, A.DOG, steps=4)
     A.occlusion(net, x, A.DOG, window=4, stride=4)
-    assert not A.has_hooks(net)
+    for module in net.modules():                          # Captum must remove every hook it added
+        hooks = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks, module._backward_pre_hooks)
+        assert not any(hooks), module
 
 
 def test_saliency_is_the_input_gradient():
@@ -76,6 +78,9 @@ def test_spearman_basics():
     assert spearman(a, -a) == pytest.approx(-1.0)
     assert spearman(a, torch.zeros(10)) != spearman(a, torch.zeros(10))          # nan: nothing to rank
     assert spearman(torch.tensor([1.0, 1, 2, 3]), torch.tensor([5.0, 5, 6, 7])) == pytest.approx(1.0)
+    # ties share their average rank: ranks [1, 2.5, 2.5, 4] and [1, 3, 2, 4], deviations [-1.5, 0, 0, 1.5]
+    # and [-1.5, .5, -.5, 1.5]: rho = 4.5 / sqrt(4.5 * 5) = sqrt(0.9)
+    assert spearman(torch.tensor([1.0, 2, 2, 3]), torch.tensor([1.0, 3, 2, 4])) == pytest.approx(0.9 ** 0.5, abs=1e-12)
 
 
 def test_randomisation_check_flags_a_map_that_ignores_the_weights():
@@ -109,6 +114,8 @@ def test_filter_patterns_find_what_each_filter_detects_and_are_deterministic():
     assert torch.equal(a, b) and a.shape == (2, 3, 16, 16)
     red, blue = a[:, 0].mean((1, 2)), a[:, 2].mean((1, 2))
     assert blue[0] > red[0] and red[1] > blue[1]          # patterns come back as RGB
+    unblurred = filter_patterns(features, 1, Preprocess(spec), [0, 1], **(kwargs | {"blur_every": 0}))
+    assert not torch.equal(a, unblurred)                   # the blur regulariser is applied
 
 
 def test_primer_panels_name_operation_and_shape():
@@ -147,3 +154,16 @@ def test_visualize_stage_writes_every_figure(tiny_split, tmp_path):
     visualize(cfg)                                             # deterministic for a seed
     for name in ("primer_conv_relu_pool_on_a_cat.png", "filters_vgg16_pretrained_block1_conv1.png"):
         assert (tmp_path / "again/figures" / name).read_bytes() == (figures / name).read_bytes()
+
+
+def test_visualize_settings_are_typed_once_and_name_a_bad_key():
+    from catdog_lab.config import compose
+    from catdog_lab.errors import ConfigError
+    from catdog_lab.stages.visualize import visualize_settings
+    settings = visualize_settings(compose(["visualize.filters.step=1", "visualize.occlusion.window=20"]))
+    assert settings.filters.step == 1.0 and isinstance(settings.filters.step, float)
+    assert settings.occlusion.window == 20 and settings.filters.layers[0] == "block1_conv1"
+    assert set(settings.filters.ascent()) == {"size", "iterations", "step", "jitter", "blur_every", "blur_sigma",
+                                              "l2", "octaves", "octave_scale"}
+    with pytest.raises(ConfigError, match=r"^visualize\.filters\.count: must be an integer, got 'many'$"):
+        visualize_settings(compose(["visualize.filters.count=many"]))

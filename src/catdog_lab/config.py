@@ -144,8 +144,8 @@ def validate_data(cfg: DictConfig) -> None:
     positive_int(cfg, "data.max_image_pixels")
     get_key(cfg, "data.split.seed")
     path = get_key(cfg, "data.source.path")
-    if path is not None and not Path(str(path)).expanduser().exists():
-        raise ConfigError(f"data.source.path: {path} does not exist")
+    from catdog_lab.data.sources import local_source
+    local_source(cfg.data.source)
     if path is None and not get_key(cfg, "data.source.url"):
         raise ConfigError("data.source.url: empty, and data.source.path is null: nowhere to get images from")
 

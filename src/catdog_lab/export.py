@@ -85,8 +85,8 @@ def run_exported(path: Path, images: torch.Tensor, fmt: str | None = None) -> tu
     """(p_dog, logit) from an exported file on uint8 N x 3 x S x S images."""
     fmt = fmt or ("onnx" if str(path).endswith(".onnx") else "torchscript")
     if fmt == "onnx":
-        p, logit = onnx_session(path).run(None, {"image": images.numpy()})
-        return torch.from_numpy(p), torch.from_numpy(logit)
+        p_dog, logit = onnx_session(path).run(None, {"image": images.numpy()})
+        return torch.from_numpy(p_dog), torch.from_numpy(logit)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         module = torch.jit.load(str(path))

@@ -21,12 +21,12 @@ class History(pl.Callback):
         # to the checkpointed state, so take the rows of the completed epochs from the CSV written since.
         done = trainer.current_epoch
         on_disk = read_csv(self.csv_path) if done and self.csv_path.exists() else []
-        rows = {int(r["epoch"]): r for r in self.rows if int(r["epoch"]) <= done}
-        for r in on_disk:
-            if int(r["epoch"]) <= done:
-                rows.setdefault(int(r["epoch"]), {k: (float(v) if v not in ("", None) else None) for k, v in r.items()}
-                                | {"epoch": int(r["epoch"])})
-        self.rows = [rows[e] for e in sorted(rows)]
+        rows = {int(row["epoch"]): row for row in self.rows if int(row["epoch"]) <= done}
+        for row in on_disk:
+            if int(row["epoch"]) <= done:
+                rows.setdefault(int(row["epoch"]), {key: (float(value) if value not in ("", None) else None)
+                                                    for key, value in row.items()} | {"epoch": int(row["epoch"])})
+        self.rows = [rows[epoch] for epoch in sorted(rows)]
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._t0 = time.perf_counter()
@@ -34,12 +34,12 @@ class History(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking:
             return
-        m = trainer.callback_metrics
+        metrics = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch + 1,
                "seconds": round(time.perf_counter() - self._t0, 3) if self._t0 else None}
         for key in COLUMNS[1:-1]:
-            row[key] = round(float(m[key]), 6) if key in m else None
-        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+            row[key] = round(float(metrics[key]), 6) if key in metrics else None
+        self.rows = [kept for kept in self.rows if kept["epoch"] < row["epoch"]] + [row]
         if trainer.is_global_zero:          # several devices: every rank keeps the rows, one writes the file
             write_csv(self.csv_path, self.rows, COLUMNS)
 

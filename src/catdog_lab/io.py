@@ -43,15 +43,15 @@ def write_json(path, obj) -> None:
 
 def write_csv(path, rows: list[dict], fieldnames: list[str]) -> None:
     with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=fieldnames)
+        with open(tmp, "w", newline="", encoding="utf-8") as file:
+            writer = csv.DictWriter(file, fieldnames=fieldnames)
             writer.writeheader()
             writer.writerows(rows)
 
 
 def read_csv(path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    with open(path, newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))
 
 
 def torch_save(obj, path) -> None:
@@ -68,12 +68,16 @@ DVC_EXP_WORKSPACE = "/.dvc/tmp/exps/"
 
 
 def project_root() -> Path:
-    """Where paths shared by every run of the project live (the MLflow store, the seed ledger).
-    `dvc exp run --queue` runs each experiment in a temporary copy under <project>/.dvc/tmp/exps/...;
-    what it records belongs to the project, not to the copy (deleted afterwards)."""
-    cwd = Path.cwd().resolve()
-    text = cwd.as_posix()
-    return Path(text.split(DVC_EXP_WORKSPACE)[0]) if DVC_EXP_WORKSPACE in text else cwd
+    """Where paths shared by every run of the project live (the MLflow store, the seed ledger): the
+    root of the DVC project running the stage ($DVC_ROOT, which DVC sets for every stage command),
+    else the current directory."""
+    start = Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+    text = start.as_posix()
+    # `dvc exp run --queue` / `--temp` runs each experiment in a temporary copy under
+    # <project>/.dvc/tmp/exps/...; what it records belongs to the project, not to the copy (deleted
+    # afterwards). Recent DVC points DVC_ROOT at the project for those runs (3.67 does), but older
+    # ones give the copy's root, and so does the cwd of a command run by hand in the copy: map it back.
+    return Path(text.split(DVC_EXP_WORKSPACE)[0]) if DVC_EXP_WORKSPACE in text else start
 
 
 def shared_path(path: str | Path) -> Path:

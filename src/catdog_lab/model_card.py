@@ -25,8 +25,8 @@ def card_path(model_path: Path) -> Path:
     return Path(model_path).with_suffix(".md")
 
 
-def _pct(x) -> str:
-    return "–" if x is None else f"{100 * float(x):.1f}%"
+def _pct(fraction) -> str:
+    return "–" if fraction is None else f"{100 * float(fraction):.1f}%"
 
 
 def _cpu_name() -> str:
@@ -53,16 +53,16 @@ def _seed_spread(cfg, stage: str, metrics: dict) -> str:
         found = seeds.entries(cfg, stage)
     except Exception:                               # no ledger folder yet (fast runs do not record seeds)
         found = []
-    accs = [float(e["test/acc"]) for e in found if e.get("test/acc") is not None]
+    accs = [float(entry["test/acc"]) for entry in found if entry.get("test/acc") is not None]
     if not accs:
         return "test accuracy over seeds: unknown (this run is not in the seed ledger)"
-    s = seeds.summarise(accs, metrics.get("test_images"))
-    seeds_run = ", ".join(str(e["seed"]) for e in found)
-    if s["n"] >= 2:
-        return (f"test accuracy over {s['n']} seeds ({seeds_run}): mean {_pct(s['mean'])}, sd {100 * s['std']:.1f} pts, "
-                f"95% interval {_pct(s['low'])}–{_pct(s['high'])} ({s['interval_kind']})")
-    interval = f", 95% interval {_pct(s['low'])}–{_pct(s['high'])} ({s['interval_kind']})" if s["low"] is not None \
-        else ""
+    stats = seeds.summarise(accs, metrics.get("test_images"))
+    seeds_run = ", ".join(str(entry["seed"]) for entry in found)
+    interval = f"95% interval {_pct(stats['low'])}–{_pct(stats['high'])} ({stats['interval_kind']})"
+    if stats["n"] >= 2:
+        return (f"test accuracy over {stats['n']} seeds ({seeds_run}): mean {_pct(stats['mean'])}, "
+                f"sd {100 * stats['std']:.1f} pts, {interval}")
+    interval = f", {interval}" if stats["low"] is not None else ""
     return f"one seed so far ({seeds_run}): the spread over seeds is unknown{interval}"
 
 
@@ -70,8 +70,8 @@ def _describe(spec: dict) -> str:
     if not spec:
         return "RGB scaled to [0, 1]"
     lo, hi = spec.get("input_range", [0, 1])
-    mean = [round(float(m), 3) for m in spec.get("mean", [0, 0, 0])]
-    std = [round(float(v), 3) for v in spec.get("std", [1, 1, 1])]
+    mean = [round(float(value), 3) for value in spec.get("mean", [0, 0, 0])]
+    std = [round(float(value), 3) for value in spec.get("std", [1, 1, 1])]
     text = f"{spec.get('channel_order', 'RGB')}, range [{lo}, {hi}]"
     text += f", mean {mean}" if any(mean) else ""
     return text + (f", std {std}" if std != [1, 1, 1] else "")
@@ -79,7 +79,7 @@ def _describe(spec: dict) -> str:
 
 def _data_lines(cfg) -> list[str]:
     split_dir = Path(cfg.paths.split)
-    counts = {k: int(cfg.data.split[k]) for k in ("train", "validation", "test")}
+    counts = {split: int(cfg.data.split[split]) for split in ("train", "validation", "test")}
     source = cfg.data.source.path
     # a folder name, never a machine path: the card is published
     where = f"a local copy (`{Path(str(source)).name}`)" if source else "Microsoft's download of the Kaggle photos"
@@ -99,12 +99,15 @@ def render_card(cfg, stage: str, model_path: Path, metrics: dict, registered: di
 
     from catdog_lab import seeds
 
-    s = OmegaConf.to_container(cfg[stage], resolve=True)
-    settings = ", ".join(f"{k} {s[k]}" for k in SETTING_KEYS if k in s and s[k] not in (None, [], ""))
+    recipe = OmegaConf.to_container(cfg[stage], resolve=True)
+    settings = ", ".join(f"{key} {recipe[key]}" for key in SETTING_KEYS
+                         if key in recipe and recipe[key] not in (None, [], ""))
     bundle = torch.load(model_path, map_location="cpu", weights_only=True)
-    n_params = sum(v.numel() for k, v in bundle["state_dict"].items() if not k.startswith("preprocess."))
+    n_params = sum(tensor.numel() for name, tensor in bundle["state_dict"].items()
+                   if not name.startswith("preprocess."))
     spec = bundle.get("preprocessing") or {}
-    weights = f"; pretrained weights `{Path(str(cfg.backbone.weights)).name}`" if s.get("model") != "convnet" else ""
+    weights = (f"; pretrained weights `{Path(str(cfg.backbone.weights)).name}`" if recipe.get("model") != "convnet"
+               else "")
     wrong = round((1 - float(metrics["test/acc"])) * int(metrics.get("test_images") or 0))
     reg = (f"`{registered['name']}` version {registered['version']} in the MLflow registry "
            f"(`{registered['model_uri']}`)") if registered else "not registered (MLflow tracking was off)"

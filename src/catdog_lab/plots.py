@@ -1,33 +1,38 @@
-"""Training curves as the book draws them: raw and smoothed by an exponential moving average."""
+"""Training curves as the book draws them: raw and smoothed by an exponential moving average.
+
+Also the one place that picks matplotlib's backend: every module of the package draws with
+`from catdog_lab.plots import plt`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
 
+from catdog_lab.io import atomic_path
+
+# Files only, never a window, even where a display is available. In time although pyplot is
+# already imported: pyplot resolves its backend lazily, at the first figure.
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from catdog_lab.io import atomic_path  # noqa: E402
 
 
 def ema(values: list[float], factor: float = 0.8) -> list[float]:
     """The book's smooth_curve: previous * factor + point * (1 - factor)."""
     out: list[float] = []
-    for v in values:
-        out.append(out[-1] * factor + v * (1 - factor) if out else v)
+    for value in values:
+        out.append(out[-1] * factor + value * (1 - factor) if out else value)
     return out
 
 
 def plot_curves(rows: list[dict], path: str | Path, title: str, factor: float = 0.8) -> None:
-    epochs = [r["epoch"] for r in rows]
+    epochs = [row["epoch"] for row in rows]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, metric in zip(axes, ("acc", "loss")):
         for split, color in (("train", "tab:blue"), ("val", "tab:orange")):
-            values = [r.get(f"{split}/{metric}") for r in rows]
-            if any(v is None or v == "" for v in values):
+            values = [row.get(f"{split}/{metric}") for row in rows]
+            if any(value is None or value == "" for value in values):
                 continue
-            values = [float(v) for v in values]
+            values = [float(value) for value in values]
             ax.plot(epochs, values, "o", color=color, alpha=0.35, markersize=3, label=f"{split} (raw)")
             ax.plot(epochs, ema(values, factor), "-", color=color, label=f"{split} (EMA {factor})")
         ax.set_xlabel("epoch")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import glob
 import json
 import os
@@ -26,14 +27,23 @@ from catdog_lab import CLASSES
 from catdog_lab.data.images import IMAGE_SUFFIXES, open_rgb
 from catdog_lab.data.split import resize_to_tensor
 from catdog_lab.entry import exit_on_user_error
+from catdog_lab.errors import UserError
 from catdog_lab.models.factory import load_model
 
-MAX_PIXELS = 40_000_000
 # on a CPU, small batches in channels_last run fastest (the book's convnet, 1 thread: 100 img/s at batch 8,
 # 60 at batch 32, 35-44 in the default layout; VGG16: flat over batch size, +15% from channels_last)
 BATCH_SIZE = 8
 FORMATS = ("table", "json", "csv")
 FIELDS = ("file", "label", "probability", "p_dog", "error")
+
+
+@functools.cache
+def config_defaults():
+    """conf/ composed: the decoding limit (data.max_image_pixels) and the Grad-CAM settings (visualize.*)
+    are the pipeline's, not copies. Composed on first use only: an option given on the command line
+    spares it."""
+    from catdog_lab.config import compose
+    return compose()
 
 
 def expand_inputs(items: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
@@ -42,17 +52,18 @@ def expand_inputs(items: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
     files, errors = [], []
     for item in map(str, items):
         if Path(item).is_dir():
-            found = [p for p in sorted(Path(item).rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            found = [path for path in sorted(Path(item).rglob("*"))
+                     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES]
             files += found
             if not found:
                 errors.append(f"{item}: no images in this folder")
         elif glob.has_magic(item) and not Path(item).exists():
-            matches = [Path(m) for m in sorted(glob.glob(item, recursive=True))]
+            matches = [Path(match) for match in sorted(glob.glob(item, recursive=True))]
             if not matches:
                 errors.append(f"{item}: no file matches")
-            for m in matches:
-                sub, _ = expand_inputs([m]) if m.is_dir() else ([m], [])
-                files += sub
+            for match in matches:
+                inside, _ = expand_inputs([match]) if match.is_dir() else ([match], [])
+                files += inside
         else:
             files.append(Path(item))        # a missing file is reported per file, with the others classified
     return files, errors
@@ -63,10 +74,12 @@ class Predictor:
     the network runs the previous batch, so a folder costs about max(decode, forward), not their sum."""
 
     def __init__(self, net: torch.nn.Module, image_size: int, batch_size: int = BATCH_SIZE,
-                 workers: int | None = None):
+                 workers: int | None = None, max_pixels: int | None = None):
+        """max_pixels: larger images are skipped as possible decompression bombs (None: data.max_image_pixels)."""
         self.net = net.eval().to(memory_format=torch.channels_last)
         self.size, self.batch_size = int(image_size), int(batch_size)
         self.workers = workers or min(4, os.cpu_count() or 1)
+        self.max_pixels = int(config_defaults().data.max_image_pixels if max_pixels is None else max_pixels)
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> "Predictor":
@@ -77,7 +90,7 @@ class Predictor:
         """uint8 3 x S x S, decoded the way the split stage decodes the training photos, or the reason not."""
         if isinstance(source, Path) and not source.is_file():
             return "no such file"
-        image, note = open_rgb(source, MAX_PIXELS)
+        image, note = open_rgb(source, self.max_pixels)
         return note if image is None else resize_to_tensor(image, self.size)
 
     def p_dog(self, batch: torch.Tensor) -> torch.Tensor:
@@ -88,20 +101,22 @@ class Predictor:
         """One result per source, in order: {"label", "probability", "p_dog", "error"} (+ "tensor")."""
         chunks = [sources[i:i + self.batch_size] for i in range(0, len(sources), self.batch_size)]
         with ThreadPoolExecutor(self.workers) as pool:
-            pending = [pool.submit(self.decode, s) for s in chunks[0]] if chunks else []
+            pending = [pool.submit(self.decode, source) for source in chunks[0]] if chunks else []
             for i in range(len(chunks)):
-                decoded = [f.result() for f in pending]
+                decoded = [future.result() for future in pending]
                 # queue the next batch's decoding before this batch's forward pass
-                pending = [pool.submit(self.decode, s) for s in chunks[i + 1]] if i + 1 < len(chunks) else []
-                good = [t for t in decoded if isinstance(t, torch.Tensor)]
+                pending = ([pool.submit(self.decode, source) for source in chunks[i + 1]] if i + 1 < len(chunks)
+                           else [])
+                good = [item for item in decoded if isinstance(item, torch.Tensor)]
                 probs = iter(self.p_dog(torch.stack(good)).tolist()) if good else iter(())
                 for item in decoded:
                     if not isinstance(item, torch.Tensor):
                         yield {"label": None, "probability": None, "p_dog": None, "error": item}
                         continue
-                    p = next(probs)
-                    label = CLASSES[int(p > 0.5)]
-                    result = {"label": label, "probability": p if label == "dog" else 1 - p, "p_dog": p, "error": None}
+                    p_dog = next(probs)
+                    label = CLASSES[int(p_dog > 0.5)]
+                    result = {"label": label, "probability": p_dog if label == "dog" else 1 - p_dog, "p_dog": p_dog,
+                              "error": None}
                     yield result | ({"tensor": item} if keep_tensors else {})
 
 
@@ -114,57 +129,74 @@ def resolve_model(spec: str | Path, tracking_uri: str | None = None) -> Path:
 
 
 def predict_files(model_path: Path | str, files: list[Path], gradcam: bool = False, out: Path | None = None,
-                  alpha: float = 0.4, batch_size: int = BATCH_SIZE,
-                  tracking_uri: str | None = None) -> tuple[list[dict], list[str]]:
-    predictor = Predictor.from_file(resolve_model(model_path, tracking_uri), batch_size=batch_size)
+                  alpha: float | None = None, batch_size: int = BATCH_SIZE, tracking_uri: str | None = None,
+                  max_pixels: int | None = None, gradcam_layer: str | None = None) -> tuple[list[dict], list[str]]:
+    """alpha, max_pixels, gradcam_layer: None takes visualize.gradcam_alpha, data.max_image_pixels,
+    visualize.gradcam_layer from conf/."""
+    predictor = Predictor.from_file(resolve_model(model_path, tracking_uri), batch_size=batch_size,
+                                    max_pixels=max_pixels)
+    if gradcam:
+        layer = _gradcam_layer(predictor.net, gradcam_layer)
+        alpha = float(config_defaults().visualize.gradcam_alpha if alpha is None else alpha)
     results, errors = [], []
-    for path, r in zip(files, predictor.predict(list(files), keep_tensors=gradcam)):
-        r = {"file": str(path)} | r
-        if r["error"]:
-            errors.append(f"{path}: {r['error']}")
+    for path, result in zip(files, predictor.predict(list(files), keep_tensors=gradcam)):
+        result = {"file": str(path)} | result
+        if result["error"]:
+            errors.append(f"{path}: {result['error']}")
         elif gradcam:
-            x = r.pop("tensor").unsqueeze(0)
-            r["gradcam"] = str(_save_gradcam(predictor.net, x, int(r["p_dog"] > 0.5), path, out, alpha))
-        results.append(r)
+            image = result.pop("tensor").unsqueeze(0)
+            target = int(result["p_dog"] > 0.5)
+            result["gradcam"] = str(_save_gradcam(predictor.net, layer, image, target, path, out, alpha))
+        results.append(result)
     return results, errors
 
 
-def _save_gradcam(net, x, target: int, path: Path, out: Path | None, alpha: float) -> Path:
-    import matplotlib.pyplot as plt
+def _gradcam_layer(net, name: str | None) -> torch.nn.Module:
+    """The layer Grad-CAM explains: `name` (None: visualize.gradcam_layer) in a VGG16-based model; the
+    from-scratch convnet has no named layers and uses its last conv block."""
+    if not hasattr(net, "layer_index"):
+        return [module for module in net.features if isinstance(module, torch.nn.ReLU)][-1]
+    name = str(config_defaults().visualize.gradcam_layer if name is None else name)
+    if name not in net.layer_index:
+        raise UserError(f"--gradcam-layer: {name!r} is not a layer of this model; "
+                        f"choose one of {', '.join(net.layer_index)}")
+    return net.features[net.layer_index[name]]
+
+
+def _save_gradcam(net, layer, image, target: int, path: Path, out: Path | None, alpha: float) -> Path:
+    from catdog_lab.plots import plt
     from catdog_lab.viz.attributions import gradcam
     from catdog_lab.viz.figures import overlay
 
-    if not hasattr(net, "layer_index"):
-        layer = [m for m in net.features if isinstance(m, torch.nn.ReLU)][-1]      # last conv block of the convnet
-    else:
-        layer = net.features[net.layer_index["block5_conv3"]]
-    cam = gradcam(net, layer, x, target)[0]
+    cam = gradcam(net, layer, image, target)[0]
     dest = (out or path.parent) / f"{path.stem}_gradcam_{CLASSES[target]}.png"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    plt.imsave(dest, overlay(x[0], cam, alpha))
+    plt.imsave(dest, overlay(image[0], cam, alpha))
     return dest
 
 
 def render(results: list[dict], fmt: str) -> str:
     """table: the classified files (failures go to stderr); json / csv: every file, `error` empty when fine."""
     if fmt == "json":
-        return json.dumps([{k: r.get(k) for k in FIELDS + (("gradcam",) if "gradcam" in r else ())}
-                           for r in results], indent=2)
+        return json.dumps([{key: result.get(key) for key in FIELDS + (("gradcam",) if "gradcam" in result else ())}
+                           for result in results], indent=2)
     if fmt == "csv":
         import io
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=[*FIELDS, "gradcam"], extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        for r in results:
-            writer.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]))
-                             for k in (*FIELDS, "gradcam")})
+        for result in results:
+            writer.writerow({key: ("" if result.get(key) is None else
+                                   (f"{result[key]:.6f}" if isinstance(result[key], float) else result[key]))
+                             for key in (*FIELDS, "gradcam")})
         return buf.getvalue().rstrip("\n")
-    ok = [r for r in results if not r["error"]]
-    width = max([len("file")] + [len(r["file"]) for r in ok])
+    ok = [result for result in results if not result["error"]]
+    width = max([len("file")] + [len(result["file"]) for result in ok])
     lines = [f"{'file':<{width}}  label  probability  p(dog)"]
-    for r in ok:
-        extra = f"  Grad-CAM: {r['gradcam']}" if "gradcam" in r else ""
-        lines.append(f"{r['file']:<{width}}  {r['label']:<5}  {100 * r['probability']:10.1f}%  {r['p_dog']:.4f}{extra}")
+    for result in ok:
+        extra = f"  Grad-CAM: {result['gradcam']}" if "gradcam" in result else ""
+        lines.append(f"{result['file']:<{width}}  {result['label']:<5}  {100 * result['probability']:10.1f}%  "
+                     f"{result['p_dog']:.4f}{extra}")
     return "\n".join(lines)
 
 
@@ -178,19 +210,25 @@ def main(argv: list[str] | None = None) -> None:
                         "(default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     parser.add_argument("--format", choices=FORMATS, default="table", help="output on stdout (default: table)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--max-pixels", type=int, help="skip larger images as possible decompression bombs "
+                        "(default: data.max_image_pixels in conf/)")
     parser.add_argument("--gradcam", action="store_true", help="save a Grad-CAM overlay of the predicted class")
+    parser.add_argument("--gradcam-layer", help="the layer of a VGG16-based model that Grad-CAM explains (default: "
+                        "visualize.gradcam_layer in conf/); the from-scratch convnet uses its last conv block")
     parser.add_argument("--out", type=Path, help="folder for the overlays (default: next to each image)")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error(f"--batch-size: must be a positive integer, got {args.batch_size}")
+    for option, value in (("--batch-size", args.batch_size), ("--max-pixels", args.max_pixels)):
+        if value is not None and value < 1:
+            parser.error(f"{option}: must be a positive integer, got {value}")
     model = args.model or Path("models") / f"{args.stage}.pt"
     files, input_errors = expand_inputs(args.images)
     results, errors = exit_on_user_error(predict_files, model, files, args.gradcam, args.out,
-                                         batch_size=args.batch_size, tracking_uri=args.tracking_uri)
+                                         batch_size=args.batch_size, tracking_uri=args.tracking_uri,
+                                         max_pixels=args.max_pixels, gradcam_layer=args.gradcam_layer)
     if results:
         print(render(results, args.format))
-    for e in input_errors + errors:
-        print(f"error: {e}", file=sys.stderr)
+    for error in input_errors + errors:
+        print(f"error: {error}", file=sys.stderr)
     if input_errors or errors:
         sys.exit(1)
 

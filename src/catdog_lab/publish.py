@@ -33,7 +33,7 @@ def publish_model(run, cfg, stage: str, model_path: Path, metrics: dict) -> dict
     from catdog_lab.serving import log_and_register
     from catdog_lab.tracking import retry
 
-    registered = log_and_register(run.run_id, stage, model_path, _input_example(cfg))
+    registered = log_and_register(run.run_id, stage, model_path, _input_example(cfg), int(cfg.data.max_image_pixels))
     card = write_card(cfg, stage, model_path, metrics, registered)
     run.log_artifact(card, "model_card")
     text = card.read_text(encoding="utf-8")

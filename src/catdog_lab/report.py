@@ -18,9 +18,9 @@ figcaption{color:#555;font-size:14px}h2{border-bottom:1px solid #ddd;padding-bot
 def _md_table_to_html(table: str) -> str:
     lines = [line.strip().strip("|").split("|") for line in table.strip().splitlines()]
     head, body = lines[0], lines[2:]
-    out = ["<table><thead><tr>", *[f"<th>{html.escape(c.strip())}</th>" for c in head], "</tr></thead><tbody>"]
+    out = ["<table><thead><tr>", *[f"<th>{html.escape(cell.strip())}</th>" for cell in head], "</tr></thead><tbody>"]
     for row in body:
-        out += ["<tr>", *[f"<td>{html.escape(c.strip())}</td>" for c in row], "</tr>"]
+        out += ["<tr>", *[f"<td>{html.escape(cell.strip())}</td>" for cell in row], "</tr>"]
     return "".join(out + ["</tbody></table>"])
 
 
@@ -36,7 +36,7 @@ def figure_index(reports: Path) -> list[dict]:
     if not index.exists():
         return []
     entries = json.loads(index.read_text())
-    return [e for e in entries if (reports / "figures" / e["file"]).exists()]
+    return [entry for entry in entries if (reports / "figures" / entry["file"]).exists()]
 
 
 def build_html(cfg, rows: list[dict], table: str, settings: str) -> Path:
@@ -59,7 +59,7 @@ def build_html(cfg, rows: list[dict], table: str, settings: str) -> Path:
     if (reports / "accuracy.png").exists():
         parts.append(_figure("accuracy.png", "Our test accuracy per stage, with the book's numbers as markers"))
     parts += ["<h3>Settings that differ between stages</h3>", _md_table_to_html(settings), "<h2>Training curves</h2>"]
-    titles = {r["stage"]: r["title"] for r in rows}
+    titles = {row["stage"]: row["title"] for row in rows}
     for stage in TRAINING_STAGES:
         if (source / "curves" / f"{stage}.png").exists():
             parts.append(_figure(link(f"curves/{stage}.png"), f"{stage}: {titles.get(stage, '')}",
@@ -67,7 +67,8 @@ def build_html(cfg, rows: list[dict], table: str, settings: str) -> Path:
     figures = figure_index(source)
     if figures:
         parts.append("<h2>What the convnets learned</h2>")
-        parts += [_figure(link(f"figures/{e['file']}"), e.get("title", e["file"]), e.get("caption", "")) for e in figures]
+        parts += [_figure(link(f"figures/{entry['file']}"), entry.get("title", entry["file"]), entry.get("caption", ""))
+                  for entry in figures]
     parts.append("</body></html>")
     path = reports / "index.html"
     write_text(path, "\n".join(parts))
@@ -78,7 +79,7 @@ def referenced_files(html_path: Path) -> list[Path]:
     """Every local file the page points at (for tests and the browser check)."""
     import re
     text = Path(html_path).read_text()
-    return [Path(html_path).parent / m for m in re.findall(r'src="([^"]+)"', text)]
+    return [Path(html_path).parent / src for src in re.findall(r'src="([^"]+)"', text)]
 
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -86,8 +87,6 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 def update_readme(readme: Path, comparison: Path, note: str = "") -> None:
     """Put the generated comparison table into the README between the results markers."""
-    from catdog_lab.io import write_text
-
     text = Path(readme).read_text(encoding="utf-8")
     if START not in text or END not in text:
         raise SystemExit(f"{readme}: no {START} ... {END} markers")

@@ -22,17 +22,17 @@ CONFIDENCE = 0.95
 
 def recipe(cfg, stage: str) -> dict:
     """The config that defines `stage`'s result, seed excluded (machine-specific paths reduced to names)."""
-    s = cfg[stage]
-    out = {"stage": _plain(s), "split": _plain(cfg.data.split),
+    section = cfg[stage]
+    out = {"stage": _plain(section), "split": _plain(cfg.data.split),
            "image_size": int(cfg.data.image_size)}
-    if s.model == "convnet":
+    if section.model == "convnet":
         out["convnet"] = _plain(cfg.convnet)
     else:
         out["backbone"] = {"name": str(cfg.backbone.name), "weights": Path(str(cfg.backbone.weights)).name}
-    if s.augment:
+    if section.augment:
         out["augmentation"] = _plain(cfg.augmentation)
-    if s.get("init_from"):
-        out["init_from"] = recipe(cfg, str(s.init_from))
+    if section.get("init_from"):
+        out["init_from"] = recipe(cfg, str(section.init_from))
     return out
 
 
@@ -57,8 +57,8 @@ def record(cfg, stage: str, metrics: dict) -> Path:
 def entries(cfg, stage: str, seeds_dir: str | Path | None = None) -> list[dict]:
     """The ledger entries of `stage` under the current recipe, ordered by seed."""
     folder = shared_path(seeds_dir or cfg.paths.seeds) / stage / recipe_hash(cfg, stage)
-    found = [json.loads(p.read_text()) for p in sorted(folder.glob("seed-*.json"))]
-    return sorted(found, key=lambda e: e["seed"])
+    found = [json.loads(path.read_text()) for path in sorted(folder.glob("seed-*.json"))]
+    return sorted(found, key=lambda entry: entry["seed"])
 
 
 def t_quantile(n: int, confidence: float = CONFIDENCE) -> float:
@@ -79,7 +79,7 @@ def summarise(accuracies: list[float], test_images: int | None = None, confidenc
         return {"n": 0, "mean": None, "std": None, "low": None, "high": None, "interval_kind": None}
     mean = sum(accuracies) / n
     if n >= 2:
-        std = math.sqrt(sum((a - mean) ** 2 for a in accuracies) / (n - 1))
+        std = math.sqrt(sum((acc - mean) ** 2 for acc in accuracies) / (n - 1))
         half = t_quantile(n, confidence) * std / math.sqrt(n)
         kind = f"t, {n} seeds"
     else:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import io
 import os
 from pathlib import Path
+
+from catdog_lab.data.sources import sha256_file
 
 INPUT_COLUMN = "image"
 CHAMPION = "champion"
@@ -31,9 +32,9 @@ def registered_name(stage: str) -> str:
 class CatDogPyfunc:
     """What `mlflow.pyfunc.load_model` returns the inner object of: predict(DataFrame) -> DataFrame."""
 
-    def __init__(self, model_file: str | Path):
+    def __init__(self, model_file: str | Path, max_pixels: int | None = None):
         from catdog_lab.predict import Predictor
-        self.predictor = Predictor.from_file(model_file)
+        self.predictor = Predictor.from_file(model_file, max_pixels=max_pixels)
 
     def predict(self, model_input, params=None):
         import pandas as pd
@@ -42,15 +43,15 @@ class CatDogPyfunc:
         if INPUT_COLUMN not in frame.columns:
             raise ValueError(f"{INPUT_COLUMN}: the request needs a column {INPUT_COLUMN!r} of base64 image bytes, "
                              f"got columns {list(frame.columns)}")
-        decoded = [_image_bytes(v) for v in frame[INPUT_COLUMN]]
-        good = [d for d in decoded if isinstance(d, bytes)]
+        decoded = [_image_bytes(cell) for cell in frame[INPUT_COLUMN]]
+        good = [image for image in decoded if isinstance(image, bytes)]
         results = iter(self.predictor.predict(good))
         rows = []
-        for d in decoded:
-            r = next(results) if isinstance(d, bytes) else {"label": None, "probability": None, "p_dog": None,
-                                                            "error": d}
-            rows.append({"label": r["label"] or "", "probability": r["probability"], "p_dog": r["p_dog"],
-                         "error": r["error"] or ""})
+        for image in decoded:
+            result = next(results) if isinstance(image, bytes) else {"label": None, "probability": None,
+                                                                      "p_dog": None, "error": image}
+            rows.append({"label": result["label"] or "", "probability": result["probability"],
+                         "p_dog": result["p_dog"], "error": result["error"] or ""})
         return pd.DataFrame(rows, columns=["label", "probability", "p_dog", "error"])
 
 
@@ -66,12 +67,13 @@ def _image_bytes(value) -> bytes | str:
         return "not valid base64"
 
 
-def _load_pyfunc(data_path: str) -> CatDogPyfunc:
-    """MLflow's loader-module hook: `data_path` is the logged `.pt` bundle (a file or a folder holding it)."""
+def _load_pyfunc(data_path: str, model_config: dict | None = None) -> CatDogPyfunc:
+    """MLflow's loader-module hook: `data_path` is the logged `.pt` bundle (a file or a folder holding it);
+    `model_config` what `log_and_register` recorded (the decoding limit: a served model has no conf/)."""
     path = Path(data_path)
     if path.is_dir():
         path = next(iter(sorted(path.glob("*.pt"))))
-    return CatDogPyfunc(path)
+    return CatDogPyfunc(path, (model_config or {}).get("max_image_pixels"))
 
 
 def signature():
@@ -97,16 +99,13 @@ def _requirements() -> list[str]:
     from importlib.metadata import version
 
     pins = ["mlflow", "torch", "torchvision", "pillow", "numpy", "pandas"]
-    return [f"{p}=={version(p)}" for p in pins]
+    return [f"{package}=={version(package)}" for package in pins]
 
 
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def log_and_register(run_id: str, stage: str, model_path: Path, input_example: str | None) -> dict:
-    """Log the stage model to its run as a pyfunc model and register it as `catdog-<stage>`.
-    Returns {"name", "version", "model_uri"}."""
+def log_and_register(run_id: str, stage: str, model_path: Path, input_example: str | None,
+                     max_pixels: int) -> dict:
+    """Log the stage model to its run as a pyfunc model and register it as `catdog-<stage>`; `max_pixels`
+    (the run's data.max_image_pixels) travels in its model_config. Returns {"name", "version", "model_uri"}."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -122,10 +121,11 @@ def log_and_register(run_id: str, stage: str, model_path: Path, input_example: s
         info = retry(lambda: mlflow.pyfunc.log_model(
             name="model", loader_module="catdog_lab.serving", data_path=str(model_path), code_paths=[str(package)],
             signature=signature(), input_example=example, pip_requirements=_requirements(),
-            registered_model_name=name, metadata={"stage": stage}))
+            model_config={"max_image_pixels": int(max_pixels)}, registered_model_name=name,
+            metadata={"stage": stage}))
     client = MlflowClient()
     version = str(info.registered_model_version)
-    retry(lambda: client.set_model_version_tag(name, version, "model_sha256", file_sha256(model_path)))
+    retry(lambda: client.set_model_version_tag(name, version, "model_sha256", sha256_file(Path(model_path))))
     retry(lambda: client.set_model_version_tag(name, version, "stage", stage))
     return {"name": name, "version": version, "model_uri": f"models:/{name}/{version}"}
 
@@ -136,17 +136,17 @@ def set_champion(client, stage: str, model_path: Path) -> str | None:
     from catdog_lab.tracking import retry
 
     name = registered_name(stage)
-    digest = file_sha256(model_path) if Path(model_path).exists() else None
+    digest = sha256_file(Path(model_path)) if Path(model_path).exists() else None
     try:
         versions = retry(lambda: client.search_model_versions(f"name = '{name}'"))
     except Exception as exc:                    # no such registered model
         if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
             return None
         raise
-    matching = [v for v in versions if digest and v.tags.get("model_sha256") == digest]
+    matching = [candidate for candidate in versions if digest and candidate.tags.get("model_sha256") == digest]
     if not matching:
         return None
-    version = max(matching, key=lambda v: int(v.version)).version
+    version = max(matching, key=lambda candidate: int(candidate.version)).version
     retry(lambda: client.set_registered_model_alias(name, CHAMPION, str(version)))
     return str(version)
 
@@ -175,8 +175,9 @@ def crown_champion(metrics: dict[str, dict], models_dir: Path, tracking) -> str:
     """Pick the champion among the trained stages by validation accuracy (ties: lower validation loss), never
     by test accuracy, which stays an unbiased estimate only if nothing is chosen on it. With tracking on, set
     `catdog-<stage>@champion` and remove the alias from the other stages' models. Returns one line."""
-    scored = [(float(m["val/acc"]), -float(m.get("val/loss") if m.get("val/loss") is not None else "inf"), stage)
-              for stage, m in metrics.items() if m.get("val/acc") is not None]
+    scored = [(float(stage_metrics["val/acc"]),
+               -float(stage_metrics.get("val/loss") if stage_metrics.get("val/loss") is not None else "inf"), stage)
+              for stage, stage_metrics in metrics.items() if stage_metrics.get("val/acc") is not None]
     if not scored:
         return "Champion: none (no stage has a validation accuracy)."
     acc, _, stage = max(scored)
@@ -194,7 +195,7 @@ def crown_champion(metrics: dict[str, dict], models_dir: Path, tracking) -> str:
     for other in metrics:
         if other != stage:
             try:
-                retry(lambda o=other: client.delete_registered_model_alias(registered_name(o), CHAMPION))
+                retry(lambda other=other: client.delete_registered_model_alias(registered_name(other), CHAMPION))
             except Exception as exc:        # that model or alias does not exist: nothing to remove
                 if "not found" not in str(exc).lower() and "does not exist" not in str(exc).lower():
                     raise

@@ -1,4 +1,4 @@
-"""A training stage's config, validated once and typed: what the stage layer hands down.
+"""A stage's config, validated once and typed: what the stage layer hands down.
 
 `stage_settings(cfg, stage)` checks every key a training stage reads (one-line errors naming the key)
 and returns frozen dataclasses; `stages/train.py` passes their fields on as keyword arguments, so the
@@ -7,7 +7,8 @@ stage, which validates only `data.*`, does not depend on the model and augmentat
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import typing
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -175,3 +176,75 @@ def model_arch(cfg: DictConfig, stage: str) -> dict:
         arch |= {"backbone": cfg.backbone.name, "weights": str(cfg.backbone.weights), "hidden": int(section.hidden),
                  "activation": str(section.activation), "trainable": list(section.get("trainable", []) or [])}
     return arch
+
+
+# ----------------------------------------------------------------------------------------------- visualize
+@dataclass(frozen=True)
+class FilterSettings:
+    """visualize.filters: which layers, how many filters, and the gradient ascent's settings."""
+    layers: tuple[str, ...]
+    finetuned_layers: tuple[str, ...]
+    count: int
+    size: int
+    iterations: int
+    step: float
+    jitter: int
+    blur_every: int
+    blur_sigma: float
+    l2: float
+    octaves: int
+    octave_scale: float
+
+    def ascent(self) -> dict:
+        """The keyword arguments of `filter_patterns`: every setting but the layer lists and the count."""
+        return {field.name: getattr(self, field.name) for field in fields(self)
+                if field.name not in ("layers", "finetuned_layers", "count")}
+
+
+@dataclass(frozen=True)
+class OcclusionSettings:
+    window: int
+    stride: int
+
+
+@dataclass(frozen=True)
+class VisualizeSettings:
+    """cfg.visualize (conf/visualize/default.yaml), each value converted to its type once, here."""
+    seed: int
+    scratch_model: str
+    transfer_model: str
+    images_per_class: int
+    gradcam_layer: str
+    gradcam_alpha: float
+    ig_steps: int
+    occlusion: OcclusionSettings
+    sanity_images: int
+    gallery_max: int
+    filters: FilterSettings
+
+
+_KINDS = {int: "an integer", float: "a number", str: "a string"}
+
+
+def _converted(cls, node, prefix: str):
+    """cls from the config node `prefix`, each field converted to its annotated type (nested settings too);
+    a missing or unconvertible value is a ConfigError naming its key."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for field in fields(cls):
+        kind, key = hints[field.name], f"{prefix}.{field.name}"
+        if field.name not in node:
+            raise ConfigError(f"{key}: missing from the config")
+        value = node[field.name]
+        if is_dataclass(kind):
+            values[field.name] = _converted(kind, value, key)
+            continue
+        try:
+            values[field.name] = kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: must be {_KINDS.get(kind, 'a list')}, got {value!r}") from None
+    return cls(**values)
+
+
+def visualize_settings(cfg) -> VisualizeSettings:
+    return _converted(VisualizeSettings, cfg.visualize, "visualize")

@@ -56,11 +56,11 @@ class StreamBatchSampler(Sampler[list[int]]):
         first = self.epoch * self.steps * self.world_size
         order, current = None, -1
         for i in range(self.steps):
-            j = first + i * self.world_size + self.rank
-            p, q = divmod(j, self.per_pass)
-            if p != current:
-                order, current = self._pass(p), p
-            yield order[q * self.batch_size:(q + 1) * self.batch_size].tolist()
+            batch = first + i * self.world_size + self.rank
+            pass_index, in_pass = divmod(batch, self.per_pass)
+            if pass_index != current:
+                order, current = self._pass(pass_index), pass_index
+            yield order[in_pass * self.batch_size:(in_pass + 1) * self.batch_size].tolist()
 
     def __len__(self) -> int:
         return self.steps

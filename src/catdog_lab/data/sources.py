@@ -15,18 +15,27 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
-from catdog_lab.errors import DataError
+from catdog_lab.errors import ConfigError, DataError
 
 MAX_MEMBER_BYTES = 200 * 1024 * 1024   # no photo of this data set is anywhere near this
 MAX_ARCHIVE_BYTES = 4 * 1024**3        # the whole Microsoft archive unpacks to ~0.9 GB
 
 
+def local_source(source_cfg) -> Path | None:
+    """data.source.path, checked to exist; None when it is not set (the photos are downloaded). The one
+    check of the key: config validation and the split stage both call it."""
+    if not source_cfg.path:
+        return None
+    path = Path(str(source_cfg.path)).expanduser()
+    if not path.exists():
+        raise ConfigError(f"data.source.path: {path} does not exist")
+    return path
+
+
 def resolve_source(source_cfg, workdir: Path = Path(".")) -> Path:
     """Return a folder holding the raw images, extracting or downloading as the config says."""
-    if source_cfg.path:
-        path = Path(str(source_cfg.path)).expanduser()
-        if not path.exists():
-            raise DataError(f"data.source.path: {path} does not exist")
+    path = local_source(source_cfg)
+    if path is not None:
         if path.is_dir():
             return path
         if zipfile.is_zipfile(path):
@@ -85,11 +94,11 @@ def extract_zip(archive: Path, target: Path) -> Path:
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def download(url: str, dest_dir: Path, sha256: str | None = None, timeout: float = 60.0) -> Path:

@@ -12,7 +12,6 @@ Photos are decoded by `data.workers` processes; the result does not depend on ho
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import random
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 from catdog_lab import CLASSES, SPLITS
 from catdog_lab.data.cache import ImageWriter, cache_files
 from catdog_lab.data.images import Candidate, find_candidates, label_index, open_rgb
+from catdog_lab.data.sources import sha256_file
 from catdog_lab.errors import DataError
 from catdog_lab.io import torch_save, write_csv, write_json
 
@@ -52,21 +52,21 @@ def _decode(job: tuple[Path, int, int]) -> tuple[bytes | None, str, str]:
     image, note = open_rgb(path, max_pixels)
     # NumPy, not torch: torch's OpenMP threads in every worker would oversubscribe the cores
     pixels = resize_to_array(image, image_size).tobytes() if image is not None else None
-    return pixels, note, _sha256(path)
+    return pixels, note, sha256_file(path)
 
 
 def _decoded(cands: list[Candidate], max_pixels: int, image_size: int, pool: ProcessPoolExecutor | None):
     """(candidate, pixels, note, sha) in the candidates' order, decoded inline or by the pool."""
-    jobs = ((c.path, max_pixels, image_size) for c in cands)
+    jobs = ((cand.path, max_pixels, image_size) for cand in cands)
     results = pool.map(_decode, jobs, chunksize=32) if pool else map(_decode, jobs)
     yield from zip(cands, results)
 
 
 def class_counts(counts: dict, usable: int | None) -> dict[str, int]:
     """Counts per split for one class: the given counts, or fractions of `usable` photos (rounded down)."""
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in counts.values()):
+    if all(isinstance(count, int) and not isinstance(count, bool) for count in counts.values()):
         return dict(counts)
-    return {s: math.floor(float(counts[s]) * usable) for s in SPLITS}
+    return {split: math.floor(float(counts[split]) * usable) for split in SPLITS}
 
 
 def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels: int, cache_dir: Path,
@@ -74,10 +74,10 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
     candidates = find_candidates(root)
     if not candidates:
         raise DataError(f"no cat/dog images found under {root} (expected cat.<id>.jpg files or Cat/ Dog/ folders)")
-    by_class: dict[str, list[Candidate]] = {c: [] for c in CLASSES}
+    by_class: dict[str, list[Candidate]] = {label: [] for label in CLASSES}
     for cand in candidates:
         by_class[cand.label].append(cand)
-    as_fractions = not all(isinstance(v, int) and not isinstance(v, bool) for v in counts.values())
+    as_fractions = not all(isinstance(count, int) and not isinstance(count, bool) for count in counts.values())
     need = None if as_fractions else sum(counts.values())     # fractions: every photo of the class is checked
 
     cache_dir = Path(cache_dir)
@@ -90,7 +90,7 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
         for label in CLASSES:
-            order = sorted(by_class[label], key=lambda c: c.key)
+            order = sorted(by_class[label], key=lambda cand: cand.key)
             random.Random(f"{seed}:{label}").shuffle(order)       # per-class stream: stable for a seed
             usable[label] = []
             # decoded pixels go straight to a per-class scratch file: memory stays bounded
@@ -110,7 +110,7 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
             if need is not None and len(usable[label]) < need:
                 raise DataError(
                     f"class {label!r}: only {len(usable[label])} usable images under {root} "
-                    f"({len(order)} found, {sum(1 for s in skipped if s['class'] == label)} unusable), "
+                    f"({len(order)} found, {sum(1 for row in skipped if row['class'] == label)} unusable), "
                     f"but data.split asks for {need} ({counts['train']}+{counts['validation']}+{counts['test']})")
     finally:
         progress.close()
@@ -124,11 +124,11 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
                             f"data.split {dict(counts)}")
     manifest = _write_cache(cache_dir, usable, per_class, image_size)
     report = {
-        "counts": {s: {c: per_class[c][s] for c in CLASSES} for s in SPLITS},
-        "candidates": {c: len(by_class[c]) for c in CLASSES},
+        "counts": {split: {label: per_class[label][split] for label in CLASSES} for split in SPLITS},
+        "candidates": {label: len(by_class[label]) for label in CLASSES},
         "inspected": dict(inspected),
         "skipped": len(skipped),
-        "skipped_reasons": dict(Counter(s["reason"].split(":")[0] for s in skipped)),
+        "skipped_reasons": dict(Counter(row["reason"].split(":")[0] for row in skipped)),
         "converted": converted,
         "seed": seed,
         "image_size": image_size,
@@ -144,7 +144,7 @@ def _write_cache(cache_dir: Path, usable: dict, per_class: dict, image_size: int
     try:
         for split in SPLITS:
             meta_path, images_path = cache_files(cache_dir, split)
-            writer = ImageWriter(images_path, sum(per_class[c][split] for c in CLASSES), image_size)
+            writer = ImageWriter(images_path, sum(per_class[label][split] for label in CLASSES), image_size)
             labels, files = [], []
             try:
                 for label in CLASSES:
@@ -188,10 +188,6 @@ def resize_to_tensor(image: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(resize_to_array(image, size))
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def manifest_hash(split_dir: Path) -> str | None:
     path = Path(split_dir) / "manifest.csv"
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.exists() else None
+    return sha256_file(path)[:12] if path.exists() else None

@@ -32,9 +32,9 @@ class BinaryClassifier(pl.LightningModule):
         logits = self(x)
         loss = F.binary_cross_entropy_with_logits(logits, y.float())
         acc = ((logits > 0).long() == y).float().mean()
-        on_step = prefix == "train"
+        loss_in_bar = prefix == "train"          # the progress bar shows the training loss, every split's accuracy
         # sync_dist: with several devices the epoch figures are averaged over ranks (a no-op on one device)
-        self.log(f"{prefix}/loss", loss, on_step=False, on_epoch=True, prog_bar=on_step, batch_size=len(y),
+        self.log(f"{prefix}/loss", loss, on_step=False, on_epoch=True, prog_bar=loss_in_bar, batch_size=len(y),
                  sync_dist=True)
         self.log(f"{prefix}/acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y),
                  sync_dist=True)

@@ -8,18 +8,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import yaml
+from omegaconf import OmegaConf
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import yaml  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from catdog_lab.config import PROJECT_ROOT, read_path  # noqa: E402
-from catdog_lab.io import atomic_path, write_json, write_text  # noqa: E402
-from catdog_lab.registry import REGISTRY, TRAINING_STAGES  # noqa: E402
-from catdog_lab.seeds import entries, summarise, verdict  # noqa: E402
-from catdog_lab.serving import crown_champion  # noqa: E402
+from catdog_lab.config import PROJECT_ROOT, read_path
+from catdog_lab.io import atomic_path, write_json, write_text
+from catdog_lab.plots import plt
+from catdog_lab.registry import REGISTRY, TRAINING_STAGES
+from catdog_lab.seeds import entries, summarise, verdict
+from catdog_lab.serving import crown_champion
 
 BOOK_FILE = PROJECT_ROOT / "conf" / "reference" / "book_accuracy.yaml"
 # stage settings worth showing side by side (the rest is shared by every stage)

@@ -17,6 +17,7 @@ from catdog_lab.io import write_json
 from catdog_lab.models.components.backbones import build_backbone
 from catdog_lab.models.factory import load_model
 from catdog_lab.models.features import device_for
+from catdog_lab.settings import FilterSettings, visualize_settings
 from catdog_lab.tracking import Tracking, stage_run
 from catdog_lab.viz import views
 from catdog_lab.viz.activations import plot_activations
@@ -25,24 +26,22 @@ from catdog_lab.viz.filters import filter_patterns
 from catdog_lab.viz.primer import plot_primer
 
 
-def _filters(features, layers: dict, preprocess, name: str, v, seed: int):
-    f = v.filters
-    n_out = next(m.out_channels for m in reversed(features[:layers[name] + 1]) if hasattr(m, "out_channels"))
-    return filter_patterns(features, layers[name], preprocess, list(range(min(int(f.count), n_out))),
-                           size=int(f.size), iterations=int(f.iterations), step=float(f.step), jitter=int(f.jitter),
-                           blur_every=int(f.blur_every), blur_sigma=float(f.blur_sigma), l2=float(f.l2),
-                           octaves=int(f.octaves), octave_scale=float(f.octave_scale), seed=seed,
-                           progress=f"filters {name}")
+def _patterns(net, layer_index: int, name: str, filters: FilterSettings, seed: int) -> torch.Tensor:
+    """Patterns of the first `filters.count` filters (all, if fewer) of the layer at `layer_index`."""
+    n_out = next(module.out_channels for module in reversed(net.features[:layer_index + 1])
+                 if hasattr(module, "out_channels"))
+    return filter_patterns(net.features, layer_index, net.preprocess, list(range(min(filters.count, n_out))),
+                           seed=seed, progress=f"filters {name}", **filters.ascent())
 
 
-def _finite(x: float) -> float | None:
+def _finite(value: float) -> float | None:
     """JSON (and DVC metrics) have no NaN: a check with nothing to rank is recorded as null."""
-    return None if x != x else round(x, 4)
+    return None if value != value else round(value, 4)
 
 
 def visualize(cfg) -> dict:
-    v = cfg.visualize
-    torch.manual_seed(int(v.seed))
+    settings = visualize_settings(cfg)
+    torch.manual_seed(settings.seed)
     t0 = time.perf_counter()
     out = Path(cfg.paths.reports) / "figures"
     index = FigureIndex(out)
@@ -56,44 +55,47 @@ def visualize(cfg) -> dict:
     with stage_run(Tracking.from_config(cfg), "visualize") as run:
         # 1. primer on the first test cat
         cat = int((labels == 0).nonzero()[0])
-        plot_primer(images[cat], index, int(v.seed))
+        plot_primer(images[cat], index, seed=settings.seed)
 
         # 2. activations of the from-scratch model
-        scratch = load_model(models / f"{v.scratch_model}.pt")[0].to(device)
-        plot_activations(scratch, images[cat], str(v.scratch_model), index)
+        scratch = load_model(models / f"{settings.scratch_model}.pt")[0].to(device)
+        plot_activations(scratch, images[cat], stage=settings.scratch_model, index=index)
 
         # 3. filter patterns of the pretrained base, and of the fine-tuned block5 next to the pretrained one
         backbone = build_backbone(cfg.backbone.name, cfg.backbone.weights)
         backbone.features.to(device)
         backbone.preprocess.to(device)
-        for name in v.filters.layers:
-            pats = _filters(backbone.features, backbone.layers, backbone.preprocess, name, v, int(v.seed))
-            views.plot_filter_grid(pats, f"Filter patterns of VGG16 {name} (pretrained, first {len(pats)})",
+        filters = settings.filters
+        for name in filters.layers:
+            patterns = _patterns(backbone, backbone.layers[name], name, filters, settings.seed)
+            views.plot_filter_grid(patterns, f"Filter patterns of VGG16 {name} (pretrained, first {len(patterns)})",
                                    f"filters_vgg16_pretrained_{name}.png",
                                    f"Inputs that maximise the mean activation of each filter of {name}, by gradient "
                                    f"ascent from seeded grey noise in the weights' preprocessing space.", index)
-        tuned = load_model(models / f"{v.transfer_model}.pt")[0].to(device)
-        for name in v.filters.finetuned_layers:
-            for label, net in (("pretrained", backbone), (str(v.transfer_model), tuned)):
-                pats = _filters(net.features, backbone.layers, net.preprocess, name, v, int(v.seed))
-                views.plot_filter_grid(pats, f"Filter patterns of {name}: {label}",
+        tuned = load_model(models / f"{settings.transfer_model}.pt")[0].to(device)
+        for name in filters.finetuned_layers:
+            for label, net in (("pretrained", backbone), (settings.transfer_model, tuned)):
+                patterns = _patterns(net, backbone.layers[name], name, filters, settings.seed)
+                views.plot_filter_grid(patterns, f"Filter patterns of {name}: {label}",
                                        f"filters_{name}_{label}.png",
                                        f"{name} filters before and after fine-tuning (same filters, same seed).", index)
 
         # 4-7. Grad-CAM, attributions, sanity check, misclassified gallery on the transfer model
-        layer = tuned.features[tuned.layer_index[str(v.gradcam_layer)]]
+        stage = settings.transfer_model
+        layer = tuned.features[tuned.layer_index[settings.gradcam_layer]]
         p_dog = views.predict_dog_probability(tuned, images)
-        chosen = views.select_images(labels, p_dog, int(v.images_per_class))
-        x, y, p = images[chosen], labels[chosen], p_dog[chosen]
-        views.plot_gradcam(tuned, layer, str(v.gradcam_layer), str(v.transfer_model), x, y, p,
-                           float(v.gradcam_alpha), index)
-        views.plot_attributions(tuned, layer, str(v.transfer_model), x, y, p, int(v.ig_steps),
-                                int(v.occlusion.window), int(v.occlusion.stride), index)
+        chosen = views.select_images(labels, p_dog, per_class=settings.images_per_class)
+        shown = {"images": images[chosen], "labels": labels[chosen], "p_dog": p_dog[chosen]}
+        views.plot_gradcam(tuned, layer, layer_name=settings.gradcam_layer, stage=stage, **shown,
+                           alpha=settings.gradcam_alpha, index=index)
+        views.plot_attributions(tuned, layer, stage=stage, **shown, ig_steps=settings.ig_steps,
+                                window=settings.occlusion.window, stride=settings.occlusion.stride, index=index)
         # spread over the whole test split, so both classes are in it (the split is ordered by class)
-        sanity_idx = torch.linspace(0, len(images) - 1, min(int(v.sanity_images), len(images))).long().tolist()
-        sanity = views.plot_sanity(tuned, layer, str(v.transfer_model), images[sanity_idx], index, int(v.seed))
-        wrong = views.plot_gallery(tuned, layer, str(v.transfer_model), images, labels, p_dog, files,
-                                   float(v.gradcam_alpha), int(v.gallery_max), index)
+        sanity_idx = torch.linspace(0, len(images) - 1, min(settings.sanity_images, len(images))).long().tolist()
+        sanity = views.plot_sanity(tuned, layer, stage=stage, images=images[sanity_idx], index=index,
+                                   seed=settings.seed)
+        wrong = views.plot_gallery(tuned, layer, stage=stage, images=images, labels=labels, p_dog=p_dog, files=files,
+                                   alpha=settings.gradcam_alpha, max_images=settings.gallery_max, index=index)
         index.write()
 
         metrics = {"sanity/gradcam_spearman": _finite(sanity["gradcam"]["mean"]),

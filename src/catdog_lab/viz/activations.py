@@ -1,10 +1,10 @@
 """Intermediate activations of the from-scratch convnet for one image, via Captum's LayerActivation."""
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import torch
 from captum.attr import LayerActivation
 
+from catdog_lab.plots import plt
 from catdog_lab.viz.attributions import on_net_device
 from catdog_lab.viz.figures import FigureIndex, channel_grid, to_image
 
@@ -14,7 +14,7 @@ def layer_activations(net, image: torch.Tensor) -> dict[str, torch.Tensor]:
     layers = net.named_feature_layers()
     x, _ = on_net_device(net, image.unsqueeze(0))
     acts = LayerActivation(net, list(layers.values())).attribute(x)
-    return {name: a[0].detach().cpu() for name, a in zip(layers, acts)}
+    return {name: activation[0].detach().cpu() for name, activation in zip(layers, acts)}
 
 
 def plot_activations(net, image: torch.Tensor, stage: str, index: FigureIndex, per_row: int = 16) -> list[str]:

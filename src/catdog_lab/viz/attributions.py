@@ -66,9 +66,3 @@ def occlusion(net: nn.Module, images: torch.Tensor, target, window: int = 30, st
                                                strides=(3, stride, stride), baselines=128.0, target=target,
                                                perturbations_per_eval=16)
     return attr.sum(dim=1).detach().cpu()
-
-
-def has_hooks(module: nn.Module) -> bool:
-    """True if any submodule still carries forward/backward hooks (Captum must remove its own)."""
-    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or
-               getattr(m, "_backward_pre_hooks", None) for m in module.modules())

@@ -4,14 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from catdog_lab.io import atomic_path, write_json, write_text  # noqa: E402
+from catdog_lab.io import atomic_path, write_json, write_text
+from catdog_lab.plots import plt
 
 
 @dataclass
@@ -29,13 +26,14 @@ class FigureIndex:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
         plt.close(fig)
-        self.entries = [e for e in self.entries if e["file"] != name] + [
+        self.entries = [entry for entry in self.entries if entry["file"] != name] + [
             {"file": name, "title": title, "caption": caption}]
         return path
 
     def write(self) -> None:
         write_json(self.directory / "index.json", self.entries)
-        lines = ["# Figures", ""] + [f"- **{e['title']}** (`{e['file']}`): {e['caption']}" for e in self.entries]
+        lines = ["# Figures", ""] + [f"- **{entry['title']}** (`{entry['file']}`): {entry['caption']}"
+                                     for entry in self.entries]
         write_text(self.directory / "index.md", "\n".join(lines) + "\n")
 
 
@@ -50,11 +48,11 @@ def normalise(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return (x - x.min()) / (x.max() - x.min() + eps)
 
 
-def display_channel(a: torch.Tensor) -> np.ndarray:
+def display_channel(channel: torch.Tensor) -> np.ndarray:
     """The book's per-channel display normalisation: standardise, x64 + 128, clip to 0-255."""
-    a = a.detach().float()
-    a = (a - a.mean()) / (a.std() + 1e-5) * 64 + 128
-    return a.clamp(0, 255).cpu().numpy() / 255
+    channel = channel.detach().float()
+    channel = (channel - channel.mean()) / (channel.std() + 1e-5) * 64 + 128
+    return channel.clamp(0, 255).cpu().numpy() / 255
 
 
 def channel_grid(maps: torch.Tensor, per_row: int = 16, gap: int = 1) -> np.ndarray:
@@ -63,8 +61,8 @@ def channel_grid(maps: torch.Tensor, per_row: int = 16, gap: int = 1) -> np.ndar
     rows = (c + per_row - 1) // per_row
     grid = np.ones((rows * (h + gap) - gap, min(c, per_row) * (w + gap) - gap))
     for i in range(c):
-        r, k = divmod(i, per_row)
-        grid[r * (h + gap):r * (h + gap) + h, k * (w + gap):k * (w + gap) + w] = display_channel(maps[i])
+        row, col = divmod(i, per_row)
+        grid[row * (h + gap):row * (h + gap) + h, col * (w + gap):col * (w + gap) + w] = display_channel(maps[i])
     return grid
 
 
@@ -74,8 +72,8 @@ def image_grid(images: torch.Tensor, per_row: int = 8, gap: int = 2) -> np.ndarr
     rows = (n + per_row - 1) // per_row
     grid = np.ones((rows * (h + gap) - gap, min(n, per_row) * (w + gap) - gap, 3))
     for i in range(n):
-        r, k = divmod(i, per_row)
-        grid[r * (h + gap):r * (h + gap) + h, k * (w + gap):k * (w + gap) + w] = to_image(images[i])
+        row, col = divmod(i, per_row)
+        grid[row * (h + gap):row * (h + gap) + h, col * (w + gap):col * (w + gap) + w] = to_image(images[i])
     return grid
 
 

@@ -14,19 +14,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.transforms.v2.functional import gaussian_blur
 from tqdm.auto import tqdm
 
 from catdog_lab.models.components.preprocess import Preprocess
-
-
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, int(math.ceil(2 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-(t ** 2) / (2 * sigma ** 2))
-    k = (k / k.sum()).view(1, 1, -1)
-    c = x.shape[1]
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
 def filter_patterns(features: nn.Sequential, layer_index: int, preprocess: Preprocess, filters: list[int],
@@ -39,18 +30,19 @@ def filter_patterns(features: nn.Sequential, layer_index: int, preprocess: Prepr
     ReLU after the conv, as Keras' layer outputs include the activation).
     """
     trunk = features[:layer_index + 1].eval()
-    for p in trunk.parameters():
-        p.requires_grad_(False)
+    for param in trunk.parameters():
+        param.requires_grad_(False)
     device = next(trunk.parameters()).device
-    g = torch.Generator().manual_seed(seed)                  # CPU generator: the same noise on any device
-    n = len(filters)
+    generator = torch.Generator().manual_seed(seed)          # CPU generator: the same noise on any device
+    n_filters = len(filters)
     start = max(8, int(round(size / octave_scale ** (octaves - 1))))
-    grey = 128 + 20 * (torch.rand(n, 3, start, start, generator=g) - 0.5)        # seeded grey noise
+    grey = 128 + 20 * (torch.rand(n_filters, 3, start, start, generator=generator) - 0.5)     # seeded grey noise
     x = preprocess(grey.to(device)).detach()
     # step in preprocessing units: `step` of the 0-255 range, mapped through the weights' scale and std
     step_size = step * 255 * preprocess.scale / float(preprocess.std.mean())
     grey_pre = preprocess(torch.full((1, 3, 1, 1), 128.0, device=device))
     idx = torch.tensor(filters, device=device)
+    blur_size = 2 * math.ceil(2 * blur_sigma) + 1                 # the kernel reaches 2 sigma on each side
     bar = tqdm(total=iterations * octaves, desc=progress, unit="step", mininterval=2.0, disable=progress is None)
     for octave in range(octaves):
         if octave > 0:
@@ -58,13 +50,13 @@ def filter_patterns(features: nn.Sequential, layer_index: int, preprocess: Prepr
             x = F.interpolate(x, size=(side, side), mode="bicubic", align_corners=False).detach()
         for i in range(iterations):
             if jitter:
-                dx, dy = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=g))
+                dx, dy = (int(shift) for shift in torch.randint(-jitter, jitter + 1, (2,), generator=generator))
                 x = torch.roll(x, shifts=(dx, dy), dims=(2, 3))
             x.requires_grad_(True)
             act = trunk(x)
             border = 2 if act.shape[-1] > 8 else 0               # the book ignores border artefacts
             inner = act[:, :, border:act.shape[-2] - border, border:act.shape[-1] - border]
-            score = inner[torch.arange(n, device=device), idx].mean(dim=(1, 2)).sum()
+            score = inner[torch.arange(n_filters, device=device), idx].mean(dim=(1, 2)).sum()
             if l2:
                 score = score - l2 * ((x - grey_pre) ** 2).mean(dim=(1, 2, 3)).sum()
             grad, = torch.autograd.grad(score, x)
@@ -73,7 +65,7 @@ def filter_patterns(features: nn.Sequential, layer_index: int, preprocess: Prepr
             if jitter:
                 x = torch.roll(x, shifts=(-dx, -dy), dims=(2, 3))
             if blur_every and (i + 1) % blur_every == 0:
-                x = _gaussian_blur(x, blur_sigma)
+                x = gaussian_blur(x, [blur_size, blur_size], [blur_sigma])       # reflect-padded
             bar.update(1)
     bar.close()
     with torch.no_grad():

@@ -1,10 +1,10 @@
 """What one layer does to a photo: convolution with random kernels, ReLU, max pooling, a tiny LeNet."""
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
+from catdog_lab.plots import plt
 from catdog_lab.viz.figures import FigureIndex, normalise, to_image
 
 
@@ -16,12 +16,12 @@ def _as_rgb(maps: torch.Tensor):
 
 def primer_panels(image: torch.Tensor, seed: int = 0) -> list[tuple[str, torch.Tensor]]:
     """[(title with operation and output shape, 1- or 3-channel map)] for one RGB 0-255 image."""
-    g = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     x = image.float().unsqueeze(0) / 255
     panels = [(f"input photo {tuple(image.shape)}", image.float() / 255)]
 
     def conv(inp, out_ch, k):
-        weight = torch.randn(out_ch, inp.shape[1], k, k, generator=g) / (k * (inp.shape[1] ** 0.5))
+        weight = torch.randn(out_ch, inp.shape[1], k, k, generator=generator) / (k * (inp.shape[1] ** 0.5))
         return F.conv2d(inp, weight)
 
     c3 = conv(x, 3, 3)
@@ -34,11 +34,11 @@ def primer_panels(image: torch.Tensor, seed: int = 0) -> list[tuple[str, torch.T
     for k in (2, 5):
         pooled = F.max_pool2d(relu, k)
         panels.append((f"max pool {k}x{k} -> {tuple(pooled.shape[1:])}", pooled[0]))
-    for n in (1, 3):                                   # LeNet-style: (conv 5x5, ReLU, pool 2x2) x 2
-        h = F.max_pool2d(F.relu(conv(x, n, 5)), 2)
-        h = F.max_pool2d(F.relu(conv(h, n, 5)), 2)
-        panels.append((f"LeNet-style 2x(conv5x5,ReLU,pool2), {n} filter{'s' if n > 1 else ''} -> "
-                       f"{tuple(h.shape[1:])}", h[0]))
+    for n_filters in (1, 3):                           # LeNet-style: (conv 5x5, ReLU, pool 2x2) x 2
+        lenet = F.max_pool2d(F.relu(conv(x, n_filters, 5)), 2)
+        lenet = F.max_pool2d(F.relu(conv(lenet, n_filters, 5)), 2)
+        panels.append((f"LeNet-style 2x(conv5x5,ReLU,pool2), {n_filters} filter{'s' if n_filters > 1 else ''} -> "
+                       f"{tuple(lenet.shape[1:])}", lenet[0]))
     return panels
 
 

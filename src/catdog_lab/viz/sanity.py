@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 from torch import nn
 
 
@@ -23,32 +24,20 @@ def randomised_copy(net: nn.Module, seed: int = 0) -> nn.Module:
     return clone.to(device).eval()
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values), dtype=float)
-    sorted_vals = values[order]
-    start = 0
-    for end in range(1, len(values) + 1):                 # ties share their average rank
-        if end == len(values) or sorted_vals[end] != sorted_vals[start]:
-            ranks[order[start:end]] = (start + end - 1) / 2.0
-            start = end
-    return ranks
-
-
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation of two maps (nan when either map is constant: nothing to rank)."""
+    """Spearman rank correlation of two maps (nan when either map is constant: nothing to rank, and
+    checked here so that scipy does not warn)."""
     x, y = a.detach().flatten().double().cpu().numpy(), b.detach().flatten().double().cpu().numpy()
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
-    rx, ry = _average_ranks(x), _average_ranks(y)
-    return float(np.corrcoef(rx, ry)[0, 1])
+    return float(spearmanr(x, y).statistic)           # ties share their average rank
 
 
 def randomisation_check(explain: Callable[[nn.Module, torch.Tensor], torch.Tensor], net: nn.Module,
                         random_net: nn.Module, images: torch.Tensor) -> dict:
     """explain(net, images) -> N x H x W maps. Returns per-image and mean rank correlations."""
     trained, randomised = explain(net, images), explain(random_net, images)
-    per_image = [spearman(t, r) for t, r in zip(trained, randomised)]
-    ranked = [c for c in per_image if not np.isnan(c)]
+    per_image = [spearman(trained_map, random_map) for trained_map, random_map in zip(trained, randomised)]
+    ranked = [rho for rho in per_image if not np.isnan(rho)]
     return {"per_image": per_image, "mean": float(np.mean(ranked)) if ranked else float("nan"),
             "constant_maps": len(per_image) - len(ranked), "trained": trained, "random": randomised}

@@ -1,11 +1,11 @@
 """The figures of the visualize stage, one function per view."""
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import torch
 
 from catdog_lab import CLASSES
-from catdog_lab.viz import attributions as A
+from catdog_lab.plots import plt
+from catdog_lab.viz.attributions import CAT, DOG, gradcam, integrated_gradients, occlusion, on_net_device, saliency
 from catdog_lab.viz.figures import FigureIndex, image_grid, normalise, overlay, to_image
 from catdog_lab.viz.sanity import randomisation_check, randomised_copy
 
@@ -13,7 +13,7 @@ from catdog_lab.viz.sanity import randomisation_check, randomised_copy
 @torch.inference_mode()
 def predict_dog_probability(net, images: torch.Tensor, batch_size: int = 50) -> torch.Tensor:
     """p(dog) per image, on the CPU (computed on the net's device)."""
-    return torch.cat([torch.sigmoid(net(A.on_net_device(net, images[i:i + batch_size])[0])).cpu()
+    return torch.cat([torch.sigmoid(net(on_net_device(net, images[i:i + batch_size])[0])).cpu()
                       for i in range(0, len(images), batch_size)])
 
 
@@ -35,13 +35,13 @@ def _title(label: int, p_dog: float) -> str:
 
 def plot_gradcam(net, layer, layer_name: str, stage: str, images, labels, p_dog, alpha: float,
                  index: FigureIndex) -> None:
-    cams = {t: A.gradcam(net, layer, images, t) for t in (A.CAT, A.DOG)}
+    cams = {target: gradcam(net, layer, images, target) for target in (CAT, DOG)}
     fig, axes = plt.subplots(len(images), 3, figsize=(9, 3 * len(images)), squeeze=False)
     for i in range(len(images)):
         axes[i, 0].imshow(to_image(images[i]))
         axes[i, 0].set_title(_title(int(labels[i]), float(p_dog[i])), fontsize=8)
-        for j, (t, name) in enumerate(((A.CAT, "cat"), (A.DOG, "dog")), start=1):
-            axes[i, j].imshow(overlay(images[i], cams[t][i], alpha))
+        for j, (target, name) in enumerate(((CAT, "cat"), (DOG, "dog")), start=1):
+            axes[i, j].imshow(overlay(images[i], cams[target][i], alpha))
             axes[i, j].set_title(f"Grad-CAM for the {name} logit", fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
@@ -55,18 +55,18 @@ def plot_attributions(net, layer, stage: str, images, labels, p_dog, ig_steps: i
                       index: FigureIndex) -> None:
     target = (p_dog > 0.5).long()                   # explain what the model decided
     maps = {
-        "Grad-CAM": A.gradcam(net, layer, images, target),
-        "Saliency |∂logit/∂pixel|": A.saliency(net, images, target),
-        f"Integrated Gradients ({ig_steps} steps)": A.integrated_gradients(net, images, target, ig_steps),
-        f"Occlusion ({window}px grey patch)": A.occlusion(net, images, target, window, stride),
+        "Grad-CAM": gradcam(net, layer, images, target),
+        "Saliency |∂logit/∂pixel|": saliency(net, images, target),
+        f"Integrated Gradients ({ig_steps} steps)": integrated_gradients(net, images, target, ig_steps),
+        f"Occlusion ({window}px grey patch)": occlusion(net, images, target, window, stride),
     }
     fig, axes = plt.subplots(len(images), 1 + len(maps), figsize=(3 * (1 + len(maps)), 3 * len(images)),
                              squeeze=False)
     for i in range(len(images)):
         axes[i, 0].imshow(to_image(images[i]))
         axes[i, 0].set_title(_title(int(labels[i]), float(p_dog[i])), fontsize=8)
-        for j, (name, m) in enumerate(maps.items(), start=1):
-            axes[i, j].imshow(normalise(m[i]).cpu().numpy(), cmap="inferno")
+        for j, (name, attribution) in enumerate(maps.items(), start=1):
+            axes[i, j].imshow(normalise(attribution[i]).cpu().numpy(), cmap="inferno")
             axes[i, j].set_title(name, fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
@@ -83,10 +83,10 @@ def plot_sanity(net, layer, stage: str, images, index: FigureIndex, seed: int) -
     checks = {
         # |signed Grad-CAM|: the ReLU'd map of a random net is often all zero, and a sign flip (cat = -dog)
         # must not pass for a different map (Adebayo et al.'s "absolute value" rank correlation)
-        "gradcam": randomisation_check(lambda m, x: A.gradcam(m, layer if m is net else layer_random, x, target,
-                                                              upsample=False, relu=False).abs(), net, random_net,
-                                       images),
-        "saliency": randomisation_check(lambda m, x: A.saliency(m, x, target), net, random_net, images),
+        "gradcam": randomisation_check(lambda model, batch: gradcam(model, layer if model is net else layer_random,
+                                                                    batch, target, upsample=False, relu=False).abs(),
+                                       net, random_net, images),
+        "saliency": randomisation_check(lambda model, batch: saliency(model, batch, target), net, random_net, images),
     }
     fig, axes = plt.subplots(len(images), 5, figsize=(15, 3 * len(images)), squeeze=False)
     for i in range(len(images)):
@@ -108,7 +108,7 @@ def plot_sanity(net, layer, stage: str, images, index: FigureIndex, seed: int) -
 
 
 def _same_layer(net, other, layer):
-    name = next(n for n, m in net.named_modules() if m is layer)
+    name = next(name for name, module in net.named_modules() if module is layer)
     return dict(other.named_modules())[name]
 
 
@@ -122,10 +122,10 @@ def plot_gallery(net, layer, stage: str, images, labels, p_dog, files, alpha: fl
     for ax in axes.flat:
         ax.axis("off")
     if shown:
-        x = images[shown]
-        cams = A.gradcam(net, layer, x, (p_dog[shown] > 0.5).long())
-        for ax, i, cam, img in zip(axes.flat, shown, cams, x):
-            ax.imshow(overlay(img, cam, alpha))
+        wrong_images = images[shown]
+        cams = gradcam(net, layer, wrong_images, (p_dog[shown] > 0.5).long())
+        for ax, i, cam, image in zip(axes.flat, shown, cams, wrong_images):
+            ax.imshow(overlay(image, cam, alpha))
             ax.set_title(f"{files[i]}\n{_title(int(labels[i]), float(p_dog[i]))}", fontsize=7)
     fig.suptitle(f"{stage}: {len(wrong)} misclassified test images ({len(shown)} shown), "
                  "Grad-CAM of the predicted class", fontsize=10)
