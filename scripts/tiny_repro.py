@@ -76,10 +76,13 @@ def main() -> int:
     sys.path.insert(0, str(PROJECT_ROOT / "tests"))
     from conftest import make_dataset    # the tests' generated photos
 
+    # the commit, fixed now: HEAD may move while the pipeline runs
+    commit = subprocess.run(["git", "rev-parse", "--short", args.ref], cwd=PROJECT_ROOT, check=True,
+                            capture_output=True, text=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="tiny-repro-") as tmp:
         tmp = Path(tmp)
         repo = tmp / "repo"
-        export(args.ref, repo)
+        export(commit, repo)
         raw = make_dataset(tmp / "raw", per_class=12)
         (repo / "params.yaml").write_text(compose_params(repo, [f"data.source.path={raw}", *TINY]))
         env = {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t",
@@ -91,8 +94,7 @@ def main() -> int:
         if proc.returncode:
             print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
             return proc.returncode
-        found = {"ref": subprocess.run(["git", "rev-parse", "--short", args.ref], cwd=PROJECT_ROOT,
-                                       capture_output=True, text=True).stdout.strip(), **results(repo)}
+        found = {"ref": commit, **results(repo)}
     print(json.dumps(found, indent=1))
     if args.json:
         args.json.write_text(json.dumps(found, indent=1))
