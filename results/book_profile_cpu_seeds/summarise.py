@@ -27,3 +27,13 @@ accs = []
 for f in sorted(glob.glob("metrics/seeds/scratch/984b9e85d7d0/seed-*.json")):
     m = json.load(open(f)); accs.append(m["test/acc"])
     print(f"| {m['seed']} | {100*m['test/acc']:.1f}% | {100*m['test/acc_best']:.1f}% | {m['best_epoch']} | {100*m['val/acc']:.1f}% | {m['seconds_per_epoch']} |")
+print()
+print("| run | recipe | train acc at epoch 10 / 30 / 50 / 91 / 100 | val acc at epoch 100 | test acc |")
+print("|---|---|---|---|---|")
+for path, name, metrics in (("results/book_profile_h100/plots/augmented.csv", "before: H100, seed 1337", "results/book_profile_h100/metrics/augmented.json"),
+                            ("results/book_profile_cpu_seeds/plots/augmented-seed1337.csv", "now: CPU, seed 1337", "results/book_profile_cpu_seeds/metrics/augmented-seed1337.json")):
+    rs = rows(path); at = {int(r["epoch"]): r for r in rs}
+    m = json.load(open(metrics))
+    print(f"| {name} | {'63 steps, torch init, no shear, bilinear' if 'h100' in path else '100 steps, keras init, Keras 2.0.8 augmentation'} | "
+          + " / ".join(f"{float(at[e]['train/acc']):.3f}" for e in (10, 30, 50, 91, 100))
+          + f" | {float(at[100]['val/acc']):.3f} | {100 * m['test/acc']:.1f}% |")
