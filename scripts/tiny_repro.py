@@ -20,8 +20,6 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-import yaml
-
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # metric keys that measure time or speed, not the result: they differ between any two runs
 CLOCKS = ("seconds", "wall_time", "fit_seconds", "per_second", "device")
