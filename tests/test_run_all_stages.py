@@ -33,3 +33,26 @@ def test_bad_override_is_one_line_error(tmp_path):
                            "--stages", "scratch"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and "scratch.epochs" in proc.stderr
+
+
+def test_seeds_share_the_split_and_fill_one_ledger(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), "--generated", "8", "--size", "48",
+                           "--no-tracking", "--seeds", "5", "6", "--jobs", "2", "--stages", "split", "scratch", "compare"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "seed 5: done" in proc.stdout and "seed 6: done" in proc.stdout
+    for seed in (5, 6):
+        seed_dir = tmp_path / f"seed-{seed}"
+        assert json.loads((seed_dir / "metrics" / "scratch.json").read_text())["seed"] == seed
+        assert not (seed_dir / "split").exists() and not (seed_dir / "cache").exists()   # read the shared ones
+    entries = sorted((tmp_path / "seeds" / "scratch").glob("*/seed-*.json"))
+    assert [e.name for e in entries] == ["seed-5.json", "seed-6.json"]
+    assert entries[0].parent == entries[1].parent                       # one recipe: only the seed differs
+    compared = json.loads((tmp_path / "metrics" / "compare.json").read_text())
+    assert compared["scratch/seeds"] == 2, compared
+
+
+def test_jobs_must_be_positive(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), "--seeds", "1", "--jobs", "0"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--jobs must be at least 1" in proc.stderr
