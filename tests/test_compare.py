@@ -167,3 +167,16 @@ def test_summary_of_seeds_by_hand():
     one = summarise([0.96], test_images=1000)
     assert one["std"] is None and one["high"] - one["mean"] == pytest.approx(1.959964 * (0.96 * 0.04 / 1000) ** 0.5)
     assert "binomial" in one["interval_kind"]
+
+
+def test_settings_table_with_one_stage_is_a_sentence_not_a_broken_table():
+    from catdog_lab.report import _md_table_to_html
+    from catdog_lab.stages.compare import settings_table
+    one = [{"stage": "features", "settings": {"lr": 1e-3, "epochs": 20}}]
+    assert settings_table(one) == "None: only one stage was compared."
+    assert _md_table_to_html(settings_table(one)) == "<p>None: only one stage was compared.</p>"
+    same = one + [{"stage": "scratch", "settings": {"lr": 1e-3, "epochs": 20}}]
+    assert settings_table(same).startswith("None: every stage has the same model, epochs, lr")
+    differ = one + [{"stage": "scratch", "settings": {"lr": 1e-4, "epochs": 20}}]
+    assert settings_table(differ).splitlines()[:3] == ["| stage | lr |", "|---|---|", "| features | 0.001 |"]
+    assert "<td>0.0001</td>" in _md_table_to_html(settings_table(differ))

@@ -16,6 +16,8 @@ figcaption{color:#555;font-size:14px}h2{border-bottom:1px solid #ddd;padding-bot
 
 
 def _md_table_to_html(table: str) -> str:
+    if not table.lstrip().startswith("|"):        # a sentence where there is no table (compare.settings_table)
+        return f"<p>{html.escape(table.strip())}</p>"
     lines = [line.strip().strip("|").split("|") for line in table.strip().splitlines()]
     head, body = lines[0], lines[2:]
     out = ["<table><thead><tr>", *[f"<th>{html.escape(cell.strip())}</th>" for cell in head], "</tr></thead><tbody>"]

@@ -106,6 +106,9 @@ def markdown_table(rows: list[dict]) -> str:
 def settings_table(rows: list[dict]) -> str:
     keys = [k for k in COMPARED_KEYS if any(k in r["settings"] for r in rows)]
     keys = [k for k in keys if len({json.dumps(r["settings"].get(k)) for r in rows}) > 1]   # only what differs
+    if not keys:        # one stage compared, or stages that share every setting: no table to draw
+        return ("None: only one stage was compared." if len(rows) < 2 else
+                f"None: every stage has the same {', '.join(COMPARED_KEYS)}.")
     lines = ["| stage | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for r in rows:
         cells = []
