@@ -82,7 +82,7 @@ class GpuSampler:
         return {"gpu_util_mean": round(float(np.mean(self.samples)), 1), "gpu_util_max": max(self.samples)}
 
 
-def main() -> None:
+def main() -> int | None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--generated", type=int, metavar="N",
@@ -104,8 +104,8 @@ def main() -> None:
         raw = make_photos(out / "raw", args.generated, args.size)
         n_train, n_val = args.generated // 2, args.generated // 4
         data += [f"data.source.path={raw}", f"data.split.train={n_train}", f"data.split.validation={n_val}",
-                      f"data.split.test={args.generated - n_train - n_val}", f"data.image_size={args.size}",
-                      "profile=smoke", "backbone.weights=none"]
+                 f"data.split.test={args.generated - n_train - n_val}", f"data.image_size={args.size}",
+                 "profile=smoke", "backbone.weights=none"]
     overrides = [
         *data, "trainer.progress_bar=false", f"tracking.enabled={str(not args.no_tracking).lower()}",
         f"tracking.uri=sqlite:///{out}/mlflow.db", f"tracking.artifact_location={out}/mlartifacts",
