@@ -122,7 +122,14 @@ def fraction(cfg, key, upper_inclusive=False):
 
 def validate_data(cfg: DictConfig) -> None:
     values = {split: get_key(cfg, f"data.split.{split}") for split in ("train", "validation", "test")}
-    if all(isinstance(v, float) for v in values.values()):       # fractions of each class's usable photos
+    fractions = OmegaConf.select(cfg, "data.split.fractions")
+    if fractions is not None:                                    # fractions given apart from the counts
+        ok = not isinstance(fractions, str) and len(fractions) == 3 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1 for v in fractions)
+        if not ok or sum(fractions) > 1 + 1e-9:
+            raise ConfigError(f"data.split.fractions: must be null or [train, validation, test], each in (0, 1), "
+                              f"adding up to at most 1, e.g. [0.7,0.15,0.15]; got {OmegaConf.to_object(fractions) if not isinstance(fractions, (str, int, float)) else fractions!r}")
+    elif all(isinstance(v, float) for v in values.values()):     # fractions of each class's usable photos
         for split in values:
             fraction(cfg, f"data.split.{split}")
             if not values[split] > 0:
@@ -143,9 +150,17 @@ def validate_data(cfg: DictConfig) -> None:
         raise ConfigError(f"data.image_size: must be at least 48 pixels (four conv/pool blocks), got {cfg.data.image_size}")
     positive_int(cfg, "data.max_image_pixels")
     get_key(cfg, "data.split.seed")
+    from catdog_lab.data.discover import LAYOUTS
+    choice(cfg, "data.source.layout", LAYOUTS)
+    classes = get_key(cfg, "data.classes")
+    if classes is not None and (isinstance(classes, (str, int, float)) or len(classes) < 2):
+        raise ConfigError(f"data.classes: must be null (every class folder) or a list of at least two class "
+                          f"names, e.g. [cats,dogs,birds]; got {classes!r}")
     path = get_key(cfg, "data.source.path")
     from catdog_lab.data.sources import local_source
     local_source(cfg.data.source)
+    if path is None and cfg.data.source.layout == "folders":
+        raise ConfigError("data.source.path: null; set it to the folder (or .zip) holding one folder per class")
     if path is None and not get_key(cfg, "data.source.url"):
         raise ConfigError("data.source.url: empty, and data.source.path is null: nowhere to get images from")
 

@@ -47,7 +47,7 @@ TRAINED = ("models", "metrics", "plots", "reports", "checkpoints", "seeds")   # 
 _TRAIN = "catdog_lab.stages.train"
 
 REGISTRY: dict[str, Stage] = {s.name: s for s in (
-    Stage("split", "1000/500/500 per class", None, "catdog_lab.stages.split", "split", ("split", "cache")),
+    Stage("split", "train/validation/test per class", None, "catdog_lab.stages.split", "split", ("split", "cache")),
     Stage("scratch", "small convnet from scratch", "5.2", _TRAIN, "train", TRAINED,
           title="Small convnet from scratch",
           description="The book's small convnet trained from scratch"),

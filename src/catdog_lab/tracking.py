@@ -10,6 +10,7 @@ nothing here reads the config object.
 from __future__ import annotations
 
 import contextlib
+import re
 import hashlib
 import os
 import random
@@ -193,6 +194,11 @@ class StageRun:
         if self.enabled:
             for k, v in tags.items():
                 retry(lambda k=k, v=v: self.client.set_tag(self.run_id, k, str(v)))
+
+
+def metric_name(name: str) -> str:
+    """A class (folder) name made safe for an MLflow metric key (letters, digits, _ - . / and spaces)."""
+    return re.sub(r"[^\w\-. /]", "_", name)
 
 
 @contextlib.contextmanager

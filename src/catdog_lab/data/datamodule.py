@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from catdog_lab import SPLITS
+from catdog_lab import BOOK_CLASSES, SPLITS
 from catdog_lab.data.cache import MappedImages, open_images
 from catdog_lab.data.sampler import StreamBatchSampler
 from catdog_lab.errors import DataError
@@ -30,6 +30,15 @@ def load_cached_split(directory: Path, split: str) -> dict:
     except Exception as exc:  # truncated or foreign file
         raise DataError(f"{path}: unreadable cache ({type(exc).__name__}); delete it and rerun its stage") from None
     return data
+
+
+def split_classes(directory: Path) -> tuple[str, ...]:
+    """The class names of the split cached in `directory`, in label order (a cache written before other
+    classes existed holds the book's cat/dog)."""
+    path = Path(directory) / "test.pt"
+    if not path.exists():
+        raise DataError(f"{path} not found: run the split stage first (dvc repro split)")
+    return tuple(torch_load(path).get("classes", BOOK_CLASSES))
 
 
 class TensorDataModule(pl.LightningDataModule):

@@ -7,8 +7,9 @@ from pathlib import Path
 from catdog_lab import SPLITS
 from catdog_lab.config import validate_data
 from catdog_lab.data.sources import resolve_source
-from catdog_lab.data.split import make_split, manifest_hash, resolve_workers, write_split
-from catdog_lab.tracking import Tracking, stage_run
+from catdog_lab.data.split import make_split, manifest_hash, resolve_workers, split_counts, split_name, write_split
+from catdog_lab.registry import REGISTRY
+from catdog_lab.tracking import Tracking, metric_name, stage_run
 
 
 def split(cfg) -> dict:
@@ -17,15 +18,25 @@ def split(cfg) -> dict:
     data, split_dir = cfg.data, Path(cfg.paths.split)
     with stage_run(Tracking.from_config(cfg), "split") as run:
         root = resolve_source(data.source)
-        result = make_split(root, {name: data.split[name] for name in SPLITS}, seed=int(data.split.seed),
+        result = make_split(root, split_counts(data.split), seed=int(data.split.seed),
                             image_size=int(data.image_size), max_pixels=int(data.max_image_pixels),
-                            cache_dir=Path(cfg.paths.cache), workers=resolve_workers(data.workers))
+                            cache_dir=Path(cfg.paths.cache), workers=resolve_workers(data.workers),
+                            layout=str(data.source.layout), classes=_listed(data.classes))
         report = write_split(split_dir, result, root)
         seconds = time.perf_counter() - started
         run.log_metrics({"images": sum(sum(c.values()) for c in report["counts"].values()),
                          "skipped": report["skipped"], "wall_time_s": seconds})
-        run.set_tags({"data_manifest": manifest_hash(split_dir)})
+        # the run's name says the real split (classes and counts), known only now
+        run.set_tags({"data_manifest": manifest_hash(split_dir), "classes": ",".join(report["classes"]),
+                      "mlflow.runName": f"{REGISTRY['split'].index} split: {split_name(report)}"})
+        run.log_metrics({f"images/{split}/{metric_name(label)}": count for split in SPLITS
+                         for label, count in report["counts"][split].items()})
         for name in ("manifest.csv", "skipped.csv", "report.json"):
             run.log_artifact(split_dir / name, "split")
     print(f"[split] done in {seconds:.1f}s")
     return report
+
+
+def _listed(value):
+    """data.classes as a plain list (an OmegaConf ListConfig otherwise), or None."""
+    return None if value is None else list(value)
