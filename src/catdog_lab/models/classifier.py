@@ -1,20 +1,27 @@
-"""One LightningModule for every training stage: binary logit, BCE, accuracy, RMSprop.
+"""One LightningModule for every training stage: logits, loss, accuracy, RMSprop, and the test's confusion
+matrix.
 
-Stages differ only by the wrapped `net`, the optional batch augmentation, and the learning rate.
+Two classes: one logit and binary cross-entropy (the book's sigmoid output); three or more: one logit per
+class and cross-entropy (models/outputs.py). Stages differ only by the wrapped `net`, the optional batch
+augmentation, and the learning rate.
 """
 from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from catdog_lab.models import outputs
 
-class BinaryClassifier(pl.LightningModule):
-    def __init__(self, net: nn.Module, lr: float, augment: nn.Module | None = None, channels_last: bool = True):
+
+class Classifier(pl.LightningModule):
+    def __init__(self, net: nn.Module, lr: float, augment: nn.Module | None = None, channels_last: bool = True,
+                 n_classes: int = 2):
         super().__init__()
         self.net, self.augment, self.lr = net, augment, lr
-        self.channels_last = channels_last
+        self.channels_last, self.n_classes = channels_last, n_classes
+        self.confusion: torch.Tensor | None = None     # the last test's confusion matrix (rows: true class)
+        self._test_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
 
@@ -30,14 +37,17 @@ class BinaryClassifier(pl.LightningModule):
         if augment and self.augment is not None:
             x = self.augment(x)                  # a fresh random view of every image, every epoch
         logits = self(x)
-        loss = F.binary_cross_entropy_with_logits(logits, y.float())
-        acc = ((logits > 0).long() == y).float().mean()
+        loss = outputs.loss(logits, y)
+        guesses = outputs.predicted(logits)
+        acc = (guesses == y).float().mean()
         loss_in_bar = prefix == "train"          # the progress bar shows the training loss, every split's accuracy
         # sync_dist: with several devices the epoch figures are averaged over ranks (a no-op on one device)
         self.log(f"{prefix}/loss", loss, on_step=False, on_epoch=True, prog_bar=loss_in_bar, batch_size=len(y),
                  sync_dist=True)
         self.log(f"{prefix}/acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y),
                  sync_dist=True)
+        if prefix == "test":
+            self._test_pairs.append((y.detach().cpu(), guesses.detach().cpu()))
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -48,6 +58,15 @@ class BinaryClassifier(pl.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
+
+    def on_test_epoch_start(self):
+        self._test_pairs = []
+
+    def on_test_epoch_end(self):
+        labels = torch.cat([y for y, _ in self._test_pairs]) if self._test_pairs else torch.zeros(0, dtype=torch.long)
+        guesses = torch.cat([g for _, g in self._test_pairs]) if self._test_pairs else labels
+        self.confusion = outputs.confusion_matrix(labels, guesses, self.n_classes)
+        self._test_pairs = []
 
     def configure_optimizers(self):
         params = [p for p in self.net.parameters() if p.requires_grad]

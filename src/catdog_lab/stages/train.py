@@ -26,23 +26,25 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
+from catdog_lab import BOOK_CLASSES
 from catdog_lab.config import params_hash, read_path
 from catdog_lab.data.augment import BatchAugment
-from catdog_lab.data.datamodule import TensorDataModule
+from catdog_lab.data.datamodule import TensorDataModule, split_classes
 from catdog_lab.data.split import manifest_hash
 from catdog_lab.errors import DataError
 from catdog_lab.history import History
-from catdog_lab.io import read_csv, write_json
-from catdog_lab.models.classifier import BinaryClassifier
+from catdog_lab.io import read_csv, write_csv, write_json
+from catdog_lab.models.classifier import Classifier
 from catdog_lab.models.components.backbones import build_backbone
 from catdog_lab.models.factory import build_from_arch, build_head, load_model, save_model, transfer_from_head
 from catdog_lab.models.features import Features, device_for, extract_features
-from catdog_lab.plots import plot_curves
+from catdog_lab.models.outputs import class_metrics, n_outputs
+from catdog_lab.plots import confusion_rows, plot_confusion, plot_curves
 from catdog_lab.publish import publish_model
 from catdog_lab.registry import TRAINING_STAGES
 from catdog_lab.seeds import record as record_seed
 from catdog_lab.settings import StageSettings, TrainerSettings, model_arch, stage_settings, trainer_settings
-from catdog_lab.tracking import StageRun, Tracking, stage_run
+from catdog_lab.tracking import StageRun, Tracking, metric_name, stage_run
 
 # config keys that define a stage's result (a checkpoint is resumed only if these are unchanged)
 RESUME_KEYS = ("seed", "data", "backbone", "augmentation")
@@ -57,9 +59,10 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
     trainer, checkpoint, history = make_trainer(run_settings, settings.epochs, ckpt_dir,
                                                 Path(cfg.paths.plots) / f"{stage}.csv", fast_dev_run)
     zero = trainer.is_global_zero
-    data, net, features = build_data_and_net(cfg, settings, run_settings, writer=zero)
+    classes = split_classes(read_path(cfg, "cache"))
+    data, net, features = build_data_and_net(cfg, settings, run_settings, writer=zero, classes=classes)
     augment = BatchAugment.from_config(cfg.augmentation) if settings.augment else None
-    module = BinaryClassifier(net, settings.lr, augment, run_settings.channels_last)
+    module = Classifier(net, settings.lr, augment, run_settings.channels_last, n_classes=len(classes))
     key = params_hash(cfg, [*RESUME_KEYS, stage])
     resume_from, resume_run = resume_point(ckpt_dir, key, fast_dev_run, zero)
 
@@ -84,9 +87,9 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
         rows = epoch_rows(history)
         tests = test_last_and_best(test_trainer(run_settings, trainer), module, data, checkpoint, rows,
                                    settings.select, fast_dev_run)
-        model_path = save_kept_model(cfg, settings, module, tests)
+        model_path = save_kept_model(cfg, settings, module, tests, classes)
         metrics = stage_metrics(cfg, settings, tests, rows, len(data.datasets["test"]), fit_seconds, started,
-                                trainer.world_size, features)
+                                trainer.world_size, features, classes)
         write_outputs(cfg, stage, run, model_path, metrics, rows, fast_dev_run)
     shutil.rmtree(ckpt_dir, ignore_errors=True)         # finished: nothing left to resume
     print(f"[{stage}] test accuracy {metrics['test/acc']:.4f} after {metrics['epochs']} epochs "
@@ -118,7 +121,7 @@ def make_trainer(run: TrainerSettings, epochs: int, ckpt_dir: Path, history_csv:
     return trainer, checkpoint, history
 
 
-def build_data_and_net(cfg, settings: StageSettings, run: TrainerSettings, writer: bool
+def build_data_and_net(cfg, settings: StageSettings, run: TrainerSettings, writer: bool, classes=BOOK_CLASSES
                        ) -> tuple[TensorDataModule, torch.nn.Module, Features | None]:
     """The stage's data and its network before training: a dense head on cached conv-base features
     (`model: head`, the features computed first if needed), or a net over the image cache, optionally
@@ -130,10 +133,10 @@ def build_data_and_net(cfg, settings: StageSettings, run: TrainerSettings, write
         data = TensorDataModule(features.folder, inputs_key="features", **loader)
         data.setup()
         net = build_head(data.datasets["train"].tensors[0][0].numel(), settings.hidden, settings.dropout,
-                         settings.activation, init=settings.init)
+                         settings.activation, init=settings.init, outputs=n_outputs(len(classes)))
         return data, net, features
     data = TensorDataModule(read_path(cfg, "cache"), inputs_key="images", **loader)
-    net = build_from_arch(model_arch(cfg, settings.name), init=settings.init)
+    net = build_from_arch(model_arch(cfg, settings.name), init=settings.init, outputs=n_outputs(len(classes)))
     if settings.init_from:
         source, _ = load_model(read_path(cfg, "models") / f"{settings.init_from}.pt",
                                weights=settings.init_from_weights)
@@ -191,21 +194,22 @@ def epoch_rows(history: History) -> list[dict]:
     return read_csv(history.csv_path) if history.csv_path.exists() else []
 
 
-def test_last_and_best(trainer: pl.Trainer, module: BinaryClassifier, data: TensorDataModule,
+def test_last_and_best(trainer: pl.Trainer, module: Classifier, data: TensorDataModule,
                        checkpoint: ModelCheckpoint, rows: list[dict], select: str, fast_dev_run) -> dict:
     """Test the last epoch and the epoch of lowest validation loss (one test when they coincide), and leave
     the module holding the `select`ed one's weights.
 
     Returns {"last": test metrics, "best": ..., "last_epoch", "best_epoch", "kept_epoch", "kept": test
-    metrics of the kept epoch, "last_state": the last epoch's state dict}.
+    metrics of the kept epoch (with its "confusion" matrix), "last_state": the last epoch's state dict}.
     """
     last_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     last_epoch, best_epoch = (int(rows[-1]["epoch"]) if rows else None), _best_epoch(rows)
-    last = best = trainer.test(module, datamodule=data, verbose=False)[0]
+    last = best = trainer.test(module, datamodule=data, verbose=False)[0] | {"confusion": module.confusion}
     best_path = checkpoint.best_model_path if checkpoint.best_model_path and not fast_dev_run else None
     if best_path and best_epoch != last_epoch:
         # Lightning restores the best checkpoint's weights into `module` before testing
-        best = trainer.test(module, datamodule=data, ckpt_path=best_path, verbose=False, weights_only=True)[0]
+        best = trainer.test(module, datamodule=data, ckpt_path=best_path, verbose=False,
+                            weights_only=True)[0] | {"confusion": module.confusion}
     else:
         best_epoch = last_epoch
     if select == "last":
@@ -215,24 +219,28 @@ def test_last_and_best(trainer: pl.Trainer, module: BinaryClassifier, data: Tens
             "last_state": last_state}
 
 
-def save_kept_model(cfg, settings: StageSettings, module: BinaryClassifier, tests: dict) -> Path:
+def save_kept_model(cfg, settings: StageSettings, module: Classifier, tests: dict, classes=BOOK_CLASSES) -> Path:
     """models/<stage>.pt: the kept epoch's net as an image -> logit model (a head on cached features is
     wrapped with its conv base), plus the last epoch's weights when a later stage starts from them."""
     net = module.net.float().to(memory_format=torch.contiguous_format).cpu()
     arch = model_arch(cfg, settings.name)
     if settings.model == "head":
         net = transfer_from_head(net, build_backbone(cfg.backbone.name, cfg.backbone.weights),
-                                 int(cfg.data.image_size), settings.hidden, settings.dropout, settings.activation)
+                                 int(cfg.data.image_size), settings.hidden, settings.dropout, settings.activation,
+                                 n_outputs(len(classes)))
         arch |= {"kind": "transfer", "trainable": []}
     keep_last = tests["kept_epoch"] != tests["last_epoch"] and _continued_from_last(cfg, settings.name)
     path = Path(cfg.paths.models) / f"{settings.name}.pt"
-    save_model(path, settings.name, arch, net, last_state=_net_state(tests["last_state"]) if keep_last else None)
+    save_model(path, settings.name, arch, net, last_state=_net_state(tests["last_state"]) if keep_last else None,
+               classes=classes, class_counts=_split_counts(cfg))
     return path
 
 
 def stage_metrics(cfg, settings: StageSettings, tests: dict, rows: list[dict], test_images: int,
-                  fit_seconds: float, started: float, devices: int, features: Features | None) -> dict:
-    """metrics/<stage>.json: both test accuracies, the kept epoch's validation figures, and the timings."""
+                  fit_seconds: float, started: float, devices: int, features: Features | None,
+                  classes=BOOK_CLASSES) -> dict:
+    """metrics/<stage>.json: both test accuracies, the kept epoch's validation figures, the kept epoch's
+    test figures per class (precision, recall, F1, macro-F1, confusion matrix), and the timings."""
     kept_row = next((r for r in rows if int(r["epoch"]) == tests["kept_epoch"]), rows[-1] if rows else {})
     epochs_run = len(rows)
     metrics = {
@@ -250,6 +258,9 @@ def stage_metrics(cfg, settings: StageSettings, tests: dict, rows: list[dict], t
     }
     if features is not None and features.images_per_second:
         metrics["extract_images_per_second"] = round(features.images_per_second, 2)
+    per_class = class_metrics(tests["kept"]["confusion"], classes)
+    metrics |= {"classes": list(classes), "test/macro_f1": per_class["macro_f1"],
+                "test/per_class": per_class["per_class"], "test/confusion": per_class["confusion"]}
     return metrics
 
 
@@ -263,13 +274,32 @@ def write_outputs(cfg, stage: str, run: StageRun, model_path: Path, metrics: dic
     curves = Path(cfg.paths.reports) / "curves" / f"{stage}.png"
     if rows:
         plot_curves(rows, curves, stage)
+    confusion_png, confusion_csv = confusion_paths(cfg, stage)
+    plot_confusion(metrics["test/confusion"], metrics["classes"], confusion_png, stage)
+    write_csv(confusion_csv, confusion_rows(metrics["test/confusion"], metrics["classes"]), ["actual", "predicted"])
     # val/acc and val/loss already have one point per epoch (Lightning's logger): log only the summaries
     run.log_metrics({k: v for k, v in metrics.items() if k not in ("val/acc", "val/loss")})
+    run.log_metrics({f"test/{kind}/{metric_name(label)}": figures[kind]
+                     for label, figures in metrics["test/per_class"].items() for kind in ("precision", "recall")})
     run.log_artifact(curves, "curves")
+    run.log_artifact(confusion_png, "confusion")
     run.log_artifact(Path(cfg.paths.plots) / f"{stage}.csv", "history")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+def confusion_paths(cfg, stage: str) -> tuple[Path, Path]:
+    """The stage's confusion matrix: a figure (reports/confusion/<stage>.png) and DVC's confusion-plot rows
+    (plots/<stage>_confusion.csv: actual, predicted)."""
+    return (Path(cfg.paths.reports) / "confusion" / f"{stage}.png",
+            Path(cfg.paths.plots) / f"{stage}_confusion.csv")
+
+
+def _split_counts(cfg) -> dict:
+    """{split: {class: images}} from the split report (empty when an older split wrote none)."""
+    path = read_path(cfg, "split") / "report.json"
+    return json.loads(path.read_text()).get("counts", {}) if path.exists() else {}
+
+
 def _continued_from_last(cfg, stage: str) -> bool:
     """Does a later stage start from this stage's last epoch (`init_from: <stage>`, `init_from_weights: last`)?"""
     return any(cfg[t].get("init_from") == stage and cfg[t].get("init_from_weights") == "last" for t in TRAINING_STAGES)

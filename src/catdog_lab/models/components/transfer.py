@@ -10,13 +10,13 @@ from catdog_lab.models.components.heads import DenseHead
 
 class TransferNet(nn.Module):
     def __init__(self, backbone: Backbone, image_size: int, hidden: int = 256, dropout: float = 0.0,
-                 trainable: list[str] | tuple[str, ...] = (), activation: str = "relu"):
+                 trainable: list[str] | tuple[str, ...] = (), activation: str = "relu", outputs: int = 1):
         super().__init__()
         self.layer_index, self.conv_index = backbone.layers, backbone.convs
         self.preprocess = backbone.preprocess
         self.features = backbone.features
         side = backbone.output_side(image_size)
-        self.head = DenseHead(backbone.out_channels * side * side, hidden, dropout, activation)
+        self.head = DenseHead(backbone.out_channels * side * side, hidden, dropout, activation, outputs)
         self.set_trainable(trainable)
 
     def set_trainable(self, trainable) -> None:
