@@ -8,8 +8,9 @@ dependencies listed in its requirements.
 
 Request: a table with one column `image`, each cell a base64-encoded image file (JPEG, PNG...), e.g.
     {"dataframe_split": {"columns": ["image"], "data": [["/9j/4AAQ..."]]}}
-Answer: one row per image, {"label": "cat"|"dog", "probability": p(label), "p_dog": p(dog), "error": ""}.
-A bad image gets a row with its `error` and no label; the other images are still classified.
+Answer: one row per image, {"label": the top class, "probability": p(label), "p_<class>": p(class) for each
+of the model's classes (p_cat, p_dog for the book's), "error": ""}. A bad image gets a row with its `error`
+and no label; the other images are still classified.
 """
 from __future__ import annotations
 
@@ -46,13 +47,19 @@ class CatDogPyfunc:
         decoded = [_image_bytes(cell) for cell in frame[INPUT_COLUMN]]
         good = [image for image in decoded if isinstance(image, bytes)]
         results = iter(self.predictor.predict(good))
+        columns = output_columns(self.predictor.classes)
         rows = []
         for image in decoded:
-            result = next(results) if isinstance(image, bytes) else {"label": None, "probability": None,
-                                                                      "p_dog": None, "error": image}
-            rows.append({"label": result["label"] or "", "probability": result["probability"],
-                         "p_dog": result["p_dog"], "error": result["error"] or ""})
-        return pd.DataFrame(rows, columns=["label", "probability", "p_dog", "error"])
+            result = next(results) if isinstance(image, bytes) else self.predictor.empty_result(image)
+            rows.append({column: result[column] for column in columns}
+                        | {"label": result["label"] or "", "error": result["error"] or ""})
+        return pd.DataFrame(rows, columns=columns)
+
+
+def output_columns(classes) -> list[str]:
+    """label, probability, p_<class> per class, error: predict.py's fields without the file."""
+    from catdog_lab.predict import fields
+    return [name for name in fields(classes) if name != "file"]
 
 
 def _image_bytes(value) -> bytes | str:
@@ -76,13 +83,20 @@ def _load_pyfunc(data_path: str, model_config: dict | None = None) -> CatDogPyfu
     return CatDogPyfunc(path, (model_config or {}).get("max_image_pixels"))
 
 
-def signature():
+def signature(classes=("cat", "dog")):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
     return ModelSignature(inputs=Schema([ColSpec("string", INPUT_COLUMN)]),
-                          outputs=Schema([ColSpec("string", "label"), ColSpec("double", "probability"),
-                                          ColSpec("double", "p_dog"), ColSpec("string", "error")]))
+                          outputs=Schema([ColSpec("string" if name in ("label", "error") else "double", name)
+                                          for name in output_columns(classes)]))
+
+
+def model_classes(model_path: Path) -> list[str]:
+    """The classes a model file records (the book's cat, dog for files written before other classes)."""
+    from catdog_lab import BOOK_CLASSES
+    from catdog_lab.io import torch_load
+    return list(torch_load(model_path).get("classes", BOOK_CLASSES))
 
 
 def jpeg_base64(image_chw) -> str:
@@ -120,7 +134,7 @@ def log_and_register(run_id: str, stage: str, model_path: Path, input_example: s
     with mlflow.start_run(run_id=run_id):
         info = retry(lambda: mlflow.pyfunc.log_model(
             name="model", loader_module="catdog_lab.serving", data_path=str(model_path), code_paths=[str(package)],
-            signature=signature(), input_example=example, pip_requirements=_requirements(),
+            signature=signature(model_classes(Path(model_path))), input_example=example, pip_requirements=_requirements(),
             model_config={"max_image_pixels": int(max_pixels)}, registered_model_name=name,
             metadata={"stage": stage}))
     client = MlflowClient()

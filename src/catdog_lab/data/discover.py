@@ -66,15 +66,16 @@ class Discovery:
                 "outside_class_folders": self.outside, "not_images": self.ignored, "under_two_classes": self.conflicts}
 
 
-def discover(root: Path, layout: str = "kaggle", classes=None) -> Discovery:
-    """The classes and the candidate photos of each under `root`, by `layout` (`classes`: data.classes)."""
+def discover(root: Path, layout: str = "kaggle", classes=None, min_classes: int = 2) -> Discovery:
+    """The classes and the candidate photos of each under `root`, by `layout` (`classes`: data.classes).
+    `min_classes`: 2 for training data; 1 for a labelled folder to evaluate a model on."""
     if layout not in LAYOUTS:
         raise ConfigError(f"data.source.layout: must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     wanted = _wanted(classes)
     found = _kaggle(root, wanted) if layout == "kaggle" else _folders(root, wanted)
-    if len(found.classes) < 2:
+    if len(found.classes) < min_classes:
         raise DataError(f"{root}: {len(found.classes)} class(es) found ({', '.join(found.classes) or 'none'}); "
-                        f"a classifier needs at least two")
+                        + ("a classifier needs at least two" if min_classes == 2 else "expected class folders"))
     return found
 
 

@@ -30,6 +30,14 @@ def load_book(path: Path = BOOK_FILE) -> dict:
 EDITION_LABELS = {"first_edition": "1st ed.", "second_edition": "2nd ed."}
 
 
+def is_book_data(split_dir: Path) -> bool:
+    """Is the split the book's cats and dogs (the kaggle layout)? Only then do the book's figures belong
+    beside ours. A split written before layouts existed is the book's."""
+    path = Path(split_dir) / "report.json"
+    report = json.loads(path.read_text()) if path.exists() else {}
+    return report.get("layout", "kaggle") == "kaggle" and report.get("classes", ["cat", "dog"]) == ["cat", "dog"]
+
+
 def gather(metrics_dir: Path) -> dict[str, dict]:
     found = {}
     for stage in TRAINING_STAGES:
@@ -78,7 +86,7 @@ def build_rows(cfg, metrics: dict, book: dict) -> list[dict]:
             "seconds_per_epoch": latest.get("seconds_per_epoch"), "select": latest.get("select"),
             "edition": edition, "book_acc": ref.get("acc"), "book_split": ref.get("split"),
             "other_edition": other, "book2_acc": ref2.get("acc"), "book2_split": ref2.get("split"),
-            "verdict": verdict(stats, ref.get("acc")),
+            "verdict": verdict(stats, ref.get("acc")), "macro_f1": latest.get("test/macro_f1"),
             "difference": (stats["mean"] - ref["acc"]) if ref.get("acc") is not None else None,
             "settings": {k: settings.get(k) for k in COMPARED_KEYS if k in settings},
         })
@@ -86,6 +94,8 @@ def build_rows(cfg, metrics: dict, book: dict) -> list[dict]:
 
 
 def markdown_table(rows: list[dict]) -> str:
+    if not any(r["book_acc"] is not None or r["book2_acc"] is not None for r in rows):
+        return _table_without_book(rows)
     edition = EDITION_LABELS.get(rows[0]["edition"], rows[0]["edition"]) if rows else "book"
     other = EDITION_LABELS.get(rows[0]["other_edition"], "") if rows else ""
     lines = [f"| stage | seeds | our test acc (mean ± sd) | 95% interval | book ({edition}) | verdict | difference | "
@@ -100,6 +110,19 @@ def markdown_table(rows: list[dict]) -> str:
             f"{_pct(r['book_acc'])} ({r['book_split'] or '–'}) | {r['verdict']} | {diff} | "
             f"{_pct(r['book2_acc'])} ({r['book2_split'] or '–'}) | {_pct(r['val_acc'])} | "
             f"{r['epochs']} | {r['select'] or '–'} | {_duration(r['wall_time_s'])} |")
+    return "\n".join(lines)
+
+
+def _table_without_book(rows: list[dict]) -> str:
+    """The ladder on data other than the book's: ours only, with macro-F1 (classes may be unbalanced)."""
+    lines = ["| stage | seeds | our test acc (mean ± sd) | 95% interval | macro-F1 | our val acc | epochs | "
+             "kept epoch | wall time |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sd = f" ± {100 * r['test_std']:.1f}" if r["test_std"] is not None else ""
+        interval = "–" if r["low"] is None else f"{100 * r['low']:.1f}–{100 * r['high']:.1f}%"
+        f1 = "–" if r.get("macro_f1") is None else f"{r['macro_f1']:.3f}"
+        lines.append(f"| {r['stage']} | {r['n']} | {_pct(r['test_acc'])}{sd} | {interval} | {f1} | "
+                     f"{_pct(r['val_acc'])} | {r['epochs']} | {r['select'] or '–'} | {_duration(r['wall_time_s'])} |")
     return "\n".join(lines)
 
 
@@ -157,7 +180,8 @@ def plot_ladder(rows: list[dict], path: Path) -> None:
     ax.set_ylabel("accuracy (%)")
     ax.set_xlim(-0.6, len(rows) - 0.4)
     ax.set_ylim(bottom, 100)
-    ax.set_title("Cats vs dogs: the chapter's accuracy ladder")
+    ax.set_title("Cats vs dogs: the chapter's accuracy ladder" if any(r["book_acc"] is not None for r in rows)
+                 else "The chapter's accuracy ladder on this data")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
@@ -173,7 +197,8 @@ def compare(cfg) -> dict:
     # reads the training stages' metrics (read_path: the workspace, or upstream in a CLI job), writes its own
     reports, metrics_dir = Path(cfg.paths.reports), Path(cfg.paths.metrics)
     metrics = gather(read_path(cfg, "metrics"))
-    rows = build_rows(cfg, metrics, load_book())
+    # the book's figures sit beside ours only on the book's data
+    rows = build_rows(cfg, metrics, load_book() if is_book_data(read_path(cfg, "split")) else {})
     table, settings = markdown_table(rows), settings_table(rows)
     tracking = Tracking.from_config(cfg)
     champion = crown_champion(metrics, Path(cfg.paths.models), tracking)   # best val/acc -> alias `champion`, one line
