@@ -39,10 +39,13 @@ class BookConvNet(nn.Module):
         flat = cin * side * side
         dense = [nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, outputs)] if hidden else [nn.Linear(flat, outputs)]
         self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), *dense)
+        self.outputs = outputs
 
     def forward(self, x):
-        # N logits for one output (the book's), N x C for several: squeeze(1) drops only a width of 1
-        return self.classifier(self.features(self.preprocess(x))).squeeze(1)
+        # N logits for one output (the book's), N x C for several (decided in Python: no Squeeze in an
+        # exported graph that would fail on C > 1)
+        out = self.classifier(self.features(self.preprocess(x)))
+        return out.squeeze(1) if self.outputs == 1 else out
 
     # Named layers as in Keras' model.summary(), for the visualisations
     def named_feature_layers(self) -> dict[str, nn.Module]:

@@ -16,8 +16,12 @@ class DenseHead(nn.Module):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"head activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        self.outputs = outputs
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), ACTIVATIONS[activation](),
                                  nn.Dropout(dropout), nn.Linear(hidden, outputs))
 
     def forward(self, x):
-        return self.net(x).squeeze(1)          # N logits for one output, N x C for several
+        out = self.net(x)
+        # N logits for one output, N x C for several; decided in Python, so an exported graph holds no
+        # Squeeze that fails on C > 1
+        return out.squeeze(1) if self.outputs == 1 else out
