@@ -160,8 +160,8 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
 
 
 def split_name(report: dict) -> str:
-    """The split in a few words, from its report: "2 classes, 1000/500/500 each" or "3 classes, 70/15/15 of
-    each" style figures for fractions (the MLflow split run's name)."""
+    """The split in a few words, from its report (the MLflow split run's name): "2 classes, 1000/500/500
+    each" (train/validation/test per class), or each class's counts where they differ."""
     counts, classes = report["counts"], report.get("classes") or list(report["counts"]["train"])
     per = {label: "/".join(str(counts[split][label]) for split in SPLITS) for label in classes}
     shared = set(per.values())
