@@ -4,7 +4,7 @@ Outputs: <models>/<stage>.pt (self-contained model), <metrics>/<stage>.json (DVC
 <plots>/<stage>.csv (per-epoch history), <reports>/curves/<stage>.png, an MLflow run.
 Resumable: killed runs continue from <checkpoints>/<stage>/last.ckpt when the params match.
 
-This module is the stage layer: it reads the config (validated and typed once, `settings.py`) and hands
+This module is the stage layer: it reads the config (checked against schema.py once, `settings.py`) and hands
 typed values to the data, model and tracking code. `train` reads as its steps: build the trainer, the data
 and the net, find a checkpoint to resume, fit, test the last and the best epoch, save the kept model,
 write the metrics and figures.
