@@ -46,11 +46,11 @@ def _hardware(metrics: dict) -> str:
     return f"GPU {device} (host CPU {cpu})" if device != "cpu" else f"CPU only: {cpu}"
 
 
-def _seed_spread(cfg, stage: str, metrics: dict) -> str:
+def _seed_spread(config: dict, stage: str, metrics: dict) -> str:
     from catdog_lab import seeds
 
     try:
-        found = seeds.entries(cfg, stage)
+        found = seeds.entries(config, stage)
     except Exception:                               # no ledger folder yet (fast runs do not record seeds)
         found = []
     accs = [float(entry["test/acc"]) for entry in found if entry.get("test/acc") is not None]
@@ -77,19 +77,20 @@ def _describe(spec: dict) -> str:
     return text + (f", std {std}" if std != [1, 1, 1] else "")
 
 
-def _data_lines(cfg, classes) -> list[str]:
+def _data_lines(config: dict, classes) -> list[str]:
     from catdog_lab.config import read_path
 
-    split_dir = read_path(cfg, "split")
+    data = config["data"]
+    split_dir = read_path(config, "split")
     report_path = split_dir / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
-    source = cfg.data.source.path
+    source = data["source"]["path"]
     # a folder name, never a machine path: the card is published
     where = f"a local copy (`{Path(str(source)).name}`)" if source else "Microsoft's download of the Kaggle photos"
     what = "Kaggle Dogs vs. Cats" if report.get("layout", "kaggle") == "kaggle" else "one folder per class"
     lines = [f"- Photos: {what}, {where}; {len(classes)} classes: {', '.join(f'`{name}`' for name in classes)} "
-             f"(seeded shuffle per class, `data.split.seed` = {cfg.data.split.seed}), decoded once at "
-             f"{cfg.data.image_size}x{cfg.data.image_size} px."]
+             f"(seeded shuffle per class, `data.split.seed` = {data['split']['seed']}), decoded once at "
+             f"{data['image_size']}x{data['image_size']} px."]
     counts = report.get("counts")
     if counts:
         lines += ["", "| class | train | validation | test |", "|---|---:|---:|---:|"]
@@ -103,19 +104,18 @@ def _data_lines(cfg, classes) -> list[str]:
     return lines
 
 
-def render_card(cfg, stage: str, model_path: Path, metrics: dict, registered: dict | None = None) -> str:
-    from omegaconf import OmegaConf
-
+def render_card(config: dict, stage: str, model_path: Path, metrics: dict, registered: dict | None = None) -> str:
+    """`config`: the resolved config as plain data (stages.plain), as the seed ledger hashes it."""
     from catdog_lab import seeds
 
-    recipe = OmegaConf.to_container(cfg[stage], resolve=True)
+    recipe, image_size = config[stage], config["data"]["image_size"]
     settings = ", ".join(f"{key} {recipe[key]}" for key in SETTING_KEYS
                          if key in recipe and recipe[key] not in (None, [], ""))
     bundle = torch.load(model_path, map_location="cpu", weights_only=True)
     n_params = sum(tensor.numel() for name, tensor in bundle["state_dict"].items()
                    if not name.startswith("preprocess."))
     spec = bundle.get("preprocessing") or {}
-    weights = (f"; pretrained weights `{Path(str(cfg.backbone.weights)).name}`" if recipe.get("model") != "convnet"
+    weights = (f"; pretrained weights `{Path(str(config['backbone']['weights'])).name}`" if recipe.get("model") != "convnet"
                else "")
     wrong = round((1 - float(metrics["test/acc"])) * int(metrics.get("test_images") or 0))
     reg = (f"`{registered['name']}` version {registered['version']} in the MLflow registry "
@@ -131,11 +131,11 @@ def render_card(cfg, stage: str, model_path: Path, metrics: dict, registered: di
         f"{REGISTRY[stage].description}. File `models/{stage}.pt` ({n_params:,} parameters); {reg}.",
         "",
         "## Data",
-        *_data_lines(cfg, classes),
+        *_data_lines(config, classes),
         "",
         "## Recipe",
         f"- Stage `{stage}`, profile `{metrics.get('profile', '')}`, seed {metrics.get('seed')}: {settings}{weights}.",
-        f"- Recipe hash (seed ledger `metrics/seeds/{stage}/<recipe>/`): `{seeds.recipe_hash(cfg, stage)}`.",
+        f"- Recipe hash (seed ledger `metrics/seeds/{stage}/<recipe>/`): `{seeds.recipe_hash(config, stage)}`.",
         f"- Kept weights: the `{metrics.get('select')}` epoch ({metrics.get('selected_epoch')} of "
         f"{metrics.get('epochs')}; lowest validation loss at epoch {metrics.get('best_epoch')}).",
         "",
@@ -146,14 +146,14 @@ def render_card(cfg, stage: str, model_path: Path, metrics: dict, registered: di
         f"- Macro-F1 {float(metrics['test/macro_f1']):.3f}; per class on the test split:" if "test/macro_f1" in metrics
         else "- Per-class figures: not recorded.",
         *_class_lines(metrics),
-        f"- {_seed_spread(cfg, stage, metrics)}.",
+        f"- {_seed_spread(config, stage, metrics)}.",
         f"- Training: {metrics.get('fit_seconds')} s fitting, {metrics.get('wall_time_s')} s for the whole stage "
         f"({metrics.get('seconds_per_epoch')} s/epoch) on {_hardware(metrics)}; torch {torch.__version__}.",
         "",
         "## Intended use",
         f"- A photo of one {' or one '.join(classes) if len(classes) <= 3 else 'of: ' + ', '.join(classes)}, "
         "any size (it is resized to "
-        f"{cfg.data.image_size}x{cfg.data.image_size}, EXIF orientation applied). Input: RGB 0-255 pixels; the "
+        f"{image_size}x{image_size}, EXIF orientation applied). Input: RGB 0-255 pixels; the "
         f"model does its own preprocessing ({_describe(spec)}). " + output,
         "- A teaching model for the book's chapter, not a product: check it on your own photos first.",
         "",
@@ -181,7 +181,7 @@ def _class_lines(metrics: dict) -> list[str]:
     return rows + [""]
 
 
-def write_card(cfg, stage: str, model_path: Path, metrics: dict, registered: dict | None = None) -> Path:
+def write_card(config: dict, stage: str, model_path: Path, metrics: dict, registered: dict | None = None) -> Path:
     dest = card_path(model_path)
-    write_text(dest, render_card(cfg, stage, model_path, metrics, registered))
+    write_text(dest, render_card(config, stage, model_path, metrics, registered))
     return dest

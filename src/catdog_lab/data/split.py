@@ -66,12 +66,12 @@ def _decoded(cands: list[Candidate], max_pixels: int, image_size: int, pool: Pro
     yield from zip(cands, results)
 
 
-def split_counts(split_cfg) -> dict:
-    """{train, validation, test}: data.split's counts per class, or `data.split.fractions` when set."""
-    fractions = split_cfg.get("fractions")
-    if fractions is not None:
-        return {name: float(value) for name, value in zip(SPLITS, fractions)}
-    return {name: split_cfg[name] for name in SPLITS}
+def split_counts(split) -> dict:
+    """{train, validation, test}: data.split's counts per class, or `data.split.fractions` when set
+    (`split`: the checked section, schema.Split)."""
+    if split.fractions is not None:
+        return {name: float(value) for name, value in zip(SPLITS, split.fractions)}
+    return {name: getattr(split, name) for name in SPLITS}
 
 
 def class_counts(counts: dict, usable: int | None) -> dict[str, int]:
