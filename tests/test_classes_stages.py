@@ -102,8 +102,8 @@ def test_evaluate_from_the_command_line(tmp_path, tiny_split):
         for path in sorted((tmp_path / "raw").glob(f"{label}.*.jpg"))[:3]:
             (labelled / label).mkdir(parents=True, exist_ok=True)
             (labelled / label / path.name).symlink_to(path)
-    (labelled / "bird").mkdir()
-    (labelled / "bird" / "b.jpg").symlink_to(path)                     # not a class of the model: listed
+    from conftest import make_photo
+    make_photo(labelled / "bird" / "b.jpg", "cat", 4321)                # not a class of the model: listed
     proc = subprocess.run([sys.executable, "-m", "catdog_lab.predict", "--model", str(tmp_path / "models/scratch.pt"),
                            "--evaluate", str(labelled), "--out", str(tmp_path / "ev"), "--format", "json"],
                           capture_output=True, text=True, timeout=300)

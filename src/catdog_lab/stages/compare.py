@@ -223,7 +223,8 @@ def compare(cfg) -> dict:
         if r["difference"] is not None:
             summary[f"{r['stage']}/vs_book"] = round(r["difference"], 4)
     write_json(metrics_dir / "compare.json", summary)
-    html = build_html(reports, read_path(cfg, "reports"), str(cfg.get("profile", "")), rows, table, settings)
+    html = build_html(reports, read_path(cfg, "reports"), str(cfg.get("profile", "")), rows, table, settings,
+                      split_dir=read_path(cfg, "split"), metrics_dir=read_path(cfg, "metrics"))
     with pipeline_run(tracking) as run:
         run.log_metrics({k.replace("/", "."): v for k, v in summary.items() if v is not None})
         run.set_tags({f"{r['stage']}.verdict": r["verdict"] for r in rows})
