@@ -1,0 +1,108 @@
+"""The GPU path of the whole matrix, checked on the CPU: the batched warp against Keras' per-image warp for
+the same draws, images resident on the training device, the bundle packer, and the matrix command's dry run."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from catdog_lab.data.augment import FILLS, INTERPOLATIONS, BatchAugment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- batched warp == per-image warp
+def _keras_matrix(p: dict, i: int, h: int, w: int) -> np.ndarray:
+    """Keras 2.0.8 `random_transform`'s (row, col) output -> input matrix for image i's draws, written as
+    Keras writes it (its tx is the ROW shift = height_shift x rows, its zx scales rows), offset about the
+    image centre. The true centre ((h-1)/2, (w-1)/2), as augment.py documents, not Keras' h/2 + 0.5."""
+    theta, s = float(p["angle"][i]), float(p["shear"][i])
+    tx, ty = float(p["ty"][i]) * h, float(p["tx"][i]) * w
+    zx, zy = float(p["zx"][i]), float(p["zy"][i])
+    rotation = np.array([[math.cos(theta), -math.sin(theta), 0], [math.sin(theta), math.cos(theta), 0], [0, 0, 1]])
+    shift = np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]])
+    shear = np.array([[1, -math.sin(s), 0], [0, math.cos(s), 0], [0, 0, 1]])
+    zoom = np.array([[zx, 0, 0], [0, zy, 0], [0, 0, 1]])
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    offset, reset = np.array([[1, 0, cy], [0, 1, cx], [0, 0, 1]]), np.array([[1, 0, -cy], [0, 1, -cx], [0, 0, 1]])
+    return offset @ rotation @ shift @ shear @ zoom @ reset
+
+
+def _fold(index: np.ndarray, n: int, fill: str) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-range integer indices by scipy.ndimage's modes: (index inside, valid mask)."""
+    if fill == "nearest":                                   # edge repeated
+        return np.clip(index, 0, n - 1), np.ones(index.shape, bool)
+    if fill == "reflect":                                   # half-sample symmetric: d c b a | a b c d | d c
+        folded = np.mod(index, 2 * n)
+        return np.where(folded >= n, 2 * n - 1 - folded, folded), np.ones(index.shape, bool)
+    inside = (index >= 0) & (index < n)                     # constant 0
+    return np.clip(index, 0, n - 1), inside
+
+
+def _keras_warp_one(image: np.ndarray, matrix: np.ndarray, flip: bool, interpolation: str, fill: str):
+    """One C x H x W image the way Keras 2.0.8's `apply_transform` does it (scipy.ndimage.affine_transform
+    per channel, order 0 or 1), then `flip_axis` on the columns. Returns (image, pixels whose nearest
+    source sits within 1e-3 of a rounding tie: either neighbour is right there)."""
+    _, h, w = image.shape
+    rows, cols = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
+    src_r = matrix[0, 0] * rows + matrix[0, 1] * cols + matrix[0, 2]
+    src_c = matrix[1, 0] * rows + matrix[1, 1] * cols + matrix[1, 2]
+    if interpolation == "nearest":
+        r, rv = _fold(np.floor(src_r + 0.5).astype(int), h, fill)
+        c, cv = _fold(np.floor(src_c + 0.5).astype(int), w, fill)
+        out = np.where(rv & cv, image[:, r, c], 0.0)
+        tie = (np.abs(src_r - np.floor(src_r) - 0.5) < 1e-3) | (np.abs(src_c - np.floor(src_c) - 0.5) < 1e-3)
+    else:
+        r0, c0 = np.floor(src_r).astype(int), np.floor(src_c).astype(int)
+        fr, fc = src_r - r0, src_c - c0
+        out = np.zeros_like(image)
+        for dr, wr in ((0, 1 - fr), (1, fr)):
+            for dc, wc in ((0, 1 - fc), (1, fc)):
+                r, rv = _fold(r0 + dr, h, fill)
+                c, cv = _fold(c0 + dc, w, fill)
+                out += np.where(rv & cv, image[:, r, c], 0.0) * (wr * wc)
+        tie = np.zeros((h, w), bool)
+    if flip:
+        out, tie = out[:, :, ::-1], tie[:, ::-1]
+    return out, tie
+
+
+@pytest.mark.parametrize("fill", list(FILLS))
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+@pytest.mark.parametrize("recipe", ["book", "book2"])
+def test_batched_warp_is_kerass_per_image_warp_for_the_same_draws(recipe, interpolation, fill):
+    """The batch path (one affine_grid + grid_sample for the whole batch, as on the GPU) gives, image by image,
+    what Keras' per-image scipy warp gives for the same random draws, for every supported fill and
+    interpolation. A non-square image catches swapped axes; the draws span the configured ranges."""
+    ranges = {"book": {}, "book2": dict(rotation_degrees=36, width_shift=0.0, height_shift=0.0, shear_radians=0.0,
+                                        zoom_independent=False)}[recipe]
+    aug = BatchAugment(**ranges, fill=fill, interpolation=interpolation)
+    n, h, w = 16, 23, 31
+    images = torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(3))
+    params = aug.sample_params(n, torch.Generator().manual_seed(4))
+    batched = aug.warp(images, params).double().numpy()
+    ties = 0
+    for i in range(n):
+        expected, tie = _keras_warp_one(images[i].double().numpy(), _keras_matrix(params, i, h, w),
+                                        bool(params["flip"][i]), interpolation, fill)
+        ties += int(tie.sum())
+        np.testing.assert_allclose(batched[i][:, ~tie], expected[:, ~tie], atol=1e-4, rtol=0,
+                                   err_msg=f"image {i} ({recipe}, {interpolation}, fill {fill})")
+    assert ties < 0.01 * n * h * w                     # the exclusion is a handful of pixels, not the test
+
+
+def test_each_image_of_a_batch_is_warped_as_if_alone():
+    """One grid_sample for the batch mixes nothing between images: row i equals warping image i alone."""
+    aug = BatchAugment(interpolation="bilinear", fill="reflect")
+    images = torch.rand(6, 3, 20, 24, generator=torch.Generator().manual_seed(0))
+    params = aug.sample_params(6, torch.Generator().manual_seed(1))
+    batched = aug.warp(images, params)
+    for i in range(6):
+        alone = aug.warp(images[i:i + 1], {k: v[i:i + 1] for k, v in params.items()})
+        torch.testing.assert_close(batched[i:i + 1], alone, atol=1e-6, rtol=0)
