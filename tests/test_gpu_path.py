@@ -106,3 +106,51 @@ def test_each_image_of_a_batch_is_warped_as_if_alone():
     for i in range(6):
         alone = aug.warp(images[i:i + 1], {k: v[i:i + 1] for k, v in params.items()})
         torch.testing.assert_close(batched[i:i + 1], alone, atol=1e-6, rtol=0)
+
+
+# --------------------------------------------------------------------------- images resident on the device
+def _batches(data, loader: str, epochs=(0, 1)) -> list:
+    out = []
+    for epoch in epochs:
+        dl = getattr(data, loader)()
+        if hasattr(dl.batch_sampler, "set_epoch"):
+            dl.batch_sampler.set_epoch(epoch)
+        out += [(x.clone(), y.clone()) for x, y in dl]
+    return out
+
+
+def test_resident_images_serve_the_same_batches(tiny_split):
+    """compute.resident_data: the whole split on the device, the same batches as the memory map, in order."""
+    from catdog_lab.data.datamodule import ResidentTensors, TensorDataModule
+    common = dict(directory=tiny_split.paths.cache, batch_size=4, seed=7, steps_per_epoch=5, validation_steps=2)
+    mapped, resident = TensorDataModule(**common), TensorDataModule(**common, device="cpu")
+    mapped.setup(), resident.setup()
+    assert isinstance(resident.datasets["train"], ResidentTensors)
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        a, b = _batches(mapped, loader), _batches(resident, loader)
+        assert len(a) == len(b) > 0
+        for (xa, ya), (xb, yb) in zip(a, b):
+            assert xa.dtype == xb.dtype == torch.uint8 and torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_resident_data_trains_to_the_same_model(tiny_split):
+    """The augmented stage (shuffled stream, dropout, a warp per image) with and without resident data:
+    the same weights and metrics, bit for bit, and the precision in the metrics."""
+    from omegaconf import open_dict
+
+    from catdog_lab.stages.train import train
+    results = {}
+    for resident in (False, True):
+        with open_dict(tiny_split):
+            tiny_split.compute.resident_data = resident
+            tiny_split.tracking.enabled = False
+        metrics = train(tiny_split, "augmented")
+        state = torch.load(Path(tiny_split.paths.models) / "augmented.pt", weights_only=True)
+        results[resident] = metrics, state
+    (m0, s0), (m1, s1) = results[False], results[True]
+    assert m0["precision"] == m1["precision"] == "32-true"
+    assert "weights_dtype" not in m0                   # no conv base in this stage
+    for key in ("test/acc", "test/loss", "val/acc", "val/loss"):
+        assert m0[key] == m1[key], key
+    w0, w1 = s0["state_dict"], s1["state_dict"]
+    assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)

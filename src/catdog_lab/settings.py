@@ -63,6 +63,7 @@ class TrainerSettings:
     checkpoint_every_n_epochs: int
     channels_last: bool
     loader_workers: int
+    resident_data: bool
 
     def resolved_precision(self, cuda_available: bool) -> str:
         """`auto`: bf16-mixed on a GPU, 32-true on the CPU."""
@@ -137,6 +138,7 @@ def validate_trainer(cfg: DictConfig) -> None:
     positive_int(cfg, "trainer.num_sanity_val_steps", allow_zero=True)
     positive_int(cfg, "compute.loader_workers", allow_zero=True)
     choice(cfg, "compute.channels_last", (True, False))
+    choice(cfg, "compute.resident_data", (True, False))
 
 
 def validate_augmentation(cfg: DictConfig) -> None:
