@@ -51,6 +51,9 @@ from catdog_lab.stages.split import split
 WEIGHTS_FILE = "vgg16_features_fp16.pt"
 LIMIT_MIB = 64              # what travels to the GPU machine beside the code
 FLAT_NAME = re.compile(r"^(cat|dog)\.\d+\.jpg$")
+SUBSAMPLING = {"4:4:4": 0, "4:2:0": 2}      # PIL's codes: full chroma, or chroma halved both ways
+# The defaults fit the 4,000 photos and VGG16 in 64 MiB (see the module docstring for the measured sizes)
+DEFAULT_SIZES, DEFAULT_DERIVED, DEFAULT_QUALITY, DEFAULT_SUBSAMPLING = (180,), (150,), 85, "4:2:0"
 
 
 def photos_dir(bundle: Path, size: int) -> Path:
@@ -90,13 +93,15 @@ def bundle_name(file: str, label: int, taken: set[str]) -> str:
     return f"{cls}.{n}.jpg"
 
 
-def pack_photos(overrides: list[str], out: Path, size: int, quality: int, work: Path) -> dict:
-    """The split at `size` on the source, its cache written as JPEGs, then the split again on them: the
-    round trip's pixel error and whether the assignment is the source's."""
+def source_photos(overrides: list[str], size: int, work: Path) -> tuple[Path, dict]:
+    """The split stage at `size` on the source: (its manifest, file -> (image, label, split))."""
     cfg = _split_config(Path(compose(overrides).data.source.path), size, work / f"source-{size}", overrides)
     split(cfg)
-    source = _read_cache(Path(cfg.paths.cache))
-    folder = photos_dir(out, size)
+    return Path(cfg.paths.split) / "manifest.csv", _read_cache(Path(cfg.paths.cache))
+
+
+def write_jpegs(source: dict, folder: Path, quality: int, subsampling: str) -> dict[str, str]:
+    """Every decoded image as a JPEG in `folder`; returns bundle name -> source file."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     names, taken = {}, set()
@@ -104,19 +109,36 @@ def pack_photos(overrides: list[str], out: Path, size: int, quality: int, work: 
         name = bundle_name(file, label, taken)
         taken.add(name)
         names[name] = file
-        buffer = io.BytesIO()       # 4:4:4: no chroma halving, which costs more than it saves at 150 px
-        Image.fromarray(image.transpose(1, 2, 0)).save(buffer, format="JPEG", quality=quality, subsampling=0)
+        buffer = io.BytesIO()
+        Image.fromarray(image.transpose(1, 2, 0)).save(buffer, format="JPEG", quality=quality,
+                                                       subsampling=SUBSAMPLING[subsampling])
         (folder / name).write_bytes(buffer.getvalue())
-    check = _split_config(folder, size, work / f"bundle-{size}", overrides)
-    split(check)
-    packed = _read_cache(Path(check.paths.cache))
+    return names
+
+
+def check_photos(folder: Path, size: int, source: dict, names: dict[str, str], overrides: list[str],
+                 work: Path) -> dict:
+    """The split stage at `size` on the bundle's photos, as the GPU machine will run it, against the source's
+    cache at that size: pixel error (JPEG round trip, and the resize when `folder` holds larger photos) and
+    whether every photo lands in the same split."""
+    cfg = _split_config(folder, size, work / f"bundle-{size}", overrides)
+    split(cfg)
+    packed = _read_cache(Path(cfg.paths.cache))
     errors = [np.abs(image.astype(np.int16) - source[names[name]][0].astype(np.int16)) for name, (image, _, _)
               in packed.items()]
-    same_split = all(source[names[name]][2] == where for name, (_, _, where) in packed.items())
-    return {"size": size, "images": len(names), "bytes": folder_bytes(folder),
+    return {"size": size, "from": folder.name, "images": len(packed),
             "mean_abs_pixel_error": round(float(np.mean([e.mean() for e in errors])), 3),
-            "max_abs_pixel_error": int(max(int(e.max()) for e in errors)), "same_split_as_source": same_split,
-            "source_manifest": str(Path(cfg.paths.split) / "manifest.csv")}
+            "max_abs_pixel_error": int(max(int(e.max()) for e in errors)),
+            "same_split_as_source": len(packed) == len(source) and all(
+                source[names[name]][2] == where for name, (_, _, where) in packed.items())}
+
+
+def packed_folder(bundle: Path, size: int) -> Path | None:
+    """The bundle's photos for `size`: packed at that size, else the smallest packed size above it (the split
+    stage resizes them down); None when there is neither."""
+    packed = sorted(int(p.name.split("-")[1]) for p in Path(bundle).glob("photos-*") if p.name.split("-")[1].isdigit())
+    fits = [s for s in packed if s >= size]
+    return photos_dir(bundle, fits[0]) if fits else None
 
 
 def pack_weights(weights: Path, out: Path) -> dict:
@@ -133,13 +155,28 @@ def pack_weights(weights: Path, out: Path) -> dict:
             "md5_float16": content_md5(half), "dtype": "float16"}
 
 
-def pack(out: Path, sizes: list[int], quality: int, weights: Path, overrides: list[str]) -> dict:
+def pack(out: Path, sizes: list[int], quality: int, weights: Path, overrides: list[str], subsampling: str = "4:2:0",
+         derived: list[int] = ()) -> dict:
+    """Photos at every size in `sizes`; each size in `derived` is checked as the split will make it from the
+    smallest packed size above it (nothing more is written for it)."""
     out.mkdir(parents=True, exist_ok=True)
+    photos = []
     with tempfile.TemporaryDirectory(prefix="catdog-pack-") as work:
-        photos = [pack_photos(overrides, out, size, quality, Path(work)) for size in sizes]
-        for row in photos:                  # the manifest it came from, for the record (small)
-            shutil.copy(row.pop("source_manifest"), out / f"source_manifest-{row['size']}.csv")
-    info = {"photos": photos, "jpeg_quality": quality, "weights": pack_weights(weights, out)}
+        work, names = Path(work), {}
+        for size in sorted(set(sizes)):
+            manifest, source = source_photos(overrides, size, work)
+            shutil.copy(manifest, out / f"source_manifest-{size}.csv")      # what was packed, for the record
+            names = write_jpegs(source, photos_dir(out, size), quality, subsampling)
+            photos.append({**check_photos(photos_dir(out, size), size, source, names, overrides, work),
+                           "bytes": folder_bytes(photos_dir(out, size))})
+        for size in sorted(set(derived) - set(sizes)):
+            folder = packed_folder(out, size)
+            if folder is None:
+                raise SystemExit(f"error: no packed size covers {size} px: add --sizes {size} or a larger one")
+            _, source = source_photos(overrides, size, work)
+            photos.append(check_photos(folder, size, source, names, overrides, work))
+    info = {"photos": photos, "jpeg_quality": quality, "jpeg_subsampling": subsampling,
+            "weights": pack_weights(weights, out)}
     write_json(out / "bundle.json", info)
     info["total_bytes"] = folder_bytes(out)
     write_json(out / "bundle.json", info)   # the total counts bundle.json's first version: a few bytes off at most
@@ -150,20 +187,26 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, required=True, help="the bundle folder to write")
     p.add_argument("--weights", type=Path, required=True, help="the VGG16 weights file (float32) to halve")
-    p.add_argument("--sizes", type=int, nargs="+", default=[150, 180],
-                   help="image sizes to pack (default: 150 for `book`, 180 for `book2`)")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality of the packed photos (default %(default)s)")
+    p.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES),
+                   help="image sizes to pack (default: %(default)s)")
+    p.add_argument("--derive", type=int, nargs="*", default=list(DEFAULT_DERIVED),
+                   help="sizes the split makes from a larger packed size, checked here (default: %(default)s)")
+    p.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help="JPEG quality (default %(default)s)")
+    p.add_argument("--subsampling", default=DEFAULT_SUBSAMPLING, choices=SUBSAMPLING,
+                   help="JPEG chroma subsampling (default %(default)s)")
     p.add_argument("--limit-mib", type=float, default=LIMIT_MIB, help="fail above this size (default %(default)s)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the split: data.source.path=... data.split.*")
     args = p.parse_args(argv)
     if not 1 <= args.quality <= 95:
         p.error(f"--quality must be in 1..95 (PIL's useful range), got {args.quality}")
     info = exit_on_user_error(pack, args.out.resolve(), args.sizes, args.quality, args.weights.expanduser(),
-                              args.overrides)
+                              args.overrides, args.subsampling, args.derive)
     for row in info["photos"]:
-        print(f"photos {row['size']} px: {row['images']} JPEGs (quality {args.quality}), {row['bytes'] / 2**20:.1f} MiB, "
-              f"pixel error mean {row['mean_abs_pixel_error']} max {row['max_abs_pixel_error']} (of 255), "
-              f"split assignment {'the source' + chr(39) + 's' if row['same_split_as_source'] else 'DIFFERS from the source'}")
+        made = (f"{row['images']} JPEGs ({args.subsampling}, quality {args.quality}), {row['bytes'] / 2**20:.1f} MiB"
+                if "bytes" in row else f"made by the split from {row['from']}")
+        same = "the source's" if row["same_split_as_source"] else "DIFFERS from the source"
+        print(f"photos {row['size']} px: {made}; pixel error against the source's cache: mean "
+              f"{row['mean_abs_pixel_error']}, max {row['max_abs_pixel_error']} (of 255); split assignment {same}")
     w = info["weights"]
     print(f"weights {w['file']}: float16, {w['bytes'] / 2**20:.1f} MiB, content md5 {w['md5_float16']} "
           f"(float32 source {w['md5_float32']})")

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from catdog_lab.data.augment import FILLS, INTERPOLATIONS, BatchAugment
+from tests.conftest import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,3 +155,120 @@ def test_resident_data_trains_to_the_same_model(tiny_split):
         assert m0[key] == m1[key], key
     w0, w1 = s0["state_dict"], s1["state_dict"]
     assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
+
+
+# --------------------------------------------------------------------------- the bundle: photos + fp16 weights
+def _vgg16_file(path: Path) -> Path:
+    """A VGG16 conv-base file in the project's format (random weights: the same shapes and bytes as ImageNet's)."""
+    import torchvision
+
+    from catdog_lab.io import torch_save
+    from catdog_lab.models.components.backbones import KERAS_VGG16_FORMAT
+    from catdog_lab.convert_weights import CAFFE_BGR
+    torch.manual_seed(0)
+    state = {f"features.{k}": v for k, v in torchvision.models.vgg16(weights=None).features.state_dict().items()}
+    torch_save({"format": KERAS_VGG16_FORMAT, "state_dict": state, "preprocessing": dict(CAFFE_BGR),
+                "source": "test"}, path)
+    return path
+
+
+def _pack_module():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import pack_gpu_bundle
+    return pack_gpu_bundle
+
+
+def test_bundle_packs_photos_at_size_and_fp16_weights(tmp_path, raw_images, capsys):
+    from catdog_lab.models.components.backbones import build_vgg16, load_weights_file, weights_dtype
+    pack = _pack_module()
+    weights = _vgg16_file(tmp_path / "vgg16.pt")
+    split = ["data.split.train=6", "data.split.validation=3", "data.split.test=3", "data.workers=1"]
+    assert pack.main(["--out", str(tmp_path / "bundle"), "--weights", str(weights), "--sizes", "48", "56",
+                      "--derive", "--", f"data.source.path={raw_images}", *split]) == 0
+    printed = capsys.readouterr().out
+    info = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    for size, row in zip((48, 56), info["photos"]):
+        files = sorted((tmp_path / "bundle" / f"photos-{size}").glob("*.jpg"))
+        assert row["images"] == len(files) == 24               # every photo of the split, under its own name
+        assert {f.name for f in files} == {p.name for p in raw_images.glob("*.jpg")}
+        from PIL import Image
+        assert all(Image.open(f).size == (size, size) for f in files)
+        assert row["same_split_as_source"] is True              # the pool is the split: the same assignment
+        assert 0 < row["mean_abs_pixel_error"] < 8              # the JPEG round trip, measured, small
+    half = tmp_path / "bundle" / pack.WEIGHTS_FILE
+    assert weights_dtype(str(half)) == "float16" and weights_dtype(str(weights)) == "float32"
+    state16, spec16 = load_weights_file(half)
+    state32, spec32 = load_weights_file(weights)
+    assert spec16 == spec32 and state16.keys() == state32.keys()
+    assert all(torch.equal(state16[k], state32[k].half()) for k in state32)
+    assert info["weights"]["md5_float16"] != info["weights"]["md5_float32"]
+    assert 0.45 < half.stat().st_size / weights.stat().st_size < 0.55          # half the bytes
+    conv = build_vgg16(str(half)).features[0].weight                          # loads into float32 parameters
+    assert conv.dtype == torch.float32 and torch.equal(conv, state32["features.0.weight"].half().float())
+    total = sum(p.stat().st_size for p in (tmp_path / "bundle").rglob("*") if p.is_file())
+    assert abs(info["total_bytes"] - total) < 100 and f"{total / 2**20:.1f} MiB" in printed
+
+
+def test_bundle_over_the_limit_fails_with_one_line(tmp_path, raw_images, capsys):
+    pack = _pack_module()
+    weights = _vgg16_file(tmp_path / "vgg16.pt")
+    code = pack.main(["--out", str(tmp_path / "bundle"), "--weights", str(weights), "--sizes", "48", "--derive",
+                      "--limit-mib", "1", "--", f"data.source.path={raw_images}", "data.split.train=6",
+                      "data.split.validation=3", "data.split.test=3", "data.workers=1"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]    # not the bars
+    assert code == 1 and len(err) == 1 and err[0].startswith("error: the bundle is") and "--quality" in err[0]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent")
+def test_real_bundle_fits_64_mib(tmp_path, capsys):
+    """The real 4,000 photos packed as the GPU run needs them, with a VGG16 file of the real one's shapes:
+    under the 64 MiB that travels to the GPU machine."""
+    pack = _pack_module()
+    weights = _vgg16_file(tmp_path / "vgg16.pt")
+    assert pack.main(["--out", str(tmp_path / "bundle"), "--weights", str(weights),
+                      f"data.source.path={SHARED_DATA}"]) == 0, capsys.readouterr().err
+    info = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    assert info["total_bytes"] < pack.LIMIT_MIB * 2**20
+    assert all(row["same_split_as_source"] for row in info["photos"])
+
+
+# --------------------------------------------------------------------------- the matrix command, dry run
+def test_matrix_dry_run_on_generated_photos(tmp_path):
+    """scripts/gpu_matrix.py --dry-run on the CPU: generated photos packed larger than used (the split
+    resizes, as the real bundle's 180 px photos serve the 150 px profile), fp16 random VGG16, both profiles,
+    every training stage, each profile's compare over its own ledger."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_matrix.py"), "--dry-run", "--out",
+                           str(tmp_path), "--seeds", "7"], capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    from catdog_lab.registry import TRAINING_STAGES
+    summary = json.loads((tmp_path / "run" / "matrix_summary.json").read_text())
+    assert summary["exit_codes"] == {"book": 0, "book2": 0}
+    rows = {(r["profile"], r["stage"]): r for r in summary["runs"]}
+    assert set(rows) == {(p, s) for p in ("book", "book2") for s in TRAINING_STAGES}
+    for (profile, stage), row in rows.items():
+        assert row["seed"] == 7 and row["precision"] == "32-true" and 0 <= row["test/acc"] <= 1
+        assert row["weights_dtype"] == ("float16" if stage not in ("scratch", "augmented") else None)
+    for profile in ("book", "book2"):
+        ledger = sorted((tmp_path / "run" / profile / "seeds").glob("*/*/seed-7.json"))
+        assert len(ledger) == len(TRAINING_STAGES)
+        compared = json.loads((tmp_path / "run" / profile / "metrics" / "compare.json").read_text())
+        assert compared["scratch/seeds"] == 1
+    bundle = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    assert [(r["size"], r["from"]) for r in bundle["photos"]] == [(88, "photos-88"), (80, "photos-88")]
+    assert all(r["same_split_as_source"] for r in bundle["photos"])
+    assert "| book2 | finetune | 7 |" in proc.stdout
+
+
+def test_estimate_is_derived_from_the_h100_run(capsys):
+    """--estimate reads the H100 run's per-epoch seconds and utilisation; the current book recipe has more
+    batches per epoch than that run (validation_steps 50), so its estimate exceeds the measured epochs."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import gpu_matrix
+    est = gpu_matrix.estimate(["book"], [1])
+    rows = {r["stage"]: r for r in est["per_stage"]}
+    assert rows["scratch"]["batches_per_epoch"] == 150 and rows["scratch"]["work_per_batch_x"] == 1.0
+    from catdog_lab.io import read_csv
+    measured = sum(float(r["seconds"]) for r in read_csv(gpu_matrix.H100_RUN / "plots" / "scratch.csv"))
+    assert rows["scratch"]["seconds"] > measured
+    assert est["best_seconds"] <= est["worst_seconds"]
