@@ -60,13 +60,14 @@ def profile_overrides(bundle: Path, profile: str, overrides: list[str]) -> list[
 def run_matrix(bundle: Path, out: Path, profiles: list[str], seeds: list[int], jobs: int, stages: list[str],
                tracking: bool, overrides: list[str]) -> int:
     started = time.perf_counter()
+    per_profile = {profile: profile_overrides(bundle, profile, overrides) for profile in profiles}  # checked first
     procs = {}
     for profile in profiles:
         folder = out / profile
         folder.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, str(SCRIPTS / "run_all_stages.py"), "--out", str(folder),
                    *([] if tracking else ["--no-tracking"]), "--seeds", *map(str, seeds), "--jobs", str(jobs),
-                   "--stages", *stages, "--", *profile_overrides(bundle, profile, overrides)]
+                   "--stages", *stages, "--", *per_profile[profile]]
         log = open(folder / "matrix.log", "a")
         procs[profile] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log
         print(f"{profile}: started ({len(seeds)} seeds, {jobs} at a time), log {folder / 'matrix.log'}", flush=True)
@@ -80,7 +81,8 @@ def run_matrix(bundle: Path, out: Path, profiles: list[str], seeds: list[int], j
     summary = {"seconds": seconds, "exit_codes": codes, "runs": collect(out, profiles, seeds)}
     (out / "matrix_summary.json").write_text(json.dumps(summary, indent=2))
     print_table(summary["runs"])
-    print(f"matrix: {len(profiles)} profiles x {len(seeds)} seeds in {seconds} s; summary {out / 'matrix_summary.json'}")
+    print(f"matrix: {len(profiles)} profiles x {len(seeds)} seeds in {seconds} s; "
+          f"summary {out / 'matrix_summary.json'}")
     return 0 if not any(codes.values()) else 1
 
 
@@ -177,10 +179,12 @@ def _macs_per_image(cfg, stage: str) -> int:
     def hook(module, inputs, output):
         nonlocal total
         if isinstance(module, torch.nn.Conv2d):
-            total += output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            kh, kw = module.kernel_size
+            total += output.numel() * module.in_channels // module.groups * kh * kw
         elif isinstance(module, torch.nn.Linear):
             total += module.in_features * module.out_features
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    layers = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in layers]
     with torch.no_grad():
         net.eval()(x)
     for h in handles:
@@ -239,8 +243,8 @@ def print_estimate(est: dict, seeds: list[int]) -> None:
     print("| profile | stage | epochs | batches/epoch | work/batch vs H100 run | s (one process) | GPU-busy s |")
     print("|---|---|---|---|---|---|---|")
     for r in est["per_stage"]:
-        print(f"| {r['profile']} | {r['stage']} | {r['epochs']} | {r['batches_per_epoch']} | {r['work_per_batch_x']}x | "
-              f"{r['seconds']} | {r['gpu_busy_seconds']} |")
+        print(f"| {r['profile']} | {r['stage']} | {r['epochs']} | {r['batches_per_epoch']} | "
+              f"{r['work_per_batch_x']}x | {r['seconds']} | {r['gpu_busy_seconds']} |")
     chains = ", ".join(f"{p} {s} s" for p, s in est["chain_seconds"].items())
     print(f"one seed's stages in sequence: {chains}; GPU-busy, all {len(seeds)} seeds of every profile: "
           f"{est['gpu_busy_seconds_all']} s")
@@ -258,9 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES + ("visualize",))
     p.add_argument("--tracking", action="store_true", help="log to MLflow under <out>/<profile> (needs mlflow)")
     p.add_argument("--dry-run", action="store_true",
-                   help="generated photos, a random VGG16 and one tiny epoch per stage: the command's plumbing on a CPU")
+                   help="generated photos, a random VGG16, one tiny epoch per stage: the command's plumbing on a CPU")
     p.add_argument("--per-class", type=int, default=8, help="--dry-run: generated photos per class")
-    p.add_argument("--size", type=int, default=80, help="--dry-run: image size (book2's five-conv net needs 76 or more)")
+    p.add_argument("--size", type=int, default=80,
+                   help="--dry-run: image size (book2's five-conv net needs 76 or more)")
     p.add_argument("--estimate", action="store_true", help="print the matrix's estimated wall time and exit")
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.precision=32-true")
     args = p.parse_args(argv)

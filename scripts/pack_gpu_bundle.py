@@ -4,22 +4,26 @@ photos pre-resized to each profile's image size, and the VGG16 conv base in floa
     python scripts/pack_gpu_bundle.py --out bundle/ --weights ~/.cache/catdog-lab/vgg16_keras_imagenet_features.pt \\
         data.source.path=/data/dogs-vs-cats-4000
 
-Photos: the split stage runs on the source at every size in --sizes (150: `book`, 180: `book2`), and each
-image of its decoded cache (exactly the pixels training would see) is written as a JPEG of that size to
-<out>/photos-<size>/, under a `cat.<id>.jpg` / `dog.<id>.jpg` name. The split stage on the GPU machine decodes
-them once more; an image already at the target size is not resized again, so the only change is the JPEG
-round trip, whose mean and largest pixel error this script measures by running that split here. The 4,000
-photos of the book's pool are 181 MB as Kaggle's JPEGs and 270 MB decoded at 150 px, hence the re-encoding.
+Photos: the split stage runs on the source at every size in --sizes, and each image of its decoded cache
+(exactly the pixels training would see) is written as a JPEG of that size to <out>/photos-<size>/, under a
+`cat.<id>.jpg` / `dog.<id>.jpg` name. The split stage on the GPU machine decodes them again: at the packed
+size nothing is resized, so the only change is the JPEG round trip; a size in --derive (default 150, the
+`book` profile) is made by that split from the smallest larger packed size (default 180, `book2`). This
+script runs those splits here and prints their pixel error against the source's own cache. Why not both
+sizes: the 4,000 photos decoded are 270 MB at 150 px and 389 MB at 180 px; as JPEGs (quality 90, 4:4:4) they
+measured 35.1 and 47.4 MiB, and the float16 VGG16 takes 28.1 MiB of the 64, which leaves about 35 MiB for
+photos. One size at quality 85, 4:2:0 measured 32.5 MiB (60.9 MiB with the weights).
 
 Weights: every tensor of the conv base cast to float16 (half the bytes). A load casts them back into the
 float32 parameters, so training computes as usual; the values are rounded to 11 significant bits, so the
 weights' content md5 differs from the float32 file's (both printed), and the stages record
 `weights_dtype: float16` in their metrics.
 
-The photo set differs from the original (its manifest hash, sha256 per file, differs), so the runs on it
-land in a ledger folder of their own. The split assignment (which photo is train, validation or test) is the
-source's when the split uses every photo of the pool (the 4,000-photo set with 1000/500/500 per class); the
-script checks it and says so.
+The photo set differs from the original (its manifest hash, sha256 per file, differs). The split assignment
+(which photo is train, validation or test) is the source's when the split uses every photo of the pool (the
+4,000-photo set with 1000/500/500 per class); the script checks it and says so.
+
+Overrides go last, after `--` when the option before them takes several values (--sizes, --derive).
 
 <out>/bundle.json records sizes, quality, counts, pixel errors, the weights' md5s and the byte total, which
 is also printed; the script fails if the folder is over --limit-mib.
@@ -28,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import re
 import shutil
 import sys
@@ -36,7 +39,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from catdog_lab import SPLITS
