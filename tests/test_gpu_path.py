@@ -134,6 +134,21 @@ def test_resident_images_serve_the_same_batches(tiny_split):
             assert xa.dtype == xb.dtype == torch.uint8 and torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+def test_resident_data_holds_given_eval_inputs(tiny_split):
+    """A transfer stage's validation/test inputs (its frozen layers' outputs) are held on the device as well."""
+    from catdog_lab.data.datamodule import ResidentTensors, TensorDataModule
+    frozen = {"validation": torch.randn(6, 5), "test": torch.randn(6, 5)}
+    common = dict(directory=tiny_split.paths.cache, batch_size=4, eval_inputs=frozen)
+    plain, resident = TensorDataModule(**common), TensorDataModule(**common, device="cpu")
+    plain.setup(), resident.setup()
+    assert all(isinstance(resident.datasets[s], ResidentTensors) for s in ("train", "validation", "test"))
+    for split in ("validation", "test"):
+        assert torch.equal(resident.datasets[split].inputs, frozen[split])
+        a, b = _batches(plain, f"{'val' if split == 'validation' else 'test'}_dataloader", epochs=(0,)), \
+            _batches(resident, f"{'val' if split == 'validation' else 'test'}_dataloader", epochs=(0,))
+        assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b)) and a
+
+
 def test_resident_data_trains_to_the_same_model(tiny_split):
     """The augmented stage (shuffled stream, dropout, a warp per image) with and without resident data:
     the same weights and metrics, bit for bit, and the precision in the metrics."""
