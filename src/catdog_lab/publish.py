@@ -30,10 +30,10 @@ def publish_model(run, cfg, stage: str, model_path: Path, metrics: dict) -> dict
     if not run.enabled:
         write_card(cfg, stage, model_path, metrics)
         return None
-    from catdog_lab.serving import log_and_register
+    from catdog_lab.serving import decoding_config, log_and_register
     from catdog_lab.tracking import retry
 
-    registered = log_and_register(run.run_id, stage, model_path, _input_example(cfg), int(cfg.data.max_image_pixels))
+    registered = log_and_register(run.run_id, stage, model_path, _input_example(cfg), decoding_config(cfg.data))
     card = write_card(cfg, stage, model_path, metrics, registered)
     run.log_artifact(card, "model_card")
     text = card.read_text(encoding="utf-8")

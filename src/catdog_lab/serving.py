@@ -32,9 +32,11 @@ def registered_name(stage: str) -> str:
 class CatDogPyfunc:
     """What `mlflow.pyfunc.load_model` returns the inner object of: predict(DataFrame) -> DataFrame."""
 
-    def __init__(self, model_file: str | Path, max_pixels: int | None = None):
+    def __init__(self, model_file: str | Path, max_pixels: int | None = None, min_side: int | None = None,
+                 max_aspect: float | None = None):
         from catdog_lab.predict import Predictor
-        self.predictor = Predictor.from_file(model_file, max_pixels=max_pixels)
+        self.predictor = Predictor.from_file(model_file, max_pixels=max_pixels, min_side=min_side,
+                                             max_aspect=max_aspect)
 
     def predict(self, model_input, params=None):
         import pandas as pd
@@ -69,11 +71,13 @@ def _image_bytes(value) -> bytes | str:
 
 def _load_pyfunc(data_path: str, model_config: dict | None = None) -> CatDogPyfunc:
     """MLflow's loader-module hook: `data_path` is the logged `.pt` bundle (a file or a folder holding it);
-    `model_config` what `log_and_register` recorded (the decoding limit: a served model has no conf/)."""
+    `model_config` what `log_and_register` recorded (the decoding limits: a served model has no conf/)."""
     path = Path(data_path)
     if path.is_dir():
         path = next(iter(sorted(path.glob("*.pt"))))
-    return CatDogPyfunc(path, (model_config or {}).get("max_image_pixels"))
+    config = model_config or {}
+    return CatDogPyfunc(path, config.get("max_image_pixels"), config.get("min_image_side"),
+                        config.get("max_aspect_ratio"))
 
 
 def signature():
@@ -102,10 +106,18 @@ def _requirements() -> list[str]:
     return [f"{package}=={version(package)}" for package in pins]
 
 
+DECODING_KEYS = ("max_image_pixels", "min_image_side", "max_aspect_ratio")    # data.* a served model decodes with
+
+
+def decoding_config(data) -> dict:
+    """The run's decoding limits (data.max_image_pixels, min_image_side, max_aspect_ratio), for model_config."""
+    return {key: (float if key == "max_aspect_ratio" else int)(data[key]) for key in DECODING_KEYS}
+
+
 def log_and_register(run_id: str, stage: str, model_path: Path, input_example: str | None,
-                     max_pixels: int) -> dict:
-    """Log the stage model to its run as a pyfunc model and register it as `catdog-<stage>`; `max_pixels`
-    (the run's data.max_image_pixels) travels in its model_config. Returns {"name", "version", "model_uri"}."""
+                     model_config: dict) -> dict:
+    """Log the stage model to its run as a pyfunc model and register it as `catdog-<stage>`; `model_config`
+    (`decoding_config`: the run's decoding limits) travels with it. Returns {"name", "version", "model_uri"}."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -121,7 +133,7 @@ def log_and_register(run_id: str, stage: str, model_path: Path, input_example: s
         info = retry(lambda: mlflow.pyfunc.log_model(
             name="model", loader_module="catdog_lab.serving", data_path=str(model_path), code_paths=[str(package)],
             signature=signature(), input_example=example, pip_requirements=_requirements(),
-            model_config={"max_image_pixels": int(max_pixels)}, registered_model_name=name,
+            model_config=dict(model_config), registered_model_name=name,
             metadata={"stage": stage}))
     client = MlflowClient()
     version = str(info.registered_model_version)

@@ -133,10 +133,13 @@ def build_data_and_net(cfg, settings: StageSettings, run: TrainerSettings, write
                          settings.activation, init=settings.init)
         return data, net, features
     data = TensorDataModule(read_path(cfg, "cache"), inputs_key="images", **loader)
+    upstream = read_path(cfg, "models") / f"{settings.init_from}.pt" if settings.init_from else None
+    if upstream is not None and not upstream.is_file():    # said before building the net: VGG16 may download
+        raise DataError(f"{settings.name}.init_from: {upstream} not found: train {settings.init_from} first "
+                        f"(`dvc repro {settings.init_from}`, or `upstream=<its job folder>` on the CLI)")
     net = build_from_arch(model_arch(cfg, settings.name), init=settings.init)
-    if settings.init_from:
-        source, _ = load_model(read_path(cfg, "models") / f"{settings.init_from}.pt",
-                               weights=settings.init_from_weights)
+    if upstream is not None:
+        source, _ = load_model(upstream, weights=settings.init_from_weights)
         missing = net.load_state_dict(source.state_dict(), strict=False)
         if missing.missing_keys:
             raise DataError(f"{settings.name}.init_from: {settings.init_from} model does not fit this stage's "
