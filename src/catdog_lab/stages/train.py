@@ -20,6 +20,7 @@ import contextlib
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -43,6 +44,10 @@ from catdog_lab.registry import TRAINING_STAGES
 from catdog_lab.seeds import record as record_seed
 from catdog_lab.settings import StageSettings, TrainerSettings, model_arch, stage_settings, trainer_settings
 from catdog_lab.tracking import StageRun, Tracking, stage_run
+
+# The checkpoint folder holds meta.json (and last.ckpt when a killed run resumes) before `fit`, by design:
+# Lightning's warning about a non-empty folder would be printed by every training stage for nothing.
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 # config keys that define a stage's result (a checkpoint is resumed only if these are unchanged)
 RESUME_KEYS = ("seed", "data", "backbone", "augmentation")
