@@ -141,9 +141,12 @@ def _help_commands() -> list[list[str]]:
             if not command.argv[1].endswith(".py"):
                 continue
             argv.append(command.argv[1])
-        elif program == "mlflow":
-            argv += command.argv[1:3]               # `mlflow models serve --help`, `mlflow ui --help`
-        key = tuple(argv)
+        elif program == "mlflow":                   # `mlflow models serve --help`, `mlflow ui --help`
+            for word in command.argv[1:3]:
+                if word.startswith("-"):
+                    break
+                argv.append(word)
+        key = (program, *argv[1:])
         if key not in seen:
             seen.add(key)
             out.append(argv)

@@ -74,8 +74,10 @@ def test_trained_model_is_registered_crowned_and_served(tiny_split, tmp_path):
     assert flavor["loader_module"] == "catdog_lab.serving" and "python_model" not in flavor
     assert not list(local.rglob("*.pkl")) and list((local / "data").rglob("scratch.pt"))
     # the decoding limit travels in the model (a served model has no conf/ to read it from)
-    assert flavor["config"] == {"max_image_pixels": cfg.data.max_image_pixels}
-    assert _load_pyfunc(str(local / "data"), {"max_image_pixels": 123}).predictor.max_pixels == 123
+    assert flavor["config"] == {"max_image_pixels": cfg.data.max_image_pixels, "min_image_side": cfg.data.min_image_side,
+                                "max_aspect_ratio": cfg.data.max_aspect_ratio}
+    loaded = _load_pyfunc(str(local / "data"), {"max_image_pixels": 123, "min_image_side": 4, "max_aspect_ratio": 2.5})
+    assert (loaded.predictor.max_pixels, loaded.predictor.min_side, loaded.predictor.max_aspect) == (123, 4, 2.5)
 
     photo = make_photo(tmp_path / "new" / "photo.jpg", "dog", 998, size=(97, 71))
     files = [photo] + ([SHARED_DATA / "cat.1.jpg"] if (SHARED_DATA / "cat.1.jpg").is_file() else [])
