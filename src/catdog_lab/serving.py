@@ -80,6 +80,8 @@ def one_line(message: str) -> str:
     message = str(message)
     if "\nError: " in message:
         message = message.rsplit("\nError: ", 1)[1]
+    if message.startswith("Failed to enforce schema") and "Error: " in message:    # it echoes the data too
+        message = "Failed to enforce the model's input schema: " + message.rsplit("Error: ", 1)[1]
     line = message.strip().splitlines()[0].strip() if message.strip() else "bad request"
     return line if len(line) <= REASON_CHARS else line[:REASON_CHARS - 3] + "..."
 
