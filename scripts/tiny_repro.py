@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -95,7 +96,9 @@ def main() -> int:
                               stderr=subprocess.STDOUT, text=True)
         if args.log:
             args.log.write_text(proc.stdout)
-            warned = [line for line in proc.stdout.splitlines() if "warn" in line.lower()]
+            # DVC's "WARNING: ...", Python's "file.py:12: UserWarning: ..." and Lightning's "file.py:12: ..."
+            warned = [line for line in proc.stdout.splitlines()
+                      if "warn" in line.lower() or re.match(r"^\S+\.py:\d+: ", line)]
             print(f"{len(warned)} warning line(s) in `dvc repro`'s output:" + "".join(f"\n  {w}" for w in warned))
         if proc.returncode:
             print(proc.stdout[-6000:])

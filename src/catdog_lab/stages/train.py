@@ -45,9 +45,13 @@ from catdog_lab.seeds import record as record_seed
 from catdog_lab.settings import StageSettings, TrainerSettings, model_arch, stage_settings, trainer_settings
 from catdog_lab.tracking import StageRun, Tracking, stage_run
 
-# The checkpoint folder holds meta.json (and last.ckpt when a killed run resumes) before `fit`, by design:
-# Lightning's warning about a non-empty folder would be printed by every training stage for nothing.
+# Warnings every training stage would print for an expected situation (a fresh `dvc repro` prints none):
+# - the checkpoint folder holds meta.json (and last.ckpt when a killed run resumes) before `fit`, by design;
+# - per-step logging coarser than a short epoch: the history is kept per epoch (History), not per step;
+# - Lightning's own use of a torch API that torch has deprecated (nothing this project calls).
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 # config keys that define a stage's result (a checkpoint is resumed only if these are unchanged)
 RESUME_KEYS = ("seed", "data", "backbone", "augmentation")
