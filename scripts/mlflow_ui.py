@@ -22,7 +22,7 @@ from pathlib import Path
 EXPERIMENT = "catdog-lab"          # tracking.experiment in conf/tracking/mlflow.yaml
 
 
-def stop_group(process: subprocess.Popen, grace_s: float = 30) -> list[int]:
+def stop_group(process: subprocess.Popen, grace_s: float = 60) -> list[int]:
     """SIGTERM to the process group, SIGKILL after `grace_s` to whatever is left; returns those pids."""
     def members() -> list[int]:
         out = subprocess.run(["ps", "-eo", "pid=,pgid="], capture_output=True, text=True).stdout.split()
