@@ -37,7 +37,7 @@ def test_cli_single_run_and_multirun(tiny_split, tmp_path, raw_images):
     # a sweep job's run name carries the values it was swept over; the single job's does not
     names = sorted(r.info.run_name for r in runs)
     base = "1 scratch: small convnet from scratch (5.2)"
-    assert names == [base, f"{base} [scratch.lr=1e-3]", f"{base} [scratch.lr=1e-4]"]
+    assert names == [base, f"{base} [scratch.lr=0.0001]", f"{base} [scratch.lr=0.001]"]   # as Hydra writes them
 
 
 def test_cli_bad_value_is_one_line(tmp_path):
