@@ -17,6 +17,7 @@ from catdog_lab.plots import plt
 from catdog_lab.registry import REGISTRY, TRAINING_STAGES
 from catdog_lab.seeds import entries, summarise, verdict
 from catdog_lab.serving import crown_champion
+from catdog_lab.stages import plain, tracking_for
 
 BOOK_FILE = PROJECT_ROOT / "conf" / "reference" / "book_accuracy.yaml"
 # stage settings worth showing side by side (the rest is shared by every stage)
@@ -51,8 +52,8 @@ def _pct(x) -> str:
 def seed_accuracies(cfg, stage: str, workspace: dict | None) -> list[dict]:
     """The ledger's runs of this stage's current recipe; the workspace metrics alone when it has none."""
     # the ledger upstream (read_path): the workspace's, or in a CLI job the upstream run's or sweep's
-    found = entries(cfg, stage, read_path(cfg, "seeds")) if OmegaConf.select(cfg, "paths.seeds") and stage in cfg \
-        else []
+    found = entries(plain(cfg), stage, read_path(cfg, "seeds")) \
+        if OmegaConf.select(cfg, "paths.seeds") and stage in cfg else []
     if not found and workspace and workspace.get("test/acc") is not None:
         found = [workspace | {"seed": workspace.get("seed", cfg.get("seed"))}]
     return found
@@ -182,14 +183,14 @@ def plot_ladder(rows: list[dict], path: Path) -> None:
 
 def compare(cfg) -> dict:
     from catdog_lab.report import build_html
-    from catdog_lab.tracking import Tracking, pipeline_run
+    from catdog_lab.tracking import pipeline_run
 
     # reads the training stages' metrics (read_path: the workspace, or upstream in a CLI job), writes its own
     reports, metrics_dir = Path(cfg.paths.reports), Path(cfg.paths.metrics)
     metrics = gather(read_path(cfg, "metrics"))
     rows = build_rows(cfg, metrics, load_book())
     table, settings = markdown_table(rows), settings_table(rows)
-    tracking = Tracking.from_config(cfg)
+    tracking = tracking_for(cfg)
     # the models it crowns are upstream ones (read_path), like the metrics it reads
     champion = crown_champion(metrics, read_path(cfg, "models"), tracking)   # best val/acc -> alias `champion`, one line
     md = ("# Accuracy comparison\n\n"
@@ -212,7 +213,7 @@ def compare(cfg) -> dict:
         if r["difference"] is not None:
             summary[f"{r['stage']}/vs_book"] = round(r["difference"], 4)
     write_json(metrics_dir / "compare.json", summary)
-    html = build_html(cfg, rows, table, settings)
+    html = build_html(reports, read_path(cfg, "reports"), str(cfg.get("profile", "")), rows, table, settings)
     with pipeline_run(tracking) as run:
         run.log_metrics({k.replace("/", "."): v for k, v in summary.items() if v is not None})
         run.set_tags({f"{r['stage']}.verdict": r["verdict"] for r in rows})

@@ -4,7 +4,7 @@ Outputs: <models>/<stage>.pt (self-contained model), <metrics>/<stage>.json (DVC
 <plots>/<stage>.csv (per-epoch history), <reports>/curves/<stage>.png, an MLflow run.
 Resumable: killed runs continue from <checkpoints>/<stage>/last.ckpt when the params match.
 
-This module is the stage layer: it reads the config (validated and typed once, `settings.py`) and hands
+This module is the stage layer: it reads the config (checked against schema.py once, `settings.py`) and hands
 typed values to the data, model and tracking code. `train` reads as its steps: build the trainer, the data
 and the net, find a checkpoint to resume, fit, test the last and the best epoch, save the kept model,
 write the metrics and figures.
@@ -42,8 +42,9 @@ from catdog_lab.plots import plot_curves
 from catdog_lab.publish import publish_model
 from catdog_lab.registry import TRAINING_STAGES
 from catdog_lab.seeds import record as record_seed
-from catdog_lab.settings import StageSettings, TrainerSettings, model_arch, stage_settings, trainer_settings
-from catdog_lab.tracking import StageRun, Tracking, stage_run
+from catdog_lab.settings import StageSettings, TrainerSettings, model_arch, validate_stage
+from catdog_lab.stages import plain, tracking_for
+from catdog_lab.tracking import StageRun, stage_run
 
 # Warnings every training stage would print for an expected situation (a fresh `dvc repro` prints none):
 # - the checkpoint folder holds meta.json (and last.ckpt when a killed run resumes) before `fit`, by design;
@@ -58,7 +59,7 @@ RESUME_KEYS = ("seed", "data", "backbone", "augmentation")
 
 
 def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
-    settings, run_settings = stage_settings(cfg, stage), trainer_settings(cfg)
+    settings, run_settings = validate_stage(cfg, stage)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     started = time.perf_counter()
     ckpt_dir = Path(cfg.paths.checkpoints) / stage
@@ -68,14 +69,14 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
     zero = trainer.is_global_zero
     data, net, features = build_data_and_net(cfg, settings, run_settings, writer=zero,
                                              frozen_store=_frozen_store(cfg, stage) if zero else None)
-    augment = BatchAugment.from_config(cfg.augmentation) if settings.augment else None
+    augment = BatchAugment.from_config(settings.augmentation) if settings.augment else None
     module = BinaryClassifier(net, settings.lr, augment, run_settings.channels_last,
                               eval_from_frozen=bool(data.eval_inputs))
     key = params_hash(cfg, [*RESUME_KEYS, stage])
     resume_from, resume_run = resume_point(ckpt_dir, key, fast_dev_run, zero)
 
     # one MLflow run per stage execution, owned by rank 0; the other ranks log nothing
-    tracking = Tracking.from_config(cfg)
+    tracking = tracking_for(cfg)
     tracked = stage_run(tracking, stage, resume_run, {"data_manifest": manifest_hash(read_path(cfg, "split"))}) \
         if zero else contextlib.nullcontext(StageRun())
     with tracked as run:
@@ -280,8 +281,8 @@ def write_outputs(cfg, stage: str, run: StageRun, model_path: Path, metrics: dic
     """The metrics file, the seed ledger, the model card and registered model, the curves, the MLflow run."""
     write_json(Path(cfg.paths.metrics) / f"{stage}.json", metrics)
     if not fast_dev_run:
-        record_seed(cfg, stage, metrics)
-    publish_model(run, cfg, stage, model_path, metrics)   # models/<stage>.md + registry
+        record_seed(plain(cfg), stage, metrics)
+    publish_model(run, plain(cfg), stage, model_path, metrics)   # models/<stage>.md + registry
     curves = Path(cfg.paths.reports) / "curves" / f"{stage}.png"
     if rows:
         plot_curves(rows, curves, stage)
