@@ -49,12 +49,10 @@ from catdog_lab.tracking import StageRun, stage_run
 # Warnings every training stage would print for an expected situation (a fresh `dvc repro` prints none):
 # - the checkpoint folder holds meta.json (and last.ckpt when a killed run resumes) before `fit`, by design;
 # - per-step logging coarser than a short epoch: the history is kept per epoch (History), not per step;
-# - Lightning's own use of a torch API that torch has deprecated (nothing this project calls);
-# - frozen layers kept in eval mode on purpose (a transfer net's frozen base: no dropout, fixed statistics).
+# - Lightning's own use of a torch API that torch has deprecated (nothing this project calls).
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 # config keys that define a stage's result (a checkpoint is resumed only if these are unchanged)
 RESUME_KEYS = ("seed", "data", "backbone", "augmentation")
