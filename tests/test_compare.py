@@ -18,7 +18,7 @@ def fake_run(tiny_cfg, tmp_path):
     for stage, acc in FAKE.items():
         (metrics / f"{stage}.json").write_text(json.dumps(
             {"test/acc": acc, "test/loss": 0.3, "val/acc": acc - 0.01, "epochs": 3, "profile": "smoke",
-             "wall_time_s": 12.5}))
+             "wall_time_s": 12.5, "test_images": 1000}))
         (reports / "curves" / f"{stage}.png").write_bytes(b"\x89PNG fake")
     (reports / "figures").mkdir()
     (reports / "figures" / "primer.png").write_bytes(b"\x89PNG fake")
@@ -38,6 +38,7 @@ def test_compare_writes_table_chart_metrics_and_report(fake_run, tmp_path):
     # 1.96 * sqrt(0.985 * 0.015 / 1000) = 0.75 pts and 1.96 * sqrt(0.7 * 0.3 / 1000) = 2.84 pts
     assert "| finetune | 1 | 98.5% | 97.7–99.3% | 97.0% (test) | above | +1.5 pts |" in md
     assert "| scratch | 1 | 70.0% | 67.2–72.8% | 71.0% (validation) | matches | -1.0 pts |" in md
+    assert "Our accuracies are on the test split (1000 images): " in md
     assert summary["finetune/verdict"] == "above" and summary["scratch/verdict"] == "matches"
     assert (tmp_path / "reports/accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "metrics/compare.json").read_text()) == summary
@@ -182,3 +183,24 @@ def test_settings_table_with_one_stage_is_a_sentence_not_a_broken_table():
     differ = one + [{"stage": "scratch", "settings": {"lr": 1e-4, "epochs": 20}}]
     assert settings_table(differ).splitlines()[:3] == ["| stage | lr |", "|---|---|", "| features | 0.001 |"]
     assert "<td>0.0001</td>" in _md_table_to_html(settings_table(differ))
+
+
+def test_the_test_split_size_is_the_runs_own(fake_run, tmp_path):
+    """The count comes from each run's metrics (`test_images`), never a fixed 1000."""
+    for stage in FAKE:
+        path = tmp_path / "metrics" / f"{stage}.json"
+        values = json.loads(path.read_text())
+        values["test_images"] = 200 if stage != "scratch" else 100
+        path.write_text(json.dumps(values))
+    compare(fake_run)
+    md = (tmp_path / "reports/comparison.md").read_text()
+    assert ("Our accuracies are on the test split (scratch: 100 images, augmented: 200 images, features: 200 "
+            "images, features_augmented: 200 images, finetune: 200 images): ") in md
+    for stage in FAKE:                                    # a run that did not record it: no number is made up
+        path = tmp_path / "metrics" / f"{stage}.json"
+        values = json.loads(path.read_text())
+        del values["test_images"]
+        path.write_text(json.dumps(values))
+    compare(fake_run)
+    md = (tmp_path / "reports/comparison.md").read_text()
+    assert "Our accuracies are on the test split: " in md and "1000" not in md

@@ -105,6 +105,8 @@ class Data(Section):
     workers: Literal["auto"] | PositiveInt
     image_size: Annotated[int, Field(ge=48)]                   # four conv/pool blocks need 48 pixels
     max_image_pixels: PositiveInt
+    min_image_side: PositiveInt                                # smaller images: skipped by split, refused by predict
+    max_aspect_ratio: Annotated[float, Field(ge=1)]            # long side / short side, likewise
 
 
 # ------------------------------------------------------------------------------------ conf/config.yaml
@@ -220,6 +222,7 @@ class TrackingSettings(Section):
     uri: str
     artifact_location: str
     experiment: str
+    run_note: str = ""                                         # set by the CLI only: a sweep job's overrides
 
 
 # ----------------------------------------------------------------------------- conf/visualize/default.yaml

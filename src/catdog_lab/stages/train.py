@@ -20,6 +20,7 @@ import contextlib
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -44,6 +45,14 @@ from catdog_lab.seeds import record as record_seed
 from catdog_lab.settings import StageSettings, TrainerSettings, model_arch, trainer_settings, validate_stage
 from catdog_lab.stages import plain, tracking_for
 from catdog_lab.tracking import StageRun, stage_run
+
+# Warnings every training stage would print for an expected situation (a fresh `dvc repro` prints none):
+# - the checkpoint folder holds meta.json (and last.ckpt when a killed run resumes) before `fit`, by design;
+# - per-step logging coarser than a short epoch: the history is kept per epoch (History), not per step;
+# - Lightning's own use of a torch API that torch has deprecated (nothing this project calls).
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 # config keys that define a stage's result (a checkpoint is resumed only if these are unchanged)
 RESUME_KEYS = ("seed", "data", "backbone", "augmentation")
@@ -138,10 +147,13 @@ def build_data_and_net(cfg, settings: StageSettings, run: TrainerSettings, write
         net = build_head(data.datasets["train"].tensors[0][0].numel(), settings.hidden, settings.dropout,
                          settings.activation, init=settings.init)
         return data, net, features
+    upstream = read_path(cfg, "models") / f"{settings.init_from}.pt" if settings.init_from else None
+    if upstream is not None and not upstream.is_file():    # said before building the net: VGG16 may download
+        raise DataError(f"{settings.name}.init_from: {upstream} not found: train {settings.init_from} first "
+                        f"(`dvc repro {settings.init_from}`, or `upstream=<its job folder>` on the CLI)")
     net = build_from_arch(model_arch(cfg, settings.name), init=settings.init)
-    if settings.init_from:
-        source, _ = load_model(read_path(cfg, "models") / f"{settings.init_from}.pt",
-                               weights=settings.init_from_weights)
+    if upstream is not None:
+        source, _ = load_model(upstream, weights=settings.init_from_weights)
         missing = net.load_state_dict(source.state_dict(), strict=False)
         if missing.missing_keys:
             raise DataError(f"{settings.name}.init_from: {settings.init_from} model does not fit this stage's "
