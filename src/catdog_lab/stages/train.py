@@ -40,6 +40,7 @@ from catdog_lab.models.features import Features, device_for, extract_features
 from catdog_lab.plots import plot_curves
 from catdog_lab.publish import publish_model
 from catdog_lab.registry import TRAINING_STAGES
+from catdog_lab.seeds import recipe_hash
 from catdog_lab.seeds import record as record_seed
 from catdog_lab.settings import StageSettings, TrainerSettings, model_arch, stage_settings, trainer_settings
 from catdog_lab.tracking import StageRun, Tracking, stage_run
@@ -245,6 +246,9 @@ def stage_metrics(cfg, settings: StageSettings, tests: dict, rows: list[dict], t
         "epochs": epochs_run, "seed": int(cfg.seed), "test_images": test_images,
         "profile": str(cfg.get("profile", "")),
         "seconds_per_epoch": round(sum(float(r["seconds"]) for r in rows) / epochs_run, 3) if epochs_run else None,
+        # every epoch's seconds, across resumes (wall_time_s counts only this process)
+        "epoch_seconds": round(sum(float(r["seconds"]) for r in rows), 2) if epochs_run else None,
+        "recipe_hash": recipe_hash(cfg, settings.name),   # its seed-ledger folder: compare mixes no recipes
         "fit_seconds": round(fit_seconds, 2), "wall_time_s": round(time.perf_counter() - started, 2),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "devices": devices,
     }
