@@ -143,6 +143,8 @@ def validate_data(cfg: DictConfig) -> None:
         raise ConfigError(f"data.image_size: must be at least 48 pixels (four conv/pool blocks), got {cfg.data.image_size}")
     positive_int(cfg, "data.max_image_pixels")
     get_key(cfg, "data.split.seed")
+    from catdog_lab.data.split import SPLIT_ORDERS
+    choice(cfg, "data.split.order", SPLIT_ORDERS)
     path = get_key(cfg, "data.source.path")
     from catdog_lab.data.sources import local_source
     local_source(cfg.data.source)

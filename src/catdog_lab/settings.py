@@ -40,6 +40,8 @@ class StageSettings:
     select: str
     steps_per_epoch: int | None
     validation_steps: int | None
+    loss_clip: float | None = None       # Keras 2.0.8's clipped binary cross-entropy (models/classifier.py)
+    shuffle_buffer: int | None = None    # tf.data's shuffle buffer (data/sampler.py)
     hidden: int | None = None            # head and transfer models
     activation: str | None = None
     trainable: tuple[str, ...] = ()
@@ -103,6 +105,10 @@ def validate_stage(cfg: DictConfig, stage: str) -> None:
     choice(cfg, f"{stage}.select", SELECT)
     optional_positive_int(cfg, f"{stage}.steps_per_epoch")
     optional_positive_int(cfg, f"{stage}.validation_steps")
+    optional_positive_int(cfg, f"{stage}.shuffle_buffer")
+    clip = get_key(cfg, f"{stage}.loss_clip")
+    if clip is not None and (not isinstance(clip, float) or not 0 < clip < 0.5):
+        raise ConfigError(f"{stage}.loss_clip: must be null or a float in (0, 0.5) such as 1.0e-7, got {clip!r}")
     if model == "convnet":
         filters = get_key(cfg, "convnet.filters")
         if not filters or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in filters):
@@ -151,6 +157,8 @@ def validate_augmentation(cfg: DictConfig) -> None:
     from catdog_lab.data.augment import FILLS, INTERPOLATIONS
     choice(cfg, "augmentation.fill", tuple(FILLS))
     choice(cfg, "augmentation.interpolation", INTERPOLATIONS)
+    from catdog_lab.data.augment import RESAMPLINGS
+    choice(cfg, "augmentation.resampling", RESAMPLINGS)
 
 
 def validate_backbone(cfg: DictConfig) -> None:

@@ -46,12 +46,13 @@ class TensorDataModule(pl.LightningDataModule):
 
     def __init__(self, directory: str | Path, batch_size: int, inputs_key: str = "images", seed: int = 0,
                  num_workers: int = 0, eval_batch_size: int | None = None, steps_per_epoch: int | None = None,
-                 validation_steps: int | None = None):
+                 validation_steps: int | None = None, shuffle_buffer: int | None = None):
         super().__init__()
         self.directory, self.inputs_key = Path(directory), inputs_key
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or max(batch_size, 64)
         self.seed, self.num_workers = seed, num_workers
         self.steps_per_epoch, self.validation_steps = steps_per_epoch, validation_steps
+        self.shuffle_buffer = shuffle_buffer        # training order only (see data/sampler.py)
         self.datasets: dict[str, TensorDataset | MappedImages] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -76,7 +77,7 @@ class TensorDataModule(pl.LightningDataModule):
         # several devices: each rank draws every N-th batch of the one stream (data/sampler.py)
         return self._loader("train", StreamBatchSampler(len(self.datasets["train"]), self.batch_size,
                                                         self.steps_per_epoch, shuffle=True, seed=self.seed,
-                                                        **self._ranks()))
+                                                        shuffle_buffer=self.shuffle_buffer, **self._ranks()))
 
     def val_dataloader(self):
         if self.validation_steps is None:

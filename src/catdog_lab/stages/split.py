@@ -19,7 +19,8 @@ def split(cfg) -> dict:
         root = resolve_source(data.source)
         result = make_split(root, {name: data.split[name] for name in SPLITS}, seed=int(data.split.seed),
                             image_size=int(data.image_size), max_pixels=int(data.max_image_pixels),
-                            cache_dir=Path(cfg.paths.cache), workers=resolve_workers(data.workers))
+                            cache_dir=Path(cfg.paths.cache), workers=resolve_workers(data.workers),
+                            order=str(data.split.order))
         report = write_split(split_dir, result, root)
         seconds = time.perf_counter() - started
         run.log_metrics({"images": sum(sum(c.values()) for c in report["counts"].values()),

@@ -60,7 +60,7 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
     zero = trainer.is_global_zero
     data, net, features = build_data_and_net(cfg, settings, run_settings, writer=zero)
     augment = BatchAugment.from_config(cfg.augmentation) if settings.augment else None
-    module = BinaryClassifier(net, settings.lr, augment, run_settings.channels_last)
+    module = BinaryClassifier(net, settings.lr, augment, run_settings.channels_last, settings.loss_clip)
     key = params_hash(cfg, [*RESUME_KEYS, stage])
     resume_from, resume_run = resume_point(ckpt_dir, key, fast_dev_run, zero)
 
@@ -125,7 +125,8 @@ def build_data_and_net(cfg, settings: StageSettings, run: TrainerSettings, write
     (`model: head`, the features computed first if needed), or a net over the image cache, optionally
     started from an earlier stage's model (`init_from`)."""
     loader = dict(batch_size=settings.batch_size, seed=int(cfg.seed), num_workers=run.loader_workers,
-                  steps_per_epoch=settings.steps_per_epoch, validation_steps=settings.validation_steps)
+                  steps_per_epoch=settings.steps_per_epoch, validation_steps=settings.validation_steps,
+                  shuffle_buffer=settings.shuffle_buffer)
     if settings.model == "head":
         features = cached_features(cfg, run, writer)
         data = TensorDataModule(features.folder, inputs_key="features", **loader)
