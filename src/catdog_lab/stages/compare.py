@@ -143,7 +143,7 @@ def markdown_table(rows: list[dict], missing: list[str] = ()) -> str:
     columns = ["stage", "seeds", "our test acc (mean ± sd)", "95% interval of the mean", "our val acc (mean)",
                f"book ({edition})", "ours on the book's split", "95% band for one run", "verdict", "difference",
                f"book ({other})", "epochs", "kept epoch", "training time (epochs summed)"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    body = {}
     for r in rows:
         diff = "–" if r["difference"] is None else f"{100 * r['difference']:+.1f} pts"
         sd = f" ± {100 * r['test_std']:.1f}" if r["test_std"] is not None else ""
@@ -154,10 +154,11 @@ def markdown_table(rows: list[dict], missing: list[str] = ()) -> str:
                  f"{_pct(r['ours_compared'])} ({r['compared_on']})", band, _verdict_cell(r), diff,
                  f"{_pct(r['book2_acc'])} ({r['book2_split'] or '–'})", str(r["epochs"]), r["select"] or "–",
                  _duration(r["epoch_seconds"])]
-        lines.append("| " + " | ".join(cells) + " |")
+        body[r["stage"]] = "| " + " | ".join(cells) + " |"
     for stage in missing:
-        lines.append(f"| {stage} | 0 | not run yet |" + " – |" * (len(columns) - 3))
-    return "\n".join(lines)
+        body[stage] = f"| {stage} | 0 | not run yet |" + " – |" * (len(columns) - 3)
+    ladder = sorted(body, key=lambda s: TRAINING_STAGES.index(s) if s in TRAINING_STAGES else len(TRAINING_STAGES))
+    return "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + [body[s] for s in ladder])
 
 
 def settings_table(rows: list[dict]) -> str:
