@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from catdog_lab.config import compose
 from catdog_lab.data.augment import BatchAugment
 from catdog_lab.data.datamodule import load_cached_split
+from catdog_lab.schema import Augmentation, check
 
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
 
@@ -40,9 +41,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     images = load_cached_split(args.cache, args.split)["images"][: args.images].float()
-    settings = dict(compose(["profile=book2"]).augmentation)
-    combined = BatchAugment.from_config(settings | {"resampling": "combined"})
-    successive = BatchAugment.from_config(settings | {"resampling": "successive"})
+    settings = check(compose(["profile=book2"]), "augmentation", Augmentation)
+    combined = BatchAugment.from_config(settings.model_copy(update={"resampling": "combined"}))
+    successive = BatchAugment.from_config(settings.model_copy(update={"resampling": "successive"}))
     diffs, once, twice = [], [], []
     generator = torch.Generator().manual_seed(args.seed)
     for start in range(0, len(images), 100):

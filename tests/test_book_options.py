@@ -7,13 +7,14 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from catdog_lab.config import compose, validate_data
+from catdog_lab.config import compose
 from catdog_lab.data.augment import BatchAugment
 from catdog_lab.data.sampler import StreamBatchSampler, buffer_shuffle
 from catdog_lab.data.split import make_split
 from catdog_lab.errors import ConfigError, DataError
 from catdog_lab.models.classifier import binary_cross_entropy
-from catdog_lab.settings import stage_settings, validate_augmentation
+from catdog_lab.schema import Augmentation, Data, check
+from catdog_lab.settings import stage_settings
 from tests.conftest import make_dataset
 
 
@@ -39,7 +40,7 @@ def test_index_order_splits_by_sorted_id_as_the_book_copies(tmp_path):
 def test_split_order_is_validated_by_key():
     cfg = compose(["data.split.order=sorted"])
     with pytest.raises(ConfigError, match=r"data.split.order: must be one of shuffle, index"):
-        validate_data(cfg)
+        check(cfg, "data", Data)
 
 
 # ------------------------------------------------------------------------------------ clipped BCE
@@ -129,4 +130,4 @@ def test_successive_resampling_blurs_twice_and_equals_one_warp_for_one_factor():
 def test_resampling_key_is_validated():
     cfg = compose(["augmentation.resampling=twice"])
     with pytest.raises(ConfigError, match=r"augmentation.resampling: must be one of combined, successive"):
-        validate_augmentation(cfg)
+        check(cfg, "augmentation", Augmentation)

@@ -14,6 +14,7 @@ FAKE = {"scratch": 0.70, "augmented": 0.85, "features": 0.965, "features_augment
 def fake_run(tiny_cfg, tmp_path):
     """Workspace metrics of the current recipe for every stage (no ledger: the runs recorded no seed)."""
     from catdog_lab.seeds import recipe_hash
+    from catdog_lab.stages import plain
     metrics, reports = tmp_path / "metrics", tmp_path / "reports"
     metrics.mkdir(parents=True)
     (reports / "curves").mkdir(parents=True)
@@ -22,7 +23,7 @@ def fake_run(tiny_cfg, tmp_path):
     for stage, acc in FAKE.items():
         (metrics / f"{stage}.json").write_text(json.dumps(
             {"test/acc": acc, "test/loss": 0.3, "val/acc": acc - 0.01, "epochs": 3, "profile": "smoke",
-             "wall_time_s": 12.5, "test_images": 1000, "recipe_hash": recipe_hash(tiny_cfg, stage)}))
+             "wall_time_s": 12.5, "test_images": 1000, "recipe_hash": recipe_hash(plain(tiny_cfg), stage)}))
         (reports / "curves" / f"{stage}.png").write_bytes(b"\x89PNG fake")
     (reports / "figures").mkdir()
     (reports / "figures" / "primer.png").write_bytes(b"\x89PNG fake")
@@ -59,8 +60,9 @@ def test_compare_writes_table_chart_metrics_and_report(fake_run, tmp_path):
 
 def test_compare_logs_into_the_parent_run(fake_run):
     from mlflow.tracking import MlflowClient
-    from catdog_lab.tracking import Tracking, stage_run
-    with stage_run(Tracking.from_config(fake_run), "scratch"):             # a stage run creates the pipeline's parent
+    from catdog_lab.stages import tracking_for
+    from catdog_lab.tracking import stage_run
+    with stage_run(tracking_for(fake_run), "scratch"):             # a stage run creates the pipeline's parent
         pass
     compare(fake_run)
     client = MlflowClient(tracking_uri=fake_run.tracking.uri)
@@ -152,12 +154,13 @@ def test_readme_results_section_is_replaced_by_the_generated_table(tmp_path):
 
 def _ledger(cfg, stage, accs, recipe_folder=None, vals=None, extra=None):
     from catdog_lab.seeds import recipe, recipe_hash
-    folder = Path(cfg.paths.seeds) / stage / (recipe_folder or recipe_hash(cfg, stage))
+    from catdog_lab.stages import plain
+    folder = Path(cfg.paths.seeds) / stage / (recipe_folder or recipe_hash(plain(cfg), stage))
     folder.mkdir(parents=True, exist_ok=True)
     for seed, (acc, val) in enumerate(zip(accs, vals or accs), start=1):
         (folder / f"seed-{seed}.json").write_text(json.dumps(
             {"seed": seed, "test/acc": acc, "val/acc": val, "test_images": 1000, "epochs": 3,
-             "recipe": recipe(cfg, stage)} | (extra or {})))
+             "recipe": recipe(plain(cfg), stage)} | (extra or {})))
 
 
 def test_compare_aggregates_seeds_of_the_current_recipe_only(fake_run, tmp_path):

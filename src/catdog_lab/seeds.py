@@ -37,48 +37,50 @@ RECIPE_CODE_VERSION = 1
 FACTS = ("photos", "precision", "code_version", "weights_md5")
 
 
-def recipe(cfg, stage: str) -> dict:
+# `config` below: the resolved config as plain data (stages.plain), the values as written: the recipe hash
+# names ledger folders already on disk, so it must not see a typed copy (40 -> 40.0)
+def recipe(config: dict, stage: str) -> dict:
     """What defines `stage`'s result, seed excluded (machine-specific paths reduced to names): the settings
     and the facts (photo set, weights content, precision, code version)."""
-    section = cfg[stage]
-    out = {"stage": _plain(section), "split": _plain(cfg.data.split),
-           "image_size": int(cfg.data.image_size), "photos": photos_hash(cfg),
-           "precision": precision(cfg), "code_version": RECIPE_CODE_VERSION}
-    if section.model == "convnet":
-        out["convnet"] = _plain(cfg.convnet)
+    section = config[stage]
+    out = {"stage": dict(section), "split": dict(config["data"]["split"]),
+           "image_size": int(config["data"]["image_size"]), "photos": photos_hash(config),
+           "precision": precision(config), "code_version": RECIPE_CODE_VERSION}
+    if section["model"] == "convnet":
+        out["convnet"] = dict(config["convnet"])
     else:
-        out["backbone"] = {"name": str(cfg.backbone.name), "weights": Path(str(cfg.backbone.weights)).name,
-                           "weights_md5": weights_md5(str(cfg.backbone.weights))}
-    if section.augment:
-        out["augmentation"] = _plain(cfg.augmentation)
+        backbone = config["backbone"]
+        out["backbone"] = {"name": str(backbone["name"]), "weights": Path(str(backbone["weights"])).name,
+                           "weights_md5": weights_md5(str(backbone["weights"]))}
+    if section["augment"]:
+        out["augmentation"] = dict(config["augmentation"])
     if section.get("init_from"):
-        out["init_from"] = recipe(cfg, str(section.init_from))
+        out["init_from"] = recipe(config, str(section["init_from"]))
     return out
 
 
 def hash_recipe(recipe_dict: dict) -> str:
     """The ledger folder name of a recipe (as `recipe` returns it, or as an entry recorded it)."""
-    from omegaconf import OmegaConf
-    return params_hash(OmegaConf.create({"recipe": recipe_dict}), ["recipe"])
+    return params_hash({"recipe": recipe_dict}, ["recipe"])
 
 
-def recipe_hash(cfg, stage: str) -> str:
-    return hash_recipe(recipe(cfg, stage))
+def recipe_hash(config: dict, stage: str) -> str:
+    return hash_recipe(recipe(config, stage))
 
 
-def photos_hash(cfg) -> str | None:
+def photos_hash(config: dict) -> str | None:
     """The photo set: the split manifest's hash (file names, their sha256, their split); None without one."""
     from catdog_lab.data.split import manifest_hash
-    return manifest_hash(read_path(cfg, "split"))
+    return manifest_hash(read_path(config, "split"))
 
 
-def precision(cfg) -> str:
+def precision(config: dict) -> str:
     """The precision the trainer runs in here (`trainer.precision`; auto: bf16-mixed on a GPU, else 32-true).
     The conv base's feature extraction follows the device too (bf16 autocast on a GPU)."""
     import torch
 
-    from catdog_lab.settings import trainer_settings
-    return trainer_settings(cfg).resolved_precision(torch.cuda.is_available())
+    from catdog_lab.schema import TrainerSettings
+    return TrainerSettings.model_construct(**config["trainer"]).resolved_precision(torch.cuda.is_available())
 
 
 def weights_md5(weights: str) -> str | None:
@@ -104,29 +106,24 @@ def _file_md5(path: str, size: int, mtime_ns: int) -> str:      # size and mtime
     return digest.hexdigest()
 
 
-def _plain(node) -> dict:
-    from omegaconf import OmegaConf
-    return OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else dict(node)
-
-
-def record(cfg, stage: str, metrics: dict) -> Path:
+def record(config: dict, stage: str, metrics: dict) -> Path:
     """Add (or replace) this seed's entry in the ledger."""
-    settings = recipe(cfg, stage)
-    path = shared_path(cfg.paths.seeds) / stage / hash_recipe(settings) / f"seed-{int(cfg.seed)}.json"
-    write_json(path, {"stage": stage, "seed": int(cfg.seed), "profile": str(cfg.get("profile", ""))} | metrics
+    seed, settings = int(config["seed"]), recipe(config, stage)
+    path = shared_path(config["paths"]["seeds"]) / stage / hash_recipe(settings) / f"seed-{seed}.json"
+    write_json(path, {"stage": stage, "seed": seed, "profile": str(config.get("profile", ""))} | metrics
                | {"recipe": settings})
     return path
 
 
-def entries(cfg, stage: str, seeds_dir: str | Path | None = None) -> list[dict]:
+def entries(config: dict, stage: str, seeds_dir: str | Path | None = None) -> list[dict]:
     """The ledger entries of `stage` under the current recipe, ordered by seed.
 
     Where a fact cannot be known on this machine (no split manifest, the weights file absent: a `compare`
     run elsewhere), the one recipe folder that agrees with every known setting and fact is taken; if several
     do, the error says which fact to supply.
     """
-    stage_dir = shared_path(seeds_dir or cfg.paths.seeds) / stage
-    want = recipe(cfg, stage)
+    stage_dir = shared_path(seeds_dir or config["paths"]["seeds"]) / stage
+    want = recipe(config, stage)
     folder = stage_dir / hash_recipe(want)
     if not folder.is_dir() and _unknown(want) and stage_dir.is_dir():
         matching = [f for f in sorted(stage_dir.iterdir()) if f.is_dir() and _agrees(_recorded(f), want)]
