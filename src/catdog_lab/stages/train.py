@@ -34,7 +34,7 @@ from catdog_lab.errors import DataError
 from catdog_lab.history import History
 from catdog_lab.io import read_csv, write_json
 from catdog_lab.models.classifier import BinaryClassifier
-from catdog_lab.models.components.backbones import build_backbone
+from catdog_lab.models.components.backbones import build_backbone, weights_dtype
 from catdog_lab.models.factory import build_from_arch, build_head, load_model, save_model, transfer_from_head
 from catdog_lab.models.features import Features, device_for, extract_features, frozen_outputs
 from catdog_lab.plots import plot_curves
@@ -42,7 +42,7 @@ from catdog_lab.publish import publish_model
 from catdog_lab.registry import TRAINING_STAGES
 from catdog_lab.seeds import recipe_hash
 from catdog_lab.seeds import record as record_seed
-from catdog_lab.settings import StageSettings, TrainerSettings, model_arch, validate_stage
+from catdog_lab.settings import StageSettings, TrainerSettings, model_arch, trainer_settings, validate_stage
 from catdog_lab.stages import plain, tracking_for
 from catdog_lab.tracking import StageRun, stage_run
 
@@ -131,7 +131,8 @@ def build_data_and_net(cfg, settings: StageSettings, run: TrainerSettings, write
     tests on those layers' outputs, computed once here (kept in `frozen_store` for a resume)."""
     loader = dict(batch_size=settings.batch_size, seed=int(cfg.seed), num_workers=run.loader_workers,
                   steps_per_epoch=settings.steps_per_epoch, validation_steps=settings.validation_steps,
-                  shuffle_buffer=settings.shuffle_buffer)
+                  shuffle_buffer=settings.shuffle_buffer,
+                  device=device_for(run.accelerator) if run.resident_data else None)
     if settings.model == "head":
         features = cached_features(cfg, run, writer)
         data = TensorDataModule(features.folder, inputs_key="features", **loader)
@@ -264,6 +265,10 @@ def stage_metrics(cfg, settings: StageSettings, tests: dict, rows: list[dict], t
         "fit_seconds": round(fit_seconds, 2), "wall_time_s": round(time.perf_counter() - started, 2),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "devices": devices,
     }
+    # how the numbers were computed: bf16-mixed on a GPU, 32-true on the CPU; and an fp16 weights copy
+    metrics["precision"] = trainer_settings(cfg).resolved_precision(torch.cuda.is_available())
+    if settings.model in ("head", "transfer"):
+        metrics["weights_dtype"] = weights_dtype(str(cfg.backbone.weights))
     if features is not None and features.images_per_second:
         metrics["extract_images_per_second"] = round(features.images_per_second, 2)
     return metrics
