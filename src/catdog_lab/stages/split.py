@@ -30,7 +30,8 @@ def split(cfg) -> dict:
         result = make_split(root, {name: getattr(data.split, name) for name in SPLITS}, seed=data.split.seed,
                             image_size=data.image_size, max_pixels=data.max_image_pixels,
                             min_side=data.min_image_side, max_aspect=data.max_aspect_ratio,
-                            cache_dir=Path(cfg.paths.cache), workers=resolve_workers(data.workers))
+                            cache_dir=Path(cfg.paths.cache), workers=resolve_workers(data.workers),
+                            order=data.split.order)
         report = write_split(split_dir, result, root)
         seconds = time.perf_counter() - started
         run.log_metrics({"images": sum(sum(c.values()) for c in report["counts"].values()),

@@ -41,6 +41,7 @@ from catdog_lab.models.features import Features, device_for, extract_features, f
 from catdog_lab.plots import plot_curves
 from catdog_lab.publish import publish_model
 from catdog_lab.registry import TRAINING_STAGES
+from catdog_lab.seeds import recipe_hash
 from catdog_lab.seeds import record as record_seed
 from catdog_lab.settings import StageSettings, TrainerSettings, model_arch, trainer_settings, validate_stage
 from catdog_lab.stages import plain, tracking_for
@@ -71,7 +72,7 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
                                              frozen_store=_frozen_store(cfg, stage) if zero else None)
     augment = BatchAugment.from_config(settings.augmentation) if settings.augment else None
     module = BinaryClassifier(net, settings.lr, augment, run_settings.channels_last,
-                              eval_from_frozen=bool(data.eval_inputs))
+                              eval_from_frozen=bool(data.eval_inputs), loss_clip=settings.loss_clip)
     key = params_hash(cfg, [*RESUME_KEYS, stage])
     resume_from, resume_run = resume_point(ckpt_dir, key, fast_dev_run, zero)
 
@@ -139,6 +140,7 @@ def build_data_and_net(cfg, settings: StageSettings, run: TrainerSettings, write
     tests on those layers' outputs, computed once here (kept in `frozen_store` for a resume)."""
     loader = dict(batch_size=settings.batch_size, seed=int(cfg.seed), num_workers=run.loader_workers,
                   steps_per_epoch=settings.steps_per_epoch, validation_steps=settings.validation_steps,
+                  shuffle_buffer=settings.shuffle_buffer,
                   device=device_for(run.accelerator) if run.resident_data else None)
     if settings.model == "head":
         features = cached_features(cfg, run, writer)
@@ -269,6 +271,9 @@ def stage_metrics(cfg, settings: StageSettings, tests: dict, rows: list[dict], t
         "epochs": epochs_run, "seed": int(cfg.seed), "test_images": test_images,
         "profile": str(cfg.get("profile", "")),
         "seconds_per_epoch": round(sum(float(r["seconds"]) for r in rows) / epochs_run, 3) if epochs_run else None,
+        # every epoch's seconds, across resumes (wall_time_s counts only this process)
+        "epoch_seconds": round(sum(float(r["seconds"]) for r in rows), 2) if epochs_run else None,
+        "recipe_hash": recipe_hash(plain(cfg), settings.name),   # its seed-ledger folder: compare mixes no recipes
         "fit_seconds": round(fit_seconds, 2), "wall_time_s": round(time.perf_counter() - started, 2),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "devices": devices,
     }
