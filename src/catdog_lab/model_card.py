@@ -1,9 +1,9 @@
 """A short model card for each trained stage model: `models/<stage>.md`, next to `models/<stage>.pt`.
 
-Generated from what the stage knows when it finishes: the split (and its manifest hash), the recipe
-(and its hash in the seed ledger), the accuracies and the spread over the seeds run so far, the time
-and hardware, the intended use and the known limits. The same text goes to the MLflow run and to the
-registered model version's description.
+Written by the `publish` stage (stages/publish.py) from what the training stage left: the split (and its
+manifest hash), the recipe (and its hash in the seed ledger), the accuracies and the spread over the seeds
+run so far, the time and hardware, the intended use and the known limits. The same text goes to the MLflow
+run and to the registered model version's description.
 """
 from __future__ import annotations
 
@@ -151,7 +151,9 @@ def render_card(cfg, stage: str, model_path: Path, metrics: dict, registered: di
     return "\n".join(lines) + "\n"
 
 
-def write_card(cfg, stage: str, model_path: Path, metrics: dict, registered: dict | None = None) -> Path:
-    dest = card_path(model_path)
+def write_card(cfg, stage: str, model_path: Path, metrics: dict, registered: dict | None = None,
+               dest: Path | None = None) -> Path:
+    """`dest` (default: next to the model file) is the card's file: a Hydra CLI job writes into its own folder."""
+    dest = Path(dest) if dest is not None else card_path(model_path)
     write_text(dest, render_card(cfg, stage, model_path, metrics, registered))
     return dest

@@ -123,7 +123,7 @@ class Predictor:
 def resolve_model(spec: str | Path, tracking_uri: str | None = None) -> Path:
     """A model file, or `models:/<name>@<alias>` / `models:/<name>/<version>` from the MLflow registry."""
     if str(spec).startswith("models:/"):
-        from catdog_lab.serving import registry_model_file
+        from catdog_lab.model_registry import registry_model_file
         return registry_model_file(str(spec), tracking_uri)
     return Path(spec)
 

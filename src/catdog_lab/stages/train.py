@@ -29,6 +29,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from catdog_lab.config import params_hash, read_path
 from catdog_lab.data.augment import BatchAugment
 from catdog_lab.data.datamodule import TensorDataModule
+from catdog_lab.data.sources import sha256_file
 from catdog_lab.data.split import manifest_hash
 from catdog_lab.errors import DataError
 from catdog_lab.history import History
@@ -38,7 +39,6 @@ from catdog_lab.models.components.backbones import build_backbone
 from catdog_lab.models.factory import build_from_arch, build_head, load_model, save_model, transfer_from_head
 from catdog_lab.models.features import Features, device_for, extract_features
 from catdog_lab.plots import plot_curves
-from catdog_lab.publish import publish_model
 from catdog_lab.registry import TRAINING_STAGES
 from catdog_lab.seeds import record as record_seed
 from catdog_lab.settings import StageSettings, TrainerSettings, model_arch, stage_settings, trainer_settings
@@ -255,16 +255,19 @@ def stage_metrics(cfg, settings: StageSettings, tests: dict, rows: list[dict], t
 
 def write_outputs(cfg, stage: str, run: StageRun, model_path: Path, metrics: dict, rows: list[dict],
                   fast_dev_run) -> None:
-    """The metrics file, the seed ledger, the model card and registered model, the curves, the MLflow run."""
+    """The metrics file, the seed ledger, the curves, the MLflow run. Publishing the model (card, registry,
+    champion) is the `publish` stage's: changing how a model is served or described retrains nothing."""
     write_json(Path(cfg.paths.metrics) / f"{stage}.json", metrics)
     if not fast_dev_run:
         record_seed(cfg, stage, metrics)
-    publish_model(run, cfg, stage, model_path, metrics)   # models/<stage>.md + registry
     curves = Path(cfg.paths.reports) / "curves" / f"{stage}.png"
     if rows:
         plot_curves(rows, curves, stage)
     # val/acc and val/loss already have one point per epoch (Lightning's logger): log only the summaries
     run.log_metrics({k: v for k, v in metrics.items() if k not in ("val/acc", "val/loss")})
+    # `publish` logs the model to the run that made this very file: it finds the run by this tag
+    if run.enabled:
+        run.set_tags({"model_sha256": sha256_file(model_path)})
     run.log_artifact(curves, "curves")
     run.log_artifact(Path(cfg.paths.plots) / f"{stage}.csv", "history")
 
