@@ -50,6 +50,7 @@ def test_compare_writes_table_chart_metrics_and_report(fake_run, tmp_path):
 
 def test_compare_logs_into_the_parent_run(fake_run):
     from mlflow.tracking import MlflowClient
+
     from catdog_lab.tracking import Tracking, stage_run
     with stage_run(Tracking.from_config(fake_run), "scratch"):             # a stage run creates the pipeline's parent
         pass
@@ -85,6 +86,7 @@ def _real_png(path):
     plt.close(fig)
 
 
+@pytest.mark.integration
 @needs_chromium
 def test_report_opens_in_a_real_browser_with_every_image(fake_run, tmp_path):
     from catdog_lab.browser_check import check_page

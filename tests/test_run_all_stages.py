@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.integration      # every test here runs the script as a process
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "run_all_stages.py"
 
 
@@ -37,7 +41,8 @@ def test_bad_override_is_one_line_error(tmp_path):
 
 def test_seeds_share_the_split_and_fill_one_ledger(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), "--generated", "8", "--size", "48",
-                           "--no-tracking", "--seeds", "5", "6", "--jobs", "2", "--stages", "split", "scratch", "compare"],
+                           "--no-tracking", "--seeds", "5", "6", "--jobs", "2",
+                           "--stages", "split", "scratch", "compare"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "seed 5: done" in proc.stdout and "seed 6: done" in proc.stdout

@@ -140,7 +140,8 @@ def validate_data(cfg: DictConfig) -> None:
         positive_int(cfg, "data.workers")
     positive_int(cfg, "data.image_size")
     if cfg.data.image_size < 48:
-        raise ConfigError(f"data.image_size: must be at least 48 pixels (four conv/pool blocks), got {cfg.data.image_size}")
+        raise ConfigError("data.image_size: must be at least 48 pixels (four conv/pool blocks), "
+                          f"got {cfg.data.image_size}")
     positive_int(cfg, "data.max_image_pixels")
     get_key(cfg, "data.split.seed")
     path = get_key(cfg, "data.source.path")
