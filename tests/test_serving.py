@@ -16,10 +16,10 @@ from omegaconf import open_dict
 
 from catdog_lab.model_registry import crown_champion
 from catdog_lab.serving import _load_pyfunc
+from catdog_lab.stages import tracking_for
 from catdog_lab.stages.compare import compare
 from catdog_lab.stages.publish import publish
 from catdog_lab.stages.train import train
-from catdog_lab.tracking import Tracking
 from conftest import SHARED_DATA, make_photo
 
 BIN = Path(sys.executable).parent
@@ -44,7 +44,7 @@ def test_champion_is_chosen_on_validation_never_on_test(tiny_cfg):
     metrics = {"scratch": {"val/acc": 0.90, "test/acc": 0.70, "val/loss": 0.3},
                "finetune": {"val/acc": 0.80, "test/acc": 0.99, "val/loss": 0.2},
                "augmented": {"val/acc": 0.90, "test/acc": 0.60, "val/loss": 0.4}}
-    line = crown_champion(metrics, Path(tiny_cfg.paths.models), Tracking.from_config(tiny_cfg))
+    line = crown_champion(metrics, Path(tiny_cfg.paths.models), tracking_for(tiny_cfg))
     # a tie on validation accuracy goes to the lower validation loss
     assert line.startswith("Champion: `scratch`, the highest validation accuracy (90.0%) of 3 stages")
     assert "no registry alias" in line

@@ -29,7 +29,8 @@ from catdog_lab.model_card import write_card
 from catdog_lab.model_registry import PUBLISHED, crown_champion, describe, register, training_run
 from catdog_lab.registry import TRAINING_STAGES
 from catdog_lab.serving import jpeg_base64, pyfunc_flavour
-from catdog_lab.tracking import StageRun, Tracking, mlflow_client, stage_run
+from catdog_lab.stages import plain, tracking_for
+from catdog_lab.tracking import StageRun, mlflow_client, stage_run
 
 
 def trained_models(cfg) -> dict[str, tuple[Path, dict]]:
@@ -58,7 +59,8 @@ def publish(cfg) -> dict:
     if not models:
         raise DataError(f"publish: no trained model in {read_path(cfg, 'models')} (each needs <stage>.pt and "
                         f"its metrics/<stage>.json): run a training stage first")
-    tracking = Tracking.from_config(cfg)
+    tracking = tracking_for(cfg)
+    config = plain(cfg)              # what the cards quote, as written (stages.plain)
     cards_dir = Path(cfg.paths.models)
     published: dict[str, dict] = {}
     with stage_run(tracking, "publish") as run:
@@ -71,7 +73,7 @@ def publish(cfg) -> dict:
                 run_id = training_run(client, tracking, stage, digest) or run.run_id
                 registered = register(run_id, stage, model_path,
                                       pyfunc_flavour(model_path, example, int(cfg.data.max_image_pixels)))
-            card = write_card(cfg, stage, model_path, metrics, registered, dest=cards_dir / f"{stage}.md")
+            card = write_card(config, stage, model_path, metrics, registered, dest=cards_dir / f"{stage}.md")
             if registered:
                 describe(client, registered, card.read_text(encoding="utf-8"))
                 model_run = StageRun(client, run_id)

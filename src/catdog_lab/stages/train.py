@@ -4,7 +4,7 @@ Outputs: <models>/<stage>.pt (self-contained model), <metrics>/<stage>.json (DVC
 <plots>/<stage>.csv (per-epoch history), <reports>/curves/<stage>.png, an MLflow run.
 Resumable: killed runs continue from <checkpoints>/<stage>/last.ckpt when the params match.
 
-This module is the stage layer: it reads the config (validated and typed once, `settings.py`) and hands
+This module is the stage layer: it reads the config (checked against schema.py once, `settings.py`) and hands
 typed values to the data, model and tracking code. `train` reads as its steps: build the trainer, the data
 and the net, find a checkpoint to resume, fit, test the last and the best epoch, save the kept model,
 write the metrics and figures.
@@ -37,19 +37,20 @@ from catdog_lab.io import read_csv, write_json
 from catdog_lab.models.classifier import BinaryClassifier
 from catdog_lab.models.components.backbones import build_backbone
 from catdog_lab.models.factory import build_from_arch, build_head, load_model, save_model, transfer_from_head
-from catdog_lab.models.features import Features, device_for, extract_features
+from catdog_lab.models.features import Features, device_for, extract_features, frozen_outputs
 from catdog_lab.plots import plot_curves
 from catdog_lab.registry import TRAINING_STAGES
 from catdog_lab.seeds import record as record_seed
-from catdog_lab.settings import StageSettings, TrainerSettings, model_arch, stage_settings, trainer_settings
-from catdog_lab.tracking import StageRun, Tracking, stage_run
+from catdog_lab.settings import StageSettings, TrainerSettings, model_arch, validate_stage
+from catdog_lab.stages import plain, tracking_for
+from catdog_lab.tracking import StageRun, stage_run
 
 # config keys that define a stage's result (a checkpoint is resumed only if these are unchanged)
 RESUME_KEYS = ("seed", "data", "backbone", "augmentation")
 
 
 def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
-    settings, trainer_args = stage_settings(cfg, stage), trainer_settings(cfg)
+    settings, trainer_args = validate_stage(cfg, stage)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     started = time.perf_counter()
     ckpt_dir = Path(cfg.paths.checkpoints) / stage
@@ -57,14 +58,16 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
     trainer, checkpoint, history = make_trainer(trainer_args, settings.epochs, ckpt_dir,
                                                 Path(cfg.paths.plots) / f"{stage}.csv", fast_dev_run)
     writer = trainer.is_global_zero      # global rank 0: writes every output and owns the MLflow run
-    data, net, features = build_data_and_net(cfg, settings, trainer_args, writer=writer)
-    augment = BatchAugment.from_config(cfg.augmentation) if settings.augment else None
-    module = BinaryClassifier(net, settings.lr, augment, trainer_args.channels_last)
+    data, net, features = build_data_and_net(cfg, settings, trainer_args, writer=writer,
+                                             frozen_store=_frozen_store(cfg, stage) if writer else None)
+    augment = BatchAugment.from_config(settings.augmentation) if settings.augment else None
+    module = BinaryClassifier(net, settings.lr, augment, trainer_args.channels_last,
+                              eval_from_frozen=bool(data.eval_inputs))
     resume_key = params_hash(cfg, [*RESUME_KEYS, stage])
     resume_from, resume_run = resume_point(ckpt_dir, resume_key, fast_dev_run, writer)
 
     # one MLflow run per stage execution, owned by rank 0; the other ranks log nothing
-    tracking = Tracking.from_config(cfg)
+    tracking = tracking_for(cfg)
     tracked = stage_run(tracking, stage, resume_run, {"data_manifest": manifest_hash(read_path(cfg, "split"))}) \
         if writer else contextlib.nullcontext(StageRun())
     with tracked as mlflow_run:
@@ -89,6 +92,7 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
                                 started, trainer.world_size, features)
         write_outputs(cfg, stage, mlflow_run, model_path, metrics, rows, fast_dev_run)
     shutil.rmtree(ckpt_dir, ignore_errors=True)         # finished: nothing left to resume
+    shutil.rmtree(_frozen_store(cfg, stage), ignore_errors=True)
     print(f"[{stage}] test accuracy {metrics['test/acc']:.4f} after {metrics['epochs']} epochs "
           f"({metrics['seconds_per_epoch']} s/epoch, {metrics['wall_time_s']:.0f}s in all)")
     return metrics
@@ -118,11 +122,12 @@ def make_trainer(trainer_args: TrainerSettings, epochs: int, ckpt_dir: Path, his
     return trainer, checkpoint, history
 
 
-def build_data_and_net(cfg, settings: StageSettings, trainer_args: TrainerSettings, writer: bool
-                       ) -> tuple[TensorDataModule, torch.nn.Module, Features | None]:
+def build_data_and_net(cfg, settings: StageSettings, trainer_args: TrainerSettings, writer: bool,
+                       frozen_store: Path | None = None) -> tuple[TensorDataModule, torch.nn.Module, Features | None]:
     """The stage's data and its network before training: a dense head on cached conv-base features
     (`model: head`, the features computed first if needed), or a net over the image cache, optionally
-    started from an earlier stage's model (`init_from`)."""
+    started from an earlier stage's model (`init_from`). A transfer net with frozen layers validates and
+    tests on those layers' outputs, computed once here (kept in `frozen_store` for a resume)."""
     loader = dict(batch_size=settings.batch_size, seed=int(cfg.seed), num_workers=trainer_args.loader_workers,
                   steps_per_epoch=settings.steps_per_epoch, validation_steps=settings.validation_steps)
     if settings.model == "head":
@@ -132,7 +137,6 @@ def build_data_and_net(cfg, settings: StageSettings, trainer_args: TrainerSettin
         net = build_head(data.datasets["train"].tensors[0][0].numel(), settings.hidden, settings.dropout,
                          settings.activation, init=settings.init)
         return data, net, features
-    data = TensorDataModule(read_path(cfg, "cache"), inputs_key="images", **loader)
     net = build_from_arch(model_arch(cfg, settings.name), init=settings.init)
     if settings.init_from:
         source, _ = load_model(read_path(cfg, "models") / f"{settings.init_from}.pt",
@@ -142,6 +146,13 @@ def build_data_and_net(cfg, settings: StageSettings, trainer_args: TrainerSettin
             raise DataError(f"{settings.name}.init_from: {settings.init_from} model does not fit this stage's "
                             f"network (missing {missing.missing_keys[:2]})")
         net.set_trainable(list(settings.trainable))    # load_state_dict keeps requires_grad, but be explicit
+    eval_inputs = None
+    if getattr(net, "frozen_prefix", 0) > 0:
+        eval_inputs = frozen_outputs(
+            net, read_path(cfg, "cache"), ("validation", "test"), batch_size=int(cfg.backbone.feature_batch_size),
+            device=device_for(trainer_args.accelerator), channels_last=trainer_args.channels_last,
+            bf16=trainer_args.resolved_precision(torch.cuda.is_available()) == "bf16-mixed", store=frozen_store)
+    data = TensorDataModule(read_path(cfg, "cache"), inputs_key="images", eval_inputs=eval_inputs, **loader)
     return data, net, None
 
 
@@ -266,7 +277,7 @@ def write_outputs(cfg, stage: str, mlflow_run: StageRun, model_path: Path, metri
     champion) is the `publish` stage's: changing how a model is served or described retrains nothing."""
     write_json(Path(cfg.paths.metrics) / f"{stage}.json", metrics)
     if not fast_dev_run:
-        record_seed(cfg, stage, metrics)
+        record_seed(plain(cfg), stage, metrics)
     curves = Path(cfg.paths.reports) / "curves" / f"{stage}.png"
     if rows:
         plot_curves(rows, curves, stage)
@@ -283,6 +294,12 @@ def write_outputs(cfg, stage: str, mlflow_run: StageRun, model_path: Path, metri
 def _continued_from_last(cfg, stage: str) -> bool:
     """Does a later stage start from this stage's last epoch (`init_from: <stage>`, `init_from_weights: last`)?"""
     return any(cfg[t].get("init_from") == stage and cfg[t].get("init_from_weights") == "last" for t in TRAINING_STAGES)
+
+
+def _frozen_store(cfg, stage: str) -> Path:
+    """Where a transfer stage keeps its frozen layers' outputs until it finishes: beside its checkpoints,
+    not among them (Lightning warns about a checkpoint folder that is not empty)."""
+    return Path(cfg.paths.checkpoints) / f"{stage}.frozen"
 
 
 def _net_state(module_state: dict) -> dict:
