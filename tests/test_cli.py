@@ -117,6 +117,9 @@ def test_cli_finetune_sweep_reads_upstream_and_returns_validation_metric(tmp_pat
     record = json.loads((out / "publish/models/published.json").read_text())
     assert record["models"]["features_augmented"]["registered"] is None
     assert record["champion"].startswith("Champion: `features_augmented`") and "tracking off" in record["champion"]
+    # the card states the upstream's split
+    from catdog_lab.data.split import manifest_hash
+    assert f"hash `{manifest_hash(ws / 'data/split')}`" in (out / "publish/models/features_augmented.md").read_text()
 
 
 def test_sweep_objective_is_validation_never_test():

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from catdog_lab.config import read_path
 from catdog_lab.data.split import manifest_hash
 from catdog_lab.io import write_text
 from catdog_lab.registry import REGISTRY
@@ -79,7 +80,7 @@ def _describe(spec: dict) -> str:
 
 def _data_lines(config: dict) -> list[str]:
     data = config["data"]
-    split_dir = Path(config["paths"]["split"])
+    split_dir = read_path(config, "split")          # the workspace's, or a Hydra CLI job's upstream
     counts = {split: int(data["split"][split]) for split in ("train", "validation", "test")}
     source = data["source"]["path"]
     # a folder name, never a machine path: the card is published
