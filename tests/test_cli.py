@@ -127,6 +127,7 @@ def test_sweep_objective_is_validation_never_test():
     result = {"test/acc": 0.9, "test/acc_best": 0.95, "val/acc": 0.7}
     assert objective("finetune", result) == 0.7
     assert objective("visualize", result) is None and objective("compare", result) is None
+    assert objective("publish", {"models": {}, "champion": "Champion: none"}) is None
 
 
 @pytest.mark.integration

@@ -14,7 +14,7 @@ Every job adds its test accuracy to the workspace's seed ledger (`paths.seeds`, 
 The value returned to Hydra (what a sweeper such as Optuna optimises) is `val/acc` for a training stage:
 validation accuracy of the epoch whose model is kept and tested (`<stage>.select`). Never `test/acc`:
 choosing hyperparameters on the test split would make its accuracy an optimistic estimate.
-`visualize` and `compare` return nothing (None): there is nothing to tune on in them.
+`publish`, `visualize` and `compare` return nothing (None): there is nothing to tune on in them.
 """
 from __future__ import annotations
 
