@@ -28,6 +28,7 @@ from catdog_lab.io import write_json
 from catdog_lab.model_card import write_card
 from catdog_lab.model_registry import PUBLISHED, crown_champion, describe, register, training_run
 from catdog_lab.registry import TRAINING_STAGES
+from catdog_lab.schema import Data, check
 from catdog_lab.serving import jpeg_base64, pyfunc_flavour
 from catdog_lab.stages import plain, tracking_for
 from catdog_lab.tracking import StageRun, mlflow_client, stage_run
@@ -59,6 +60,7 @@ def publish(cfg) -> dict:
     if not models:
         raise DataError(f"publish: no trained model in {read_path(cfg, 'models')} (each needs <stage>.pt and "
                         f"its metrics/<stage>.json): run a training stage first")
+    data = check(cfg, "data", Data)  # the decoding limit the served models keep
     tracking = tracking_for(cfg)
     config = plain(cfg)              # what the cards quote, as written (stages.plain)
     cards_dir = Path(cfg.paths.models)
@@ -72,7 +74,7 @@ def publish(cfg) -> dict:
             if run.enabled:
                 run_id = training_run(client, tracking, stage, digest) or run.run_id
                 registered = register(run_id, stage, model_path,
-                                      pyfunc_flavour(model_path, example, int(cfg.data.max_image_pixels)))
+                                      pyfunc_flavour(model_path, example, data.max_image_pixels))
             card = write_card(config, stage, model_path, metrics, registered, dest=cards_dir / f"{stage}.md")
             if registered:
                 describe(client, registered, card.read_text(encoding="utf-8"))
