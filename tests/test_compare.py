@@ -87,6 +87,7 @@ def _real_png(path):
     plt.close(fig)
 
 
+@pytest.mark.integration
 @needs_chromium
 def test_report_opens_in_a_real_browser_with_every_image(fake_run, tmp_path):
     from catdog_lab.browser_check import check_page
