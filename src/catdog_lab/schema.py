@@ -145,6 +145,7 @@ class Stage(Section):
 class Compute(Section):
     channels_last: bool
     loader_workers: NonNegativeInt
+    resident_data: bool         # the decoded images held whole on the training device (the same batches)
 
 
 class Paths(Section):

@@ -35,13 +35,13 @@ from catdog_lab.errors import DataError
 from catdog_lab.history import History
 from catdog_lab.io import read_csv, write_json
 from catdog_lab.models.classifier import BinaryClassifier
-from catdog_lab.models.components.backbones import build_backbone
+from catdog_lab.models.components.backbones import build_backbone, weights_dtype
 from catdog_lab.models.factory import build_from_arch, build_head, load_model, save_model, transfer_from_head
 from catdog_lab.models.features import Features, device_for, extract_features, frozen_outputs
 from catdog_lab.plots import plot_curves
 from catdog_lab.registry import TRAINING_STAGES
 from catdog_lab.seeds import record as record_seed
-from catdog_lab.settings import StageSettings, TrainerSettings, model_arch, validate_stage
+from catdog_lab.settings import StageSettings, TrainerSettings, model_arch, trainer_settings, validate_stage
 from catdog_lab.stages import plain, tracking_for
 from catdog_lab.tracking import StageRun, stage_run
 
@@ -129,7 +129,8 @@ def build_data_and_net(cfg, settings: StageSettings, trainer_args: TrainerSettin
     started from an earlier stage's model (`init_from`). A transfer net with frozen layers validates and
     tests on those layers' outputs, computed once here (kept in `frozen_store` for a resume)."""
     loader = dict(batch_size=settings.batch_size, seed=int(cfg.seed), num_workers=trainer_args.loader_workers,
-                  steps_per_epoch=settings.steps_per_epoch, validation_steps=settings.validation_steps)
+                  steps_per_epoch=settings.steps_per_epoch, validation_steps=settings.validation_steps,
+                  device=device_for(trainer_args.accelerator) if trainer_args.resident_data else None)
     if settings.model == "head":
         features = cached_features(cfg, trainer_args, writer)
         data = TensorDataModule(features.folder, inputs_key="features", **loader)
@@ -266,6 +267,10 @@ def stage_metrics(cfg, settings: StageSettings, test_results: dict, rows: list[d
         "fit_seconds": round(fit_seconds, 2), "wall_time_s": round(time.perf_counter() - started, 2),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "devices": devices,
     }
+    # how the numbers were computed: bf16-mixed on a GPU, 32-true on the CPU; and an fp16 weights copy
+    metrics["precision"] = trainer_settings(cfg).resolved_precision(torch.cuda.is_available())
+    if settings.model in ("head", "transfer"):
+        metrics["weights_dtype"] = weights_dtype(str(cfg.backbone.weights))
     if features is not None and features.images_per_second:
         metrics["extract_images_per_second"] = round(features.images_per_second, 2)
     return metrics
