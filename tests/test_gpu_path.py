@@ -249,6 +249,7 @@ def test_real_bundle_fits_64_mib(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- the matrix command, dry run
+@pytest.mark.integration
 def test_matrix_dry_run_on_generated_photos(tmp_path):
     """scripts/gpu_matrix.py --dry-run on the CPU: generated photos packed larger than used (the split
     resizes, as the real bundle's 180 px photos serve the 150 px profile), fp16 random VGG16, both profiles,
