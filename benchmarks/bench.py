@@ -221,7 +221,8 @@ def bench_transfer_epochs(args) -> dict:
     augment = BatchAugment(rotation_degrees=40, width_shift=0.2, height_shift=0.2, shear_radians=0.2, zoom=0.2,
                            zoom_independent=True, horizontal_flip=True, fill="nearest", interpolation="nearest")
     result = {"train_images": args.transfer_train, "val_images": args.transfer_val}
-    for stage, trainable in (("features_augmented", []), ("finetune", ["block5_conv1", "block5_conv2", "block5_conv3"])):
+    block5 = ["block5_conv1", "block5_conv2", "block5_conv3"]
+    for stage, trainable in (("features_augmented", []), ("finetune", block5)):
         for cached in (False, True):
             torch.manual_seed(0)
             net = TransferNet(build_vgg16(args.weights or "none"), 150, 256, 0.0, trainable)

@@ -72,8 +72,9 @@ def bench(name: str, model: Path, files: list[Path], args, tmp: Path) -> None:
     import mlflow
 
     from catdog_lab.config import compose
+    from catdog_lab.model_registry import register
     from catdog_lab.predict import Predictor
-    from catdog_lab.serving import decoding_config, log_and_register
+    from catdog_lab.serving import decoding_config, pyfunc_flavour
 
     uri = f"sqlite:///{tmp}/mlflow.db"
     mlflow.set_tracking_uri(uri)
@@ -81,9 +82,10 @@ def bench(name: str, model: Path, files: list[Path], args, tmp: Path) -> None:
     experiment = client.get_experiment_by_name("bench") or client.get_experiment(
         client.create_experiment("bench", artifact_location=(tmp / "art").as_uri()))
     run = client.create_run(experiment.experiment_id)
-    registered = log_and_register(run.info.run_id, name, model, None, decoding_config(compose().data))
+    registered = register(run.info.run_id, name, model, pyfunc_flavour(model, None, decoding_config(compose().data)))
     env = {"PATH": f"{BIN}{os.pathsep}/usr/bin:/bin", "HOME": os.environ.get("HOME", str(tmp)),
-           "MLFLOW_TRACKING_URI": uri} | {k: os.environ[k] for k in ("PYTHONPATH", "OMP_NUM_THREADS") if k in os.environ}
+           "MLFLOW_TRACKING_URI": uri} | \
+        {k: os.environ[k] for k in ("PYTHONPATH", "OMP_NUM_THREADS") if k in os.environ}
     cells = [base64.b64encode(path.read_bytes()).decode("ascii") for path in files]
 
     predictor = Predictor.from_file(model)

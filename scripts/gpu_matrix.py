@@ -30,10 +30,10 @@ from pathlib import Path
 SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS))          # pack_gpu_bundle and run_all_stages sit next to this file
 
-from pack_gpu_bundle import WEIGHTS_FILE, pack, packed_folder   # noqa: E402
+from pack_gpu_bundle import WEIGHTS_FILE, pack, packed_folder  # noqa: E402
 
-from catdog_lab.config import compose                          # noqa: E402
-from catdog_lab.registry import TRAINING_STAGES                # noqa: E402
+from catdog_lab.config import compose  # noqa: E402
+from catdog_lab.registry import TRAINING_STAGES  # noqa: E402
 
 PROFILES = ("book", "book2")
 SEEDS = (1337, 1338, 1339)
@@ -115,11 +115,11 @@ def dry_run(out: Path, profiles: list[str], seeds: list[int], jobs: int, per_cla
     bundle as the real ones are, then both profiles x seeds with one tiny epoch per stage."""
     import torch
     import torchvision
+    from run_all_stages import make_photos
 
     from catdog_lab.io import torch_save
     from catdog_lab.models.components.backbones import KERAS_VGG16_FORMAT
     from catdog_lab.models.components.preprocess import TORCHVISION_IMAGENET
-    from run_all_stages import make_photos
 
     raw = make_photos(out / "raw", per_class, size + 16)         # not a packed size: the split resizes
     weights = out / "vgg16_random.pt"

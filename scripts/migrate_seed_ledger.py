@@ -86,7 +86,8 @@ def migrate(ledger: Path, photos: str | None, weights: dict[str, str], dry_run: 
             continue
         if target.exists() and target != path:
             existing = json.loads(target.read_text())
-            if {k: v for k, v in existing.items() if k != "recipe"} != {k: v for k, v in entry.items() if k != "recipe"}:
+            numbers = {k: v for k, v in entry.items() if k != "recipe"}
+            if {k: v for k, v in existing.items() if k != "recipe"} != numbers:
                 raise SystemExit(f"{target} exists with other numbers than {path}: resolve by hand")
         moves.append((stage, entry.get("seed"), path.parent.name, target.parent.name))
         if not dry_run:

@@ -69,14 +69,15 @@ def results(repo: Path) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--ref", default="HEAD", help="the git commit to run (default HEAD; uncommitted edits are not in it)")
+    p.add_argument("--ref", default="HEAD",
+                   help="the git commit to run (default HEAD; uncommitted edits are not in it)")
     p.add_argument("--json", type=Path, help="also write the result here")
     p.add_argument("--diff", type=Path, help="an earlier --json output: print every difference, exit 1 if any")
     p.add_argument("--log", type=Path, help="write what `dvc repro` printed (stdout + stderr) here, and print its "
                    "warning lines and their count")
     args = p.parse_args()
     sys.path.insert(0, str(PROJECT_ROOT / "tests"))
-    from conftest import make_dataset    # the tests' generated photos
+    from conftest import make_dataset  # the tests' generated photos
 
     # the commit, fixed now: HEAD may move while the pipeline runs
     commit = subprocess.run(["git", "rev-parse", "--short", args.ref], cwd=PROJECT_ROOT, check=True,
@@ -112,7 +113,8 @@ def main() -> int:
         diffs = [f"{part}.{name}: {before[part].get(name)} -> {found[part].get(name)}"
                  for part in ("metrics", "models") for name in sorted(set(before[part]) | set(found[part]))
                  if before[part].get(name) != found[part].get(name)]
-        print(f"\n{len(diffs)} difference(s) from {before['ref']} to {found['ref']}" + "".join(f"\n  {d}" for d in diffs))
+        print(f"\n{len(diffs)} difference(s) from {before['ref']} to {found['ref']}"
+              + "".join(f"\n  {d}" for d in diffs))
         return 1 if diffs else 0
     return 0
 

@@ -57,8 +57,9 @@ def assert_fast_dev_run_outputs(cfg, stage: str, returned: dict) -> None:
     metrics_path = Path(paths.metrics) / f"{stage}.json"
     history_path = Path(paths.plots) / f"{stage}.csv"
     curves_path = Path(paths.reports) / "curves" / f"{stage}.png"
-    for path in (model_path, metrics_path, history_path, curves_path, Path(paths.models) / f"{stage}.md"):
+    for path in (model_path, metrics_path, history_path, curves_path):
         assert path.is_file(), path
+    assert not (Path(paths.models) / f"{stage}.md").exists()     # the model card is the publish stage's
 
     # the metrics file: what train() returned, every key, one epoch, and the saved model's test figures
     metrics = json.loads(metrics_path.read_text())
@@ -102,5 +103,8 @@ def assert_fast_dev_run_outputs(cfg, stage: str, returned: dict) -> None:
     # (the run's latest test/* is Lightning's own unrounded log at step 1, after the rounded summary at step 0)
     for key in ("test/acc", "test/loss"):
         assert abs(run.data.metrics[key] - metrics[key]) <= TOLERANCE, (key, run.data.metrics[key], metrics[key])
+    # the tag by which `publish` finds the run that made this very model file
+    from catdog_lab.data.sources import sha256_file
+    assert run.data.tags["model_sha256"] == sha256_file(model_path)
     for folder, name in (("curves", f"{stage}.png"), ("history", f"{stage}.csv")):
         assert f"{folder}/{name}" in {a.path for a in client.list_artifacts(run.info.run_id, folder)}, name

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 from omegaconf import open_dict
+from tests.conftest import make_dataset
 
 from catdog_lab.config import compose
 from catdog_lab.data.augment import BatchAugment
@@ -15,12 +16,12 @@ from catdog_lab.errors import ConfigError, DataError
 from catdog_lab.models.classifier import binary_cross_entropy
 from catdog_lab.schema import Augmentation, Data, check
 from catdog_lab.settings import stage_settings
-from tests.conftest import make_dataset
 
 
 # ------------------------------------------------------------------------------------------ split order
 def _train_ids(manifest, label):
-    return sorted(int(row["file"].split(".")[1]) for row in manifest if row["class"] == label and row["split"] == "train")
+    return sorted(int(row["file"].split(".")[1]) for row in manifest
+                  if row["class"] == label and row["split"] == "train")
 
 
 def test_index_order_splits_by_sorted_id_as_the_book_copies(tmp_path):

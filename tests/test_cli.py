@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import tiny_overrides
 
 
@@ -11,6 +13,7 @@ def _catdog(args, cwd):
     return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.integration
 def test_cli_single_run_and_multirun(tiny_split, tmp_path, raw_images):
     overrides = [o for o in tiny_overrides(tmp_path, raw_images) if not o.startswith("paths.")]
     overrides += [f"paths.cache={tiny_split.paths.cache}", f"paths.split={tiny_split.paths.split}"]
@@ -40,6 +43,7 @@ def test_cli_single_run_and_multirun(tiny_split, tmp_path, raw_images):
     assert names == [base, f"{base} [scratch.lr=0.0001]", f"{base} [scratch.lr=0.001]"]   # as Hydra writes them
 
 
+@pytest.mark.integration
 def test_cli_bad_value_is_one_line(tmp_path):
     proc = _catdog(["stage=scratch", "scratch.epochs=0", f"hydra.run.dir={tmp_path}/run"], tmp_path)
     assert proc.returncode == 2
@@ -53,6 +57,7 @@ def _files(root: Path) -> set[str]:
             and not p.name.startswith("mlflow.db")}
 
 
+@pytest.mark.integration
 def test_cli_finetune_sweep_reads_upstream_and_returns_validation_metric(tmp_path, raw_images):
     """`catdog -m stage=finetune finetune.lr=...` finds features_augmented's model in the workspace, writes
     only finetune's outputs into each job folder, and returns the validation metric, not test accuracy."""
@@ -88,7 +93,7 @@ def test_cli_finetune_sweep_reads_upstream_and_returns_validation_metric(tmp_pat
                 if line.startswith("[finetune] returned to Hydra: val/acc = ")]
     assert len(returned) == 2
     for job, value in zip(sorted((tmp_path / "sweep").glob("[0-9]")), returned):
-        assert _files(job) == {"models/finetune.pt", "models/finetune.md", "metrics/finetune.json", "plots/finetune.csv",
+        assert _files(job) == {"models/finetune.pt", "metrics/finetune.json", "plots/finetune.csv",
                                "reports/curves/finetune.png"}
         tuned = torch_load(job / "models/finetune.pt")["state_dict"]
         assert torch.equal(tuned["features.0.weight"], bundle["state_dict"]["features.0.weight"])
@@ -112,14 +117,28 @@ def test_cli_finetune_sweep_reads_upstream_and_returns_validation_metric(tmp_pat
     images = referenced_files(out / "run/reports/index.html")
     assert any(p.name == "features_augmented.png" for p in images) and all(p.exists() for p in images)
 
+    # publish from elsewhere, tracking off: the workspace's model gets its card, in the job's folder only
+    published = _catdog(["stage=publish", f"upstream={ws}", *overrides, "tracking.enabled=false",
+                         f"hydra.run.dir={out}/publish"], out)
+    assert published.returncode == 0, published.stderr[-2000:]
+    assert _files(out / "publish") == {"models/features_augmented.md", "models/published.json"}
+    record = json.loads((out / "publish/models/published.json").read_text())
+    assert record["models"]["features_augmented"]["registered"] is None
+    assert record["champion"].startswith("Champion: `features_augmented`") and "tracking off" in record["champion"]
+    # the card states the upstream's split
+    from catdog_lab.data.split import manifest_hash
+    assert f"hash `{manifest_hash(ws / 'data/split')}`" in (out / "publish/models/features_augmented.md").read_text()
+
 
 def test_sweep_objective_is_validation_never_test():
     from catdog_lab.cli import objective
     result = {"test/acc": 0.9, "test/acc_best": 0.95, "val/acc": 0.7}
     assert objective("finetune", result) == 0.7
     assert objective("visualize", result) is None and objective("compare", result) is None
+    assert objective("publish", {"models": {}, "champion": "Champion: none"}) is None
 
 
+@pytest.mark.integration
 def test_cli_features_job_reuses_the_workspace_conv_base_outputs(tmp_path, raw_images):
     """A `features` job reads the workspace's current conv-base features instead of recomputing them."""
     from catdog_lab.config import compose
@@ -136,7 +155,7 @@ def test_cli_features_job_reuses_the_workspace_conv_base_outputs(tmp_path, raw_i
     assert f"cached conv-base features in {ws / 'data/features'} are current" in job.stdout
     written = _files(tmp_path / "run")
     ledger = {f for f in written if f.startswith("metrics/seeds/features/")}     # the job keeps its own ledger
-    assert len(ledger) == 1 and written - ledger == {"models/features.pt", "models/features.md",
+    assert len(ledger) == 1 and written - ledger == {"models/features.pt",
                                                      "metrics/features.json", "plots/features.csv",
                                                      "reports/curves/features.png"}
     # another backbone setting makes the cache stale: the job computes its own, in its own folder

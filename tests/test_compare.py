@@ -61,6 +61,7 @@ def test_compare_writes_table_chart_metrics_and_report(fake_run, tmp_path):
 
 def test_compare_logs_into_the_parent_run(fake_run):
     from mlflow.tracking import MlflowClient
+
     from catdog_lab.stages import tracking_for
     from catdog_lab.tracking import stage_run
     with stage_run(tracking_for(fake_run), "scratch"):             # a stage run creates the pipeline's parent
@@ -127,6 +128,7 @@ def _real_png(path):
     plt.close(fig)
 
 
+@pytest.mark.integration
 @needs_chromium
 def test_report_opens_in_a_real_browser_with_every_image(fake_run, tmp_path):
     from catdog_lab.browser_check import check_page
@@ -257,6 +259,7 @@ def _row(cfg, stage):
 def _band(values, images, book, book_images):
     """The verdict's band, computed here independently of seeds.py (scipy's quantiles)."""
     from statistics import mean, stdev
+
     from scipy.stats import norm, t
     m, n, z = mean(values), len(values), norm.ppf(0.975)
     seeds = t.ppf(0.975, n - 1) * stdev(values) * (1 + 1 / n) ** 0.5 if n > 1 else 0.0

@@ -7,7 +7,6 @@ of a real PNG / TIFF / JPEG); modes no common format stores go through `to_rgb`.
 import io
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -102,7 +102,8 @@ def test_compare_without_the_weights_file_finds_the_one_recipe_that_fits(tiny_cf
 
 
 def _migration():
-    spec = importlib.util.spec_from_file_location("migrate_seed_ledger", PROJECT_ROOT / "scripts/migrate_seed_ledger.py")
+    spec = importlib.util.spec_from_file_location("migrate_seed_ledger",
+                                                  PROJECT_ROOT / "scripts/migrate_seed_ledger.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -62,9 +62,10 @@ def served_model(tmp_path):
     import mlflow
 
     from catdog_lab.config import compose
+    from catdog_lab.model_registry import register
     from catdog_lab.models.factory import build_from_arch, save_model
     from catdog_lab.predict import Predictor
-    from catdog_lab.serving import decoding_config, log_and_register
+    from catdog_lab.serving import decoding_config, pyfunc_flavour
     from catdog_lab.settings import model_arch
 
     cfg = compose(["data.image_size=48"])
@@ -75,7 +76,7 @@ def served_model(tmp_path):
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(tracking_uri=uri)
     run = client.create_run(client.create_experiment("load", artifact_location=(tmp_path / "art").as_uri()))
-    registered = log_and_register(run.info.run_id, "scratch", model, None, decoding_config(cfg.data))
+    registered = register(run.info.run_id, "scratch", model, pyfunc_flavour(model, None, decoding_config(cfg.data)))
 
     port = _free_port()
     # as the README serves it: the venv's bin on the server's PATH (it starts uvicorn by name), no activation

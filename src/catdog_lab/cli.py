@@ -18,7 +18,7 @@ In a multirun, each job's MLflow run name ends with the overrides it was swept o
 The value returned to Hydra (what a sweeper such as Optuna optimises) is `val/acc` for a training stage:
 validation accuracy of the epoch whose model is kept and tested (`<stage>.select`). Never `test/acc`:
 choosing hyperparameters on the test split would make its accuracy an optimistic estimate.
-`visualize` and `compare` return nothing (None): there is nothing to tune on in them.
+`publish`, `visualize` and `compare` return nothing (None): there is nothing to tune on in them.
 """
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from catdog_lab.config import CONF_DIR, LAYOUT
-from catdog_lab.entry import exit_on_user_error, stage_function
+from catdog_lab.entry import stage_function
+from catdog_lab.errors import exit_on_user_error
 from catdog_lab.registry import TRAINING_STAGES
 
 OBJECTIVE = "val/acc"

@@ -97,7 +97,7 @@ the file DVC reads. Edit conf/, then run this; `dvc exp run -S KEY=VALUE` does t
 def main(argv: list[str] | None = None) -> None:
     import sys
 
-    from catdog_lab.entry import exit_on_user_error
+    from catdog_lab.errors import exit_on_user_error
 
     args = sys.argv[1:] if argv is None else argv
     if any(arg in ("-h", "--help") for arg in args):

@@ -1,9 +1,9 @@
 """A short model card for each trained stage model: `models/<stage>.md`, next to `models/<stage>.pt`.
 
-Generated from what the stage knows when it finishes: the split (and its manifest hash), the recipe
-(and its hash in the seed ledger), the accuracies and the spread over the seeds run so far, the time
-and hardware, the intended use and the known limits. The same text goes to the MLflow run and to the
-registered model version's description.
+Written by the `publish` stage (stages/publish.py) from what the training stage left: the split (and its
+manifest hash), the recipe (and its hash in the seed ledger), the accuracies and the spread over the seeds
+run so far, the time and hardware, the intended use and the known limits. The same text goes to the MLflow
+run and to the registered model version's description.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from catdog_lab.config import read_path
 from catdog_lab.data.split import manifest_hash
 from catdog_lab.io import write_text
 from catdog_lab.registry import REGISTRY
@@ -79,7 +80,7 @@ def _describe(spec: dict) -> str:
 
 def _data_lines(config: dict) -> list[str]:
     data = config["data"]
-    split_dir = Path(config["paths"]["split"])
+    split_dir = read_path(config, "split")          # the workspace's, or a Hydra CLI job's upstream
     counts = {split: int(data["split"][split]) for split in ("train", "validation", "test")}
     source = data["source"]["path"]
     # a folder name, never a machine path: the card is published
@@ -106,8 +107,8 @@ def render_card(config: dict, stage: str, model_path: Path, metrics: dict, regis
     n_params = sum(tensor.numel() for name, tensor in bundle["state_dict"].items()
                    if not name.startswith("preprocess."))
     spec = bundle.get("preprocessing") or {}
-    weights = (f"; pretrained weights `{Path(str(config['backbone']['weights'])).name}`" if recipe.get("model") != "convnet"
-               else "")
+    weights = (f"; pretrained weights `{Path(str(config['backbone']['weights'])).name}`"
+               if recipe.get("model") != "convnet" else "")
     wrong = round((1 - float(metrics["test/acc"])) * int(metrics.get("test_images") or 0))
     reg = (f"`{registered['name']}` version {registered['version']} in the MLflow registry "
            f"(`{registered['model_uri']}`)") if registered else "not registered (MLflow tracking was off)"
@@ -151,7 +152,9 @@ def render_card(config: dict, stage: str, model_path: Path, metrics: dict, regis
     return "\n".join(lines) + "\n"
 
 
-def write_card(config: dict, stage: str, model_path: Path, metrics: dict, registered: dict | None = None) -> Path:
-    dest = card_path(model_path)
+def write_card(config: dict, stage: str, model_path: Path, metrics: dict, registered: dict | None = None,
+               dest: Path | None = None) -> Path:
+    """`dest` (default: next to the model file) is the card's file: a Hydra CLI job writes into its own folder."""
+    dest = Path(dest) if dest is not None else card_path(model_path)
     write_text(dest, render_card(config, stage, model_path, metrics, registered))
     return dest

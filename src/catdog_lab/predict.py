@@ -26,8 +26,7 @@ import torch
 from catdog_lab import CLASSES
 from catdog_lab.data.images import IMAGE_SUFFIXES, open_rgb
 from catdog_lab.data.split import resize_to_tensor
-from catdog_lab.entry import exit_on_user_error
-from catdog_lab.errors import UserError
+from catdog_lab.errors import UserError, exit_on_user_error
 from catdog_lab.models.factory import load_model
 
 # on a CPU, small batches in channels_last run fastest (the book's convnet, 1 thread: 100 img/s at batch 8,
@@ -128,7 +127,7 @@ class Predictor:
 def resolve_model(spec: str | Path, tracking_uri: str | None = None) -> Path:
     """A model file, or `models:/<name>@<alias>` / `models:/<name>/<version>` from the MLflow registry."""
     if str(spec).startswith("models:/"):
-        from catdog_lab.serving import registry_model_file
+        from catdog_lab.model_registry import registry_model_file
         return registry_model_file(str(spec), tracking_uri)
     return Path(spec)
 

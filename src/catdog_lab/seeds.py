@@ -7,7 +7,8 @@ from another, that stage's recipe; and three facts that are not settings but cha
 set (the split manifest's hash: file names, contents, split), the numeric precision the trainer resolves
 to (32-true on a CPU, bf16-mixed on a GPU by default), and `RECIPE_CODE_VERSION`. Rerunning a seed replaces
 its entry; changing any of these starts a new recipe folder, so `compare` never averages different recipes
-(re-encoded photos, fp16 weights or bf16 runs never share a folder with CPU fp32 runs). Runs from `dvc repro`, `dvc exp run [--queue] -S seed=...` and
+(re-encoded photos, fp16 weights or bf16 runs never share a folder with CPU fp32 runs). Runs from `dvc repro`,
+`dvc exp run [--queue] -S seed=...` and
 a Hydra multirun (`catdog -m stage=scratch seed=1,2,3`) all land in the project's ledger (a relative
 `paths.seeds` resolves from the project root, also inside DVC's temporary experiment copies).
 """

@@ -1,4 +1,4 @@
-"""The MLflow face of a stage model: a pyfunc flavour, the registry, the `champion` alias.
+"""The MLflow face of a stage model: its pyfunc flavour (registering it is model_registry.py's).
 
 The flavour is MLflow's "loader module" form: the logged model is the `.pt` bundle (under `data/`) plus
 `loader_module: catdog_lab.serving`, and loading calls `_load_pyfunc(path)`, which rebuilds the net with
@@ -23,15 +23,8 @@ import io
 import os
 from pathlib import Path
 
-from catdog_lab.data.sources import sha256_file
-
 INPUT_COLUMN = "image"
-CHAMPION = "champion"
 REASON_CHARS = 300            # a refused request's reason: one line, at most this long
-
-
-def registered_name(stage: str) -> str:
-    return f"catdog-{stage}"
 
 
 class CatDogPyfunc:
@@ -128,7 +121,7 @@ def _image_bytes(value) -> bytes | str:
 
 def _load_pyfunc(data_path: str, model_config: dict | None = None) -> CatDogPyfunc:
     """MLflow's loader-module hook: `data_path` is the logged `.pt` bundle (a file or a folder holding it);
-    `model_config` what `log_and_register` recorded (the decoding limits: a served model has no conf/)."""
+    `model_config` what `pyfunc_flavour` recorded (the decoding limits: a served model has no conf/)."""
     path = Path(data_path)
     if path.is_dir():
         path = next(iter(sorted(path.glob("*.pt"))))
@@ -172,101 +165,15 @@ def decoding_config(data) -> dict:
     return {key: (float if key == "max_aspect_ratio" else int)(data[key]) for key in DECODING_KEYS}
 
 
-def log_and_register(run_id: str, stage: str, model_path: Path, input_example: str | None,
-                     model_config: dict) -> dict:
-    """Log the stage model to its run as a pyfunc model and register it as `catdog-<stage>`; `model_config`
-    (`decoding_config`: the run's decoding limits) travels with it. Returns {"name", "version", "model_uri"}."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    from catdog_lab.tracking import retry
-
-    name = registered_name(stage)
-    package = Path(__file__).resolve().parent
+def pyfunc_flavour(model_path: Path, input_example: str | None, model_config: dict) -> dict:
+    """mlflow.pyfunc.log_model's arguments for a stage model in this flavour (model_registry.register logs
+    it): the `.pt` bundle, this module as loader, the package as code, the signature, one base64 photo as
+    input example, pinned requirements, and `model_config` (`decoding_config`: the run's decoding limits)."""
     example = None
     if input_example is not None:
         import pandas as pd
         example = pd.DataFrame({INPUT_COLUMN: [input_example]})
-    with mlflow.start_run(run_id=run_id):
-        info = retry(lambda: mlflow.pyfunc.log_model(
-            name="model", loader_module="catdog_lab.serving", data_path=str(model_path), code_paths=[str(package)],
-            signature=signature(), input_example=example, pip_requirements=_requirements(),
-            model_config=dict(model_config), registered_model_name=name,
-            metadata={"stage": stage}))
-    client = MlflowClient()
-    version = str(info.registered_model_version)
-    retry(lambda: client.set_model_version_tag(name, version, "model_sha256", sha256_file(Path(model_path))))
-    retry(lambda: client.set_model_version_tag(name, version, "stage", stage))
-    return {"name": name, "version": version, "model_uri": f"models:/{name}/{version}"}
-
-
-def set_champion(client, stage: str, model_path: Path) -> str | None:
-    """Point `catdog-<stage>@champion` at the registered version built from this very model file (matched by
-    its SHA-256), so the alias serves exactly `models/<stage>.pt`. Returns the version, or None if unregistered."""
-    from catdog_lab.tracking import retry
-
-    name = registered_name(stage)
-    digest = sha256_file(Path(model_path)) if Path(model_path).exists() else None
-    try:
-        versions = retry(lambda: client.search_model_versions(f"name = '{name}'"))
-    except Exception as exc:                    # no such registered model
-        if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
-            return None
-        raise
-    matching = [candidate for candidate in versions if digest and candidate.tags.get("model_sha256") == digest]
-    if not matching:
-        return None
-    version = max(matching, key=lambda candidate: int(candidate.version)).version
-    retry(lambda: client.set_registered_model_alias(name, CHAMPION, str(version)))
-    return str(version)
-
-
-def registry_model_file(uri: str, tracking_uri: str | None = None) -> Path:
-    """Download a registered model (`models:/name@alias`, `models:/name/3`) and return its `.pt` bundle."""
-    import mlflow
-
-    from catdog_lab.errors import DataError
-
-    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    except Exception as exc:
-        raise DataError(f"{uri}: not found in the MLflow registry at {tracking_uri} "
-                        f"({str(exc).splitlines()[0][:200]})") from None
-    found = sorted((local / "data").rglob("*.pt")) if (local / "data").exists() else sorted(local.rglob("*.pt"))
-    if not found:
-        raise DataError(f"{uri}: no .pt model file in it (not a catdog-lab model)")
-    return found[0]
-
-
-def crown_champion(metrics: dict[str, dict], models_dir: Path, tracking) -> str:
-    """Pick the champion among the trained stages by validation accuracy (ties: lower validation loss), never
-    by test accuracy, which stays an unbiased estimate only if nothing is chosen on it. With tracking on, set
-    `catdog-<stage>@champion` and remove the alias from the other stages' models. Returns one line."""
-    scored = [(float(stage_metrics["val/acc"]),
-               -float(stage_metrics.get("val/loss") if stage_metrics.get("val/loss") is not None else "inf"), stage)
-              for stage, stage_metrics in metrics.items() if stage_metrics.get("val/acc") is not None]
-    if not scored:
-        return "Champion: none (no stage has a validation accuracy)."
-    acc, _, stage = max(scored)
-    stages = f"{len(scored)} stage{'' if len(scored) == 1 else 's'}"
-    line = (f"Champion: `{stage}`, the highest validation accuracy ({100 * acc:.1f}%) of {stages} "
-            f"(chosen on validation, not test)")
-    if not tracking.enabled:
-        return line + "; tracking off, no registry alias set."
-    from catdog_lab.tracking import _client, retry
-
-    client = _client(tracking)
-    version = set_champion(client, stage, Path(models_dir) / f"{stage}.pt")
-    if version is None:
-        return line + f"; `models/{stage}.pt` is not in the registry, no alias set."
-    for other in metrics:
-        if other != stage:
-            try:
-                retry(lambda other=other: client.delete_registered_model_alias(registered_name(other), CHAMPION))
-            except Exception as exc:        # that model or alias does not exist: nothing to remove
-                if "not found" not in str(exc).lower() and "does not exist" not in str(exc).lower():
-                    raise
-    return line + f": `models:/{registered_name(stage)}@{CHAMPION}` = version {version}."
+    return {"loader_module": __name__, "data_path": str(model_path),
+            "code_paths": [str(Path(__file__).resolve().parent)], "signature": signature(),
+            "input_example": example, "pip_requirements": _requirements(),
+            "model_config": dict(model_config)}

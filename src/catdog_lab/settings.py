@@ -12,8 +12,18 @@ from omegaconf import DictConfig
 
 from catdog_lab.errors import ConfigError
 from catdog_lab.registry import TRAINING_STAGES
-from catdog_lab.schema import (Augmentation, Backbone, Compute, ConvNet, Filters, Stage, Trainer, TrainerSettings,
-                               Visualize, check)
+from catdog_lab.schema import (
+    Augmentation,
+    Backbone,
+    Compute,
+    ConvNet,
+    Filters,
+    Stage,
+    Trainer,
+    TrainerSettings,
+    Visualize,
+    check,
+)
 
 FilterSettings, VisualizeSettings = Filters, Visualize      # the names the visualize stage uses
 
@@ -49,7 +59,8 @@ def stage_settings(cfg: DictConfig, stage: str) -> StageSettings:
 
 
 def trainer_settings(cfg: DictConfig) -> TrainerSettings:
-    return TrainerSettings.model_construct(**dict(check(cfg, "trainer", Trainer)), **dict(check(cfg, "compute", Compute)))
+    return TrainerSettings.model_construct(**dict(check(cfg, "trainer", Trainer)),
+                                           **dict(check(cfg, "compute", Compute)))
 
 
 def visualize_settings(cfg: DictConfig) -> Visualize:

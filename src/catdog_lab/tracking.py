@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from catdog_lab.schema import TrackingSettings
 
 
-
 def retry(fn: Callable, attempts: int = 8, base_delay: float = 0.2):
     """Retry an MLflow call while SQLite reports a lock held by another writer."""
     for attempt in range(attempts):
@@ -124,7 +123,8 @@ def _store_init_lock(uri: str):
         yield
 
 
-def _client(tracking: Tracking):
+def mlflow_client(tracking: Tracking):
+    """An MlflowClient on `tracking.uri`, the store's schema created (under a lock) on first use."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -210,7 +210,7 @@ def stage_run(tracking: Tracking, stage: str, resume_run_id: str | None = None, 
         return
     from mlflow.entities import Param
 
-    client = _client(tracking)
+    client = mlflow_client(tracking)
     exp_id = experiment_id(client, tracking)
     parent = parent_run_id(client, exp_id, tracking)
     run_id = None
@@ -225,9 +225,9 @@ def stage_run(tracking: Tracking, stage: str, resume_run_id: str | None = None, 
                                   "run_kind": "stage", "git_commit": git_commit(), "params_hash": tracking.params_hash,
                                   "profile": tracking.profile}
         tags |= {k: str(v) for k, v in (extra_tags or {}).items()}
-        name = (REGISTRY[stage].run_name if stage in REGISTRY else stage) + \
+        run_name = (REGISTRY[stage].run_name if stage in REGISTRY else stage) + \
             (f" [{tracking.run_note}]" if tracking.run_note else "")
-        run_id = retry(lambda: client.create_run(exp_id, run_name=name, tags=tags)).info.run_id
+        run_id = retry(lambda: client.create_run(exp_id, run_name=run_name, tags=tags)).info.run_id
         params = [Param(k, str(v)[:6000]) for k, v in tracking.params.items()]
         for i in range(0, len(params), 100):
             retry(lambda chunk=params[i:i + 100]: client.log_batch(run_id, params=chunk))
@@ -249,7 +249,7 @@ def pipeline_run(tracking: Tracking) -> Iterator[StageRun]:
     if not tracking.enabled:
         yield StageRun()
         return
-    client = _client(tracking)
+    client = mlflow_client(tracking)
     run_id = parent_run_id(client, experiment_id(client, tracking), tracking)
     yield StageRun(client, run_id)
     retry(lambda: client.set_terminated(run_id, "FINISHED"))   # end time = now: the pipeline's duration

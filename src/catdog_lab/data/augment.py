@@ -61,9 +61,9 @@ class BatchAugment(nn.Module):
     @classmethod
     def from_config(cls, settings: "Augmentation") -> "BatchAugment":
         """From `augmentation.*`, checked (schema.Augmentation)."""
-        return cls(**{k: getattr(settings, k) for k in ("rotation_degrees", "width_shift", "height_shift", "shear_radians",
-                                           "zoom", "zoom_independent", "horizontal_flip", "fill", "interpolation",
-                                           "resampling")})
+        keys = ("rotation_degrees", "width_shift", "height_shift", "shear_radians", "zoom", "zoom_independent",
+                "horizontal_flip", "fill", "interpolation", "resampling")
+        return cls(**{k: getattr(settings, k) for k in keys})
 
     def sample_params(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """One random draw per image: angle (radians), tx/ty (fractions of width/height), shear (radians),

@@ -15,7 +15,6 @@ from catdog_lab.errors import DataError
 from catdog_lab.io import torch_load
 
 
-
 def load_cached_split(directory: Path, split: str) -> dict:
     """A split's cache as a dict. Decoded images (split stage) come memory-mapped from their .npy file:
     `images` is a tensor over the map (read on use), `images_path` the file for `MappedImages`."""

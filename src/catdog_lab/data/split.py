@@ -106,7 +106,8 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
             usable[label] = []
             # decoded pixels go straight to a per-class scratch file: memory stays bounded
             with open(cache_dir / f".{label}.pixels.tmp", "wb") as scratch:
-                for cand, (pixels, note, sha) in _decoded(ordered, (max_pixels, min_side, max_aspect), image_size, pool):
+                limits = (max_pixels, min_side, max_aspect)
+                for cand, (pixels, note, sha) in _decoded(ordered, limits, image_size, pool):
                     if need is not None and len(usable[label]) == need:
                         break
                     inspected[label] += 1

@@ -113,8 +113,9 @@ def build_vgg16(weights: str = "none", progress: bool = True) -> Backbone:
         try:
             missing, unexpected = features.load_state_dict(feature_state, strict=False)
         except RuntimeError as exc:
+            lines = str(exc).splitlines()
             raise WeightsError(f"backbone.weights: {weights}: tensor shapes do not fit VGG16 "
-                               f"({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc})") from None
+                               f"({lines[1].strip() if len(lines) > 1 else exc})") from None
         if missing:
             raise WeightsError(f"backbone.weights: {weights} lacks {len(missing)} VGG16 conv tensors "
                                f"(e.g. features.{missing[0]})")
