@@ -23,7 +23,8 @@ class Stage:
     function: str              # fn(cfg) -> dict, or fn(cfg, stage) -> dict for a training stage
     writes: tuple[str, ...]    # the `paths.*` keys it writes into
     title: str | None = None   # a training stage's row in compare's table (the accuracy ladder)
-    description: str | None = None   # a training stage's one-line description in its model card
+    description: str | None = None   # a training stage's one-line description in its model card ({backbone}:
+                                     # the backbone's title, {trainable}: its unfrozen blocks)
 
     @property
     def trains(self) -> bool:
@@ -56,13 +57,13 @@ REGISTRY: dict[str, Stage] = {s.name: s for s in (
           description="The book's small convnet with data augmentation and dropout"),
     Stage("features", "VGG16 feature extraction", "5.3.1", _TRAIN, "train", ("features", *TRAINED),
           title="VGG16 fast feature extraction",
-          description="VGG16 conv base (frozen) + dense head trained on its cached features"),
+          description="{backbone} conv base (frozen) + dense head trained on its cached features"),
     Stage("features_augmented", "frozen VGG16 + augmentation", "5.3.1", _TRAIN, "train", TRAINED,
           title="Frozen VGG16 + augmentation",
-          description="VGG16 conv base (frozen) + dense head trained end to end on augmented images"),
+          description="{backbone} conv base (frozen) + dense head trained end to end on augmented images"),
     Stage("finetune", "VGG16 block5 fine-tuned", "5.3.2", _TRAIN, "train", TRAINED,
           title="Fine-tuned VGG16 block5",
-          description="VGG16 with block5 fine-tuned, started from features_augmented"),
+          description="{backbone} with its top blocks ({trainable}) fine-tuned, started from features_augmented"),
     Stage("visualize", "what convnets learn", "5.4", "catdog_lab.stages.visualize", "visualize",
           ("reports", "metrics")),
     Stage("compare", "the accuracy ladder", None, "catdog_lab.stages.compare", "compare", ("reports", "metrics")),

@@ -112,7 +112,7 @@ def validate_stage(cfg: DictConfig, stage: str) -> None:
         positive_int(cfg, f"{stage}.hidden")
         from catdog_lab.models.components.heads import ACTIVATIONS
         choice(cfg, f"{stage}.activation", tuple(ACTIVATIONS))
-        validate_backbone(cfg)
+        validate_backbone(cfg, stage)
     if get_key(cfg, f"{stage}.augment"):
         validate_augmentation(cfg)
     init_from = OmegaConf.select(cfg, f"{stage}.init_from")
@@ -153,16 +153,21 @@ def validate_augmentation(cfg: DictConfig) -> None:
     choice(cfg, "augmentation.interpolation", INTERPOLATIONS)
 
 
-def validate_backbone(cfg: DictConfig) -> None:
-    from catdog_lab.models.components.backbones import backbone_builder
+def backbone_spec(cfg: DictConfig):
+    """conf/backbone/<name>.yaml, checked and typed (models/components/backbones.py: BackboneSpec)."""
+    from catdog_lab.models.components.backbones import BackboneSpec
 
-    backbone_builder(get_key(cfg, "backbone.name"))
-    weights = get_key(cfg, "backbone.weights")
-    if weights is None or str(weights) == "":
-        raise ConfigError("backbone.weights: empty; use imagenet, none or a file path")
-    if str(weights) not in ("imagenet", "none") and not Path(str(weights)).expanduser().is_file():
+    return BackboneSpec.from_config(get_key(cfg, "backbone"))
+
+
+def validate_backbone(cfg: DictConfig, stage: str | None = None) -> None:
+    spec = backbone_spec(cfg)
+    weights = spec.weights
+    if weights not in ("imagenet", "none") and not Path(weights).expanduser().is_file():
         raise ConfigError(f"backbone.weights: file {weights} not found (use imagenet, none or an existing file)")
     positive_int(cfg, "backbone.feature_batch_size")
+    if stage is not None:
+        spec.check_layers(f"{stage}.trainable", OmegaConf.select(cfg, f"{stage}.trainable") or [], trainable=True)
 
 
 def model_arch(cfg: DictConfig, stage: str) -> dict:
@@ -173,7 +178,8 @@ def model_arch(cfg: DictConfig, stage: str) -> dict:
         arch |= {"filters": [int(n) for n in cfg.convnet.filters], "pool_last": bool(cfg.convnet.pool_last),
                  "hidden": int(cfg.convnet.hidden)}
     if section.model in ("head", "transfer"):
-        arch |= {"backbone": cfg.backbone.name, "weights": str(cfg.backbone.weights), "hidden": int(section.hidden),
+        arch |= {"backbone": str(cfg.backbone.name), "backbone_spec": backbone_spec(cfg).record(),
+                 "weights": str(cfg.backbone.weights), "hidden": int(section.hidden),
                  "activation": str(section.activation), "trainable": list(section.get("trainable", []) or [])}
     return arch
 

@@ -41,7 +41,8 @@ from catdog_lab.plots import plot_curves
 from catdog_lab.publish import publish_model
 from catdog_lab.registry import TRAINING_STAGES
 from catdog_lab.seeds import record as record_seed
-from catdog_lab.settings import StageSettings, TrainerSettings, model_arch, stage_settings, trainer_settings
+from catdog_lab.settings import (StageSettings, TrainerSettings, backbone_spec, model_arch, stage_settings,
+                                 trainer_settings)
 from catdog_lab.tracking import StageRun, Tracking, stage_run
 
 # config keys that define a stage's result (a checkpoint is resumed only if these are unchanged)
@@ -151,7 +152,7 @@ def cached_features(cfg, run: TrainerSettings, writer: bool) -> Features:
     key = {"backbone": params_hash(cfg, ["backbone"]), "manifest": manifest_hash(read_path(cfg, "split")),
            "image_size": int(cfg.data.image_size)}
     return extract_features(Path(cfg.paths.features), read_path(cfg, "cache"), key,
-                            lambda: build_backbone(cfg.backbone.name, cfg.backbone.weights),
+                            lambda: build_backbone(backbone_spec(cfg)),
                             batch_size=int(cfg.backbone.feature_batch_size), device=device_for(run.accelerator),
                             channels_last=run.channels_last, reuse_dirs=(read_path(cfg, "features"),), writer=writer)
 
@@ -221,7 +222,7 @@ def save_kept_model(cfg, settings: StageSettings, module: BinaryClassifier, test
     net = module.net.float().to(memory_format=torch.contiguous_format).cpu()
     arch = model_arch(cfg, settings.name)
     if settings.model == "head":
-        net = transfer_from_head(net, build_backbone(cfg.backbone.name, cfg.backbone.weights),
+        net = transfer_from_head(net, build_backbone(backbone_spec(cfg)),
                                  int(cfg.data.image_size), settings.hidden, settings.dropout, settings.activation)
         arch |= {"kind": "transfer", "trainable": []}
     keep_last = tests["kept_epoch"] != tests["last_epoch"] and _continued_from_last(cfg, settings.name)
