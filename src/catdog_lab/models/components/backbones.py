@@ -172,6 +172,8 @@ class BackboneSpec:
         for key in ("name", "builder"):
             if not isinstance(data.get(key), str) or not data[key]:
                 raise ConfigError(f"backbone.{key}: missing or empty")
+        if not re.fullmatch(r"[\w.-]+", data["name"]):       # it goes into file names (figures, filters)
+            raise ConfigError(f"backbone.name: letters, digits, _ . - only (it names files), got {data['name']!r}")
         weights = data.get("weights")
         if weights is None or str(weights) == "":
             raise ConfigError("backbone.weights: empty; use imagenet, none or a file path")
