@@ -12,6 +12,8 @@ Sections:
   2. scratch convnet, seconds per training epoch: our Lightning path vs a bare PyTorch loop
   3. the same model and epoch in Keras 3 (PyTorch backend), the peer a book reader would use
   (--compile) the bare loop again with torch.compile: is it worth turning on?
+  5. (--transfer / --only-transfer) features_augmented and finetune epochs: validation through the whole
+     VGG16 every epoch vs on the frozen layers' outputs computed once
   4. end-to-end wall time per stage, read from <run-dir>/metrics/*.json
 """
 from __future__ import annotations
@@ -223,6 +225,48 @@ def bench_keras(args) -> dict:
     return {"keras_version": out["keras"], "params": out["params"], "keras_s_per_epoch": min(times[1:] or times)}
 
 
+# ---------------------------------------------------------------- 5. VGG16 transfer epochs: validation cost
+def bench_transfer_epochs(args) -> dict:
+    """One epoch of `features_augmented` (frozen base) and `finetune` (block5 trainable) on VGG16 at 150 px,
+    augmented training batches of 20: validation through the whole net every epoch (before) vs on the frozen
+    layers' outputs computed once (stages/train.py now). The one-time pass is timed apart."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from catdog_lab.data.augment import BatchAugment
+    from catdog_lab.models.classifier import BinaryClassifier
+    from catdog_lab.models.components.backbones import build_vgg16
+    from catdog_lab.models.components.transfer import TransferNet
+    from catdog_lab.models.features import module_outputs
+
+    images, labels = data(args, args.transfer_train + args.transfer_val)
+    train = TensorDataset(images[:args.transfer_train], labels[:args.transfer_train])
+    val_images, val_labels = images[args.transfer_train:], labels[args.transfer_train:]
+    augment = BatchAugment(rotation_degrees=40, width_shift=0.2, height_shift=0.2, shear_radians=0.2, zoom=0.2,
+                           zoom_independent=True, horizontal_flip=True, fill="nearest", interpolation="nearest")
+    result = {"train_images": args.transfer_train, "val_images": args.transfer_val}
+    for stage, trainable in (("features_augmented", []), ("finetune", ["block5_conv1", "block5_conv2", "block5_conv3"])):
+        for cached in (False, True):
+            torch.manual_seed(0)
+            net = TransferNet(build_vgg16(args.weights or "none"), 150, 256, 0.0, trainable)
+            once = 0.0
+            val_inputs = val_images
+            if cached:
+                t = time.perf_counter()
+                val_inputs = module_outputs(net.frozen_part(), val_images, 32, torch.device("cpu"), desc="frozen")
+                once = time.perf_counter() - t
+            module = BinaryClassifier(net, 2e-5, augment, channels_last=True, eval_from_frozen=cached)
+            trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                                 enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+            t = time.perf_counter()
+            trainer.fit(module, DataLoader(train, batch_size=20, shuffle=True),
+                        DataLoader(TensorDataset(val_inputs, val_labels), batch_size=64))
+            result[f"{stage}_{'cached' if cached else 'full'}_epoch_s"] = time.perf_counter() - t
+            if cached:
+                result[f"{stage}_frozen_pass_s"] = once
+    return result
+
+
 # ---------------------------------------------------------------- 4. end-to-end per stage
 def stage_times(run_dir: Path) -> dict:
     times = {}
@@ -246,12 +290,30 @@ def main() -> None:
     p.add_argument("--run-dir", type=Path, help="a project folder whose metrics/*.json hold a finished run")
     p.add_argument("--skip-keras", action="store_true")
     p.add_argument("--compile", action="store_true", help="also time the bare loop under torch.compile")
+    p.add_argument("--transfer", action="store_true",
+                   help="5. time features_augmented/finetune epochs, validation full vs on cached frozen outputs")
+    p.add_argument("--transfer-train", type=int, default=2000, help="training images per transfer epoch (section 5)")
+    p.add_argument("--transfer-val", type=int, default=1000, help="validation images per transfer epoch (section 5)")
+    p.add_argument("--only-transfer", action="store_true", help="run section 5 alone")
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--backbones-only", action="store_true", help="only section 1b (every shipped backbone)")
     args = p.parse_args()
 
     result = {"machine": machine()}
     print("machine:", json.dumps(result["machine"]))
+    if args.transfer or args.only_transfer:
+        result["transfer"] = t = bench_transfer_epochs(args)
+        print(f"5. VGG16 transfer epoch at 150 px, {t['train_images']} augmented training + {t['val_images']} "
+              f"validation images:")
+        for stage in ("features_augmented", "finetune"):
+            full, cached = t[f"{stage}_full_epoch_s"], t[f"{stage}_cached_epoch_s"]
+            print(f"   {stage:18s} validation through the whole net {full:.1f} s, on cached frozen outputs "
+                  f"{cached:.1f} s ({full / cached:.2f}x faster; the one-time frozen pass "
+                  f"{t[f'{stage}_frozen_pass_s']:.1f} s)")
+        if args.only_transfer:
+            if args.json:
+                args.json.write_text(json.dumps(result, indent=2))
+            return
     result["backbones"] = b = bench_backbones(args)
     print(f"1b. conv bases, {b['images']} images at {b['size']} px, batch {b['batch']}, features stage path:")
     for name, r in b["backbones"].items():

@@ -164,3 +164,41 @@ def test_finetune_starts_from_features_augmented_weights(tiny_split, tmp_path):
     assert torch.equal(fa.features[0].weight, ft.features[0].weight)        # frozen: identical
     assert torch.equal(fa.features[21].weight, ft.features[21].weight)      # block4_conv3: identical
     assert not torch.equal(fa.features[28].weight, ft.features[28].weight)  # block5_conv3: fine-tuned
+
+
+def test_forward_from_frozen_outputs_gives_the_whole_nets_logits():
+    from catdog_lab.models.features import module_outputs
+    torch.manual_seed(0)
+    for trainable in ([], ["block5_conv1", "block5_conv2", "block5_conv3"]):
+        net = TransferNet(build_vgg16("none"), 64, hidden=8, trainable=trainable).eval()
+        images = torch.randint(0, 256, (5, 3, 64, 64), dtype=torch.uint8)
+        frozen = module_outputs(net.frozen_part(), images, 2, torch.device("cpu"), channels_last=False)
+        assert frozen.shape[1:] == ((512, 2, 2) if not trainable else (512, 4, 4))   # after block5_pool / block4_pool
+        with torch.no_grad():
+            assert torch.allclose(net.forward_from_frozen(frozen), net(images.float()), rtol=1e-4, atol=1e-5)
+
+
+def test_transfer_stages_validate_on_frozen_outputs_with_the_same_results(tiny_split, tmp_path, monkeypatch):
+    """The stage trains exactly as before (same weights) and its validation and test figures are the ones the
+    whole net gives (up to float rounding): only the frozen layers' repeated cost is gone."""
+    from omegaconf import open_dict
+    import catdog_lab.stages.train as train_stage
+    from catdog_lab.models.factory import load_model
+    cfg = tiny_split
+    with open_dict(cfg):
+        cfg.tracking.enabled = False
+        cfg.features_augmented.epochs = 2
+        cfg.finetune.epochs = 2
+    runs = {}
+    for cached in (True, False):
+        if not cached:      # the whole net every epoch, as before frozen outputs were cached
+            monkeypatch.setattr(train_stage, "frozen_outputs", lambda *args, **kwargs: None)
+        runs[cached] = {stage: train_stage.train(cfg, stage) for stage in ("features_augmented", "finetune")}
+        runs[cached]["weights"] = load_model(tmp_path / "models/finetune.pt")[0].state_dict()
+        assert not list((tmp_path / "checkpoints").glob("*.frozen"))        # removed when the stage finishes
+    for stage in ("features_augmented", "finetune"):
+        fast, whole = runs[True][stage], runs[False][stage]
+        assert fast["test/acc"] == whole["test/acc"] and fast["test/acc_best"] == whole["test/acc_best"]
+        for key in ("test/loss", "val/loss", "val/acc"):
+            assert fast[key] == pytest.approx(whole[key], rel=1e-4, abs=1e-6), (stage, key)
+    assert all(torch.equal(v, runs[False]["weights"][k]) for k, v in runs[True]["weights"].items())

@@ -46,8 +46,11 @@ class TensorDataModule(pl.LightningDataModule):
 
     def __init__(self, directory: str | Path, batch_size: int, inputs_key: str = "images", seed: int = 0,
                  num_workers: int = 0, eval_batch_size: int | None = None, steps_per_epoch: int | None = None,
-                 validation_steps: int | None = None):
+                 validation_steps: int | None = None, eval_inputs: dict[str, torch.Tensor] | None = None):
         super().__init__()
+        # {split: tensor}: inputs that replace the cached images of the validation/test split (the frozen
+        # layers' outputs of a transfer net, models/features.py::frozen_outputs), labels from the cache
+        self.eval_inputs = eval_inputs or {}
         self.directory, self.inputs_key = Path(directory), inputs_key
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or max(batch_size, 64)
         self.seed, self.num_workers = seed, num_workers
@@ -58,7 +61,9 @@ class TensorDataModule(pl.LightningDataModule):
         for split in SPLITS:
             if split not in self.datasets:
                 data = load_cached_split(self.directory, split)
-                if self.inputs_key == "images" and "images_path" in data:     # bounded memory, any set size
+                if split in self.eval_inputs:
+                    self.datasets[split] = TensorDataset(self.eval_inputs[split], data["labels"])
+                elif self.inputs_key == "images" and "images_path" in data:     # bounded memory, any set size
                     self.datasets[split] = MappedImages(data["images_path"], data["labels"])
                 else:
                     self.datasets[split] = TensorDataset(data[self.inputs_key], data["labels"])

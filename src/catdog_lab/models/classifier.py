@@ -11,25 +11,32 @@ from torch import nn
 
 
 class BinaryClassifier(pl.LightningModule):
-    def __init__(self, net: nn.Module, lr: float, augment: nn.Module | None = None, channels_last: bool = True):
+    def __init__(self, net: nn.Module, lr: float, augment: nn.Module | None = None, channels_last: bool = True,
+                 eval_from_frozen: bool = False):
         super().__init__()
         self.net, self.augment, self.lr = net, augment, lr
         self.channels_last = channels_last
+        # validation and test batches hold the frozen layers' outputs, not images (train.py; the net's
+        # `forward_from_frozen` runs the rest): the same logits without the frozen layers' cost every epoch
+        self.eval_from_frozen = eval_from_frozen
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
 
     def forward(self, x):
+        return self._logits(x, from_frozen=False)
+
+    def _logits(self, x, from_frozen: bool):
         x = x.float()
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x)
+        return self.net.forward_from_frozen(x) if from_frozen else self.net(x)
 
     def _step(self, batch, prefix: str, augment: bool = False):
         x, y = batch
         x = x.float()
         if augment and self.augment is not None:
             x = self.augment(x)                  # a fresh random view of every image, every epoch
-        logits = self(x)
+        logits = self._logits(x, from_frozen=self.eval_from_frozen and prefix != "train")
         loss = F.binary_cross_entropy_with_logits(logits, y.float())
         acc = ((logits > 0).long() == y).float().mean()
         loss_in_bar = prefix == "train"          # the progress bar shows the training loss, every split's accuracy

@@ -5,6 +5,7 @@ A helper of the stages, not a stage: the `features` training stage trains its he
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,22 +27,76 @@ def device_for(accelerator: str) -> torch.device:
     return torch.device("cpu")
 
 
-@torch.inference_mode()
-def conv_base_outputs(backbone: Backbone, images: torch.Tensor, batch_size: int, device: torch.device,
-                      channels_last: bool = True, desc: str = "features") -> torch.Tensor:
-    """images: uint8 N x 3 x H x W (RGB 0-255) -> float32 N x C x h x w, in batches."""
-    model = torch.nn.Sequential(backbone.preprocess, backbone.features).eval().to(device)
+def module_outputs(model: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,
+                   channels_last: bool = True, bf16: bool = False, desc: str = "features") -> torch.Tensor:
+    """images: uint8 N x 3 x H x W (RGB 0-255) -> `model`'s float32 outputs, in batches, in eval mode."""
+    # moved outside inference mode: a module converted inside it would hold inference tensors, which a
+    # later load_state_dict (a stage restoring its best checkpoint) may not write into
+    model = model.eval().to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     outputs = []
-    use_bf16 = device.type == "cuda"
-    for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", mininterval=1.0):
-        x = images[start:start + batch_size].to(device, non_blocking=True).float()
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            outputs.append(model(x).float().cpu())
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", mininterval=1.0):
+            x = images[start:start + batch_size].to(device, non_blocking=True).float()
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                outputs.append(model(x).float().cpu())
     return torch.cat(outputs)
+
+
+def conv_base_outputs(backbone: Backbone, images: torch.Tensor, batch_size: int, device: torch.device,
+                      channels_last: bool = True, desc: str = "features") -> torch.Tensor:
+    """images: uint8 N x 3 x H x W (RGB 0-255) -> float32 N x C x h x w, in batches (bf16 on a GPU)."""
+    return module_outputs(torch.nn.Sequential(backbone.preprocess, backbone.features), images, batch_size, device,
+                          channels_last, bf16=device.type == "cuda", desc=desc)
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 over a module's tensors (names, dtypes, shapes, bytes): what its outputs depend on."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def frozen_outputs(net: torch.nn.Module, cache_dir: Path, splits: tuple[str, ...], batch_size: int,
+                   device: torch.device, channels_last: bool = True, bf16: bool = False,
+                   store: Path | None = None) -> dict[str, torch.Tensor]:
+    """The frozen part of a transfer net (`net.frozen_part()`: preprocessing and every layer before the
+    first trainable one) run once over the unaugmented `splits` of the image cache: {split: outputs}.
+
+    Validation and test images are never augmented and the frozen part never changes during a stage, so
+    each epoch's validation need only run the trainable layers and the head on these (`forward_from_frozen`):
+    the same logits, without a pass of the frozen conv layers per image per epoch. Kept in `store` (the
+    stage's checkpoint folder) under a key of the frozen weights, the images and the precision, so that a
+    resumed run does not recompute them (labels come from the cache, as always)."""
+    model = net.frozen_part()
+    key = {"frozen": weights_digest(model), "bf16": bf16}
+    result = {}
+    for split in splits:
+        data = load_cached_split(cache_dir, split)
+        images = data["images"]
+        split_key = key | {"images": hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest(),
+                           "shape": list(images.shape)}
+        path = store / f"frozen_{split}.pt" if store else None
+        if path is not None and path.exists():
+            try:
+                saved = torch_load(path)
+                if saved.get("key") == split_key:
+                    result[split] = saved["outputs"]
+                    continue
+            except Exception:
+                pass                          # unreadable: recompute
+        result[split] = module_outputs(model, images, batch_size, device, channels_last, bf16,
+                                       desc=f"frozen layers: {split}")
+        if path is not None:
+            torch_save({"outputs": result[split], "key": split_key}, path)
+    model.to("cpu")
+    return result
 
 
 def _current(folder: Path, key: dict) -> bool:

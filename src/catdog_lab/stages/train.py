@@ -36,7 +36,7 @@ from catdog_lab.io import read_csv, write_json
 from catdog_lab.models.classifier import BinaryClassifier
 from catdog_lab.models.components.backbones import build_backbone
 from catdog_lab.models.factory import build_from_arch, build_head, load_model, save_model, transfer_from_head
-from catdog_lab.models.features import Features, device_for, extract_features
+from catdog_lab.models.features import Features, device_for, extract_features, frozen_outputs
 from catdog_lab.plots import plot_curves
 from catdog_lab.publish import publish_model
 from catdog_lab.registry import TRAINING_STAGES
@@ -58,9 +58,11 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
     trainer, checkpoint, history = make_trainer(run_settings, settings.epochs, ckpt_dir,
                                                 Path(cfg.paths.plots) / f"{stage}.csv", fast_dev_run)
     zero = trainer.is_global_zero
-    data, net, features = build_data_and_net(cfg, settings, run_settings, writer=zero)
+    data, net, features = build_data_and_net(cfg, settings, run_settings, writer=zero,
+                                             frozen_store=_frozen_store(cfg, stage) if zero else None)
     augment = BatchAugment.from_config(cfg.augmentation) if settings.augment else None
-    module = BinaryClassifier(net, settings.lr, augment, run_settings.channels_last)
+    module = BinaryClassifier(net, settings.lr, augment, run_settings.channels_last,
+                              eval_from_frozen=bool(data.eval_inputs))
     key = params_hash(cfg, [*RESUME_KEYS, stage])
     resume_from, resume_run = resume_point(ckpt_dir, key, fast_dev_run, zero)
 
@@ -90,6 +92,7 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
                                 trainer.world_size, features)
         write_outputs(cfg, stage, run, model_path, metrics, rows, fast_dev_run)
     shutil.rmtree(ckpt_dir, ignore_errors=True)         # finished: nothing left to resume
+    shutil.rmtree(_frozen_store(cfg, stage), ignore_errors=True)
     print(f"[{stage}] test accuracy {metrics['test/acc']:.4f} after {metrics['epochs']} epochs "
           f"({metrics['seconds_per_epoch']} s/epoch, {metrics['wall_time_s']:.0f}s in all)")
     return metrics
@@ -119,11 +122,12 @@ def make_trainer(run: TrainerSettings, epochs: int, ckpt_dir: Path, history_csv:
     return trainer, checkpoint, history
 
 
-def build_data_and_net(cfg, settings: StageSettings, run: TrainerSettings, writer: bool
-                       ) -> tuple[TensorDataModule, torch.nn.Module, Features | None]:
+def build_data_and_net(cfg, settings: StageSettings, run: TrainerSettings, writer: bool,
+                       frozen_store: Path | None = None) -> tuple[TensorDataModule, torch.nn.Module, Features | None]:
     """The stage's data and its network before training: a dense head on cached conv-base features
     (`model: head`, the features computed first if needed), or a net over the image cache, optionally
-    started from an earlier stage's model (`init_from`)."""
+    started from an earlier stage's model (`init_from`). A transfer net with frozen layers validates and
+    tests on those layers' outputs, computed once here (kept in `frozen_store` for a resume)."""
     loader = dict(batch_size=settings.batch_size, seed=int(cfg.seed), num_workers=run.loader_workers,
                   steps_per_epoch=settings.steps_per_epoch, validation_steps=settings.validation_steps)
     if settings.model == "head":
@@ -133,7 +137,6 @@ def build_data_and_net(cfg, settings: StageSettings, run: TrainerSettings, write
         net = build_head(data.datasets["train"].tensors[0][0].numel(), settings.hidden, settings.dropout,
                          settings.activation, init=settings.init)
         return data, net, features
-    data = TensorDataModule(read_path(cfg, "cache"), inputs_key="images", **loader)
     net = build_from_arch(model_arch(cfg, settings.name), init=settings.init)
     if settings.init_from:
         source, _ = load_model(read_path(cfg, "models") / f"{settings.init_from}.pt",
@@ -143,6 +146,13 @@ def build_data_and_net(cfg, settings: StageSettings, run: TrainerSettings, write
             raise DataError(f"{settings.name}.init_from: {settings.init_from} model does not fit this stage's "
                             f"network (missing {missing.missing_keys[:2]})")
         net.set_trainable(list(settings.trainable))    # load_state_dict keeps requires_grad, but be explicit
+    eval_inputs = None
+    if getattr(net, "frozen_prefix", 0) > 0:
+        eval_inputs = frozen_outputs(
+            net, read_path(cfg, "cache"), ("validation", "test"), batch_size=int(cfg.backbone.feature_batch_size),
+            device=device_for(run.accelerator), channels_last=run.channels_last,
+            bf16=run.resolved_precision(torch.cuda.is_available()) == "bf16-mixed", store=frozen_store)
+    data = TensorDataModule(read_path(cfg, "cache"), inputs_key="images", eval_inputs=eval_inputs, **loader)
     return data, net, None
 
 
@@ -274,6 +284,12 @@ def write_outputs(cfg, stage: str, run: StageRun, model_path: Path, metrics: dic
 def _continued_from_last(cfg, stage: str) -> bool:
     """Does a later stage start from this stage's last epoch (`init_from: <stage>`, `init_from_weights: last`)?"""
     return any(cfg[t].get("init_from") == stage and cfg[t].get("init_from_weights") == "last" for t in TRAINING_STAGES)
+
+
+def _frozen_store(cfg, stage: str) -> Path:
+    """Where a transfer stage keeps its frozen layers' outputs until it finishes: beside its checkpoints,
+    not among them (Lightning warns about a checkpoint folder that is not empty)."""
+    return Path(cfg.paths.checkpoints) / f"{stage}.frozen"
 
 
 def _net_state(module_state: dict) -> dict:

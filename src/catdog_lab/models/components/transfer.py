@@ -61,3 +61,13 @@ class TransferNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
+
+    def frozen_part(self) -> nn.Sequential:
+        """Preprocessing and the frozen prefix: what `forward_from_frozen` expects to have been run. Its
+        weights never change during a stage, so its outputs on unaugmented images (validation, test) can be
+        computed once (models/features.py::frozen_outputs) instead of every epoch."""
+        return nn.Sequential(self.preprocess, self.features[:self.frozen_prefix])
+
+    def forward_from_frozen(self, z: torch.Tensor) -> torch.Tensor:
+        """The logits from the frozen part's output `z`: the trainable layers and the head only."""
+        return self.head(self.features[self.frozen_prefix:](z))
