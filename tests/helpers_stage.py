@@ -18,7 +18,7 @@ import torch.nn.functional as F
 HISTORY_COLUMNS = ["epoch", "train/loss", "train/acc", "val/loss", "val/acc", "seconds"]
 METRICS_KEYS = {"test/acc", "test/loss", "test/acc_last", "test/acc_best", "val/acc", "val/loss", "select",
                 "selected_epoch", "best_epoch", "epochs", "seed", "test_images", "profile", "seconds_per_epoch",
-                "fit_seconds", "wall_time_s", "device", "devices"}
+                "fit_seconds", "wall_time_s", "device", "devices", "precision"}
 # rounding to 6 decimals (<= 5e-7) and float32 differences between Lightning's channels-last forward and
 # this plain one (~1e-7 of the value: a deep random base, ResNet-50's, gives losses of ~5 and differences
 # of ~4e-6, so the bound scales with values above 1); a model with other weights is off by orders of

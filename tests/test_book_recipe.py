@@ -160,13 +160,13 @@ def test_nearest_resampling_never_blends_pixels():
 
 
 def test_augmentation_keys_are_checked_by_name(tiny_cfg):
-    from catdog_lab.settings import validate_augmentation
+    from catdog_lab.settings import validate_stage
     for key, bad in (("fill", "wrap"), ("interpolation", "cubic"), ("shear_radians", 20)):
         with open_dict(tiny_cfg):
             cfg = tiny_cfg.copy()
             cfg.augmentation[key] = bad
         with pytest.raises(ConfigError, match=f"augmentation.{key}"):
-            validate_augmentation(cfg)
+            validate_stage(cfg, "augmented")
 
 
 # --------------------------------------------------------------------------- which epoch is kept

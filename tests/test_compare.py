@@ -50,8 +50,9 @@ def test_compare_writes_table_chart_metrics_and_report(fake_run, tmp_path):
 
 def test_compare_logs_into_the_parent_run(fake_run):
     from mlflow.tracking import MlflowClient
-    from catdog_lab.tracking import Tracking, stage_run
-    with stage_run(Tracking.from_config(fake_run), "scratch"):             # a stage run creates the pipeline's parent
+    from catdog_lab.stages import tracking_for
+    from catdog_lab.tracking import stage_run
+    with stage_run(tracking_for(fake_run), "scratch"):             # a stage run creates the pipeline's parent
         pass
     compare(fake_run)
     client = MlflowClient(tracking_uri=fake_run.tracking.uri)
@@ -113,7 +114,8 @@ def test_readme_results_section_is_replaced_by_the_generated_table(tmp_path):
 
 def _ledger(cfg, stage, accs, recipe_folder=None):
     from catdog_lab.seeds import recipe_hash
-    folder = Path(cfg.paths.seeds) / stage / (recipe_folder or recipe_hash(cfg, stage))
+    from catdog_lab.stages import plain
+    folder = Path(cfg.paths.seeds) / stage / (recipe_folder or recipe_hash(plain(cfg), stage))
     folder.mkdir(parents=True, exist_ok=True)
     for seed, acc in enumerate(accs, start=1):
         (folder / f"seed-{seed}.json").write_text(json.dumps(

@@ -5,9 +5,10 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from catdog_lab.config import PROJECT_ROOT, compose, flatten, validate_data
+from catdog_lab.config import PROJECT_ROOT, compose, flatten
 from catdog_lab.data.sources import resolve_source
 from catdog_lab.settings import validate_stage
+from catdog_lab.stages.split import validate_data
 from catdog_lab.errors import ConfigError
 
 

@@ -8,11 +8,12 @@ from mlflow.tracking import MlflowClient
 WRITER = textwrap.dedent("""
     import sys
     from catdog_lab.config import compose
-    from catdog_lab.tracking import Tracking, stage_run
+    from catdog_lab.stages import tracking_for
+    from catdog_lab.tracking import stage_run
     db, art, worker = sys.argv[1], sys.argv[2], sys.argv[3]
     cfg = compose([f"tracking.uri=sqlite:///{db}", f"tracking.artifact_location={art}", f"scratch.lr={worker}e-4"])
     for r in range(3):
-        with stage_run(Tracking.from_config(cfg), "scratch", extra_tags={"worker": worker}) as run:
+        with stage_run(tracking_for(cfg), "scratch", extra_tags={"worker": worker}) as run:
             for step in range(15):
                 run.log_metrics({"val/acc": step / 15, "train/loss": 1 - step / 15}, step=step)
     print("done", worker)

@@ -15,7 +15,7 @@ import yaml
 from omegaconf import open_dict
 
 from catdog_lab.serving import _load_pyfunc, crown_champion
-from catdog_lab.tracking import Tracking
+from catdog_lab.stages import tracking_for
 from catdog_lab.stages.compare import compare
 from catdog_lab.stages.train import train
 from conftest import SHARED_DATA, make_photo
@@ -42,7 +42,7 @@ def test_champion_is_chosen_on_validation_never_on_test(tiny_cfg):
     metrics = {"scratch": {"val/acc": 0.90, "test/acc": 0.70, "val/loss": 0.3},
                "finetune": {"val/acc": 0.80, "test/acc": 0.99, "val/loss": 0.2},
                "augmented": {"val/acc": 0.90, "test/acc": 0.60, "val/loss": 0.4}}
-    line = crown_champion(metrics, Path(tiny_cfg.paths.models), Tracking.from_config(tiny_cfg))
+    line = crown_champion(metrics, Path(tiny_cfg.paths.models), tracking_for(tiny_cfg))
     assert line.startswith("Champion: `scratch`, the highest validation accuracy (90.0%) of 3 stages")  # tie: lower loss
     assert "no registry alias" in line
 

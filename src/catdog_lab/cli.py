@@ -85,10 +85,12 @@ def _checked_run(cfg: DictConfig, job_dir: Path, cwd: Path) -> float | None:
     from hydra.types import RunMode
 
     from catdog_lab.errors import ConfigError
+    from catdog_lab.schema import Trainer, check
 
     # Lightning's DDP launcher starts ranks 1..N-1 by re-running this command line, which in a multirun
     # is the whole sweep again. Under SLURM (hydra/launcher=slurm) the ranks come from SLURM instead.
-    several = int(cfg.trainer.devices) * int(cfg.trainer.num_nodes) > 1
+    trainer = check(cfg, "trainer", Trainer)          # before the count is read: `devices=two` is one line too
+    several = trainer.devices * trainer.num_nodes > 1
     if several and HydraConfig.get().mode == RunMode.MULTIRUN and "SLURM_NTASKS" not in os.environ:
         raise ConfigError("trainer.devices: several devices per job need hydra/launcher=slurm in a multirun; "
                           "locally, run one multi-device job per command")

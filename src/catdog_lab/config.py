@@ -1,4 +1,4 @@
-"""Loading, composing and validating the config. Every check names the key it rejects."""
+"""Loading and composing the config (its schema, and the checks, are in schema.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -38,7 +38,7 @@ def load_params(path: str | Path = "params.yaml") -> DictConfig:
     return OmegaConf.load(path)
 
 
-def read_path(cfg: DictConfig, key: str) -> Path:
+def read_path(cfg: DictConfig | dict, key: str) -> Path:
     """Where a stage reads `paths.<key>` that an earlier stage wrote (data cache, features, models, metrics).
 
     Under DVC every stage runs in one workspace, so reads and writes share `paths.*`. A Hydra CLI job
@@ -46,17 +46,18 @@ def read_path(cfg: DictConfig, key: str) -> Path:
     earlier run (`upstream=<dir>`): the CLI puts those folders in `read_paths.<key>`, a key that only it
     sets (not in conf/, so not in params.yaml).
     """
-    found = OmegaConf.select(cfg, f"read_paths.{key}") if isinstance(cfg, DictConfig) else None
-    return Path(found if found is not None else cfg.paths[key])
+    found = (cfg.get("read_paths") or {}).get(key)
+    return Path(found if found is not None else cfg["paths"][key])
 
 
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True, sort_keys=False)
 
 
-def params_hash(cfg: DictConfig, keys: list[str] | None = None) -> str:
-    """Short stable hash of the resolved config (or of some top-level keys of it)."""
-    data = OmegaConf.to_container(cfg, resolve=True)
+def params_hash(cfg: DictConfig | dict, keys: list[str] | None = None) -> str:
+    """Short stable hash of the resolved config (or of some top-level keys of it); a plain dict hashes as the
+    DictConfig it was resolved from."""
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     if keys is not None:
         data = {k: data.get(k) for k in keys}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
@@ -76,78 +77,6 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else text
-
-
-# ----------------------------------------------------------------------------- validation
-def get_key(cfg: DictConfig, key: str):
-    value = OmegaConf.select(cfg, key, default="__missing__")
-    if value == "__missing__":
-        raise ConfigError(f"{key}: missing from the config")
-    return value
-
-
-def positive_int(cfg, key, allow_zero=False):
-    value = get_key(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
-        raise ConfigError(f"{key}: must be a {'non-negative' if allow_zero else 'positive'} integer, got {value!r}")
-    return value
-
-
-def positive_float(cfg, key):
-    value = get_key(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"{key}: must be a number > 0, got {value!r}")
-    return value
-
-
-def choice(cfg, key, choices):
-    value = get_key(cfg, key)
-    if value not in choices:
-        raise ConfigError(f"{key}: must be one of {', '.join(map(str, choices))}, got {value!r}")
-    return value
-
-
-def optional_positive_int(cfg, key):
-    return None if get_key(cfg, key) is None else positive_int(cfg, key)
-
-
-def fraction(cfg, key, upper_inclusive=False):
-    value = get_key(cfg, key)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value and (
-        value <= 1 if upper_inclusive else value < 1)
-    if not ok:
-        raise ConfigError(f"{key}: must be in [0, 1{']' if upper_inclusive else ')'}, got {value!r}")
-    return value
-
-
-def validate_data(cfg: DictConfig) -> None:
-    values = {split: get_key(cfg, f"data.split.{split}") for split in ("train", "validation", "test")}
-    if all(isinstance(v, float) for v in values.values()):       # fractions of each class's usable photos
-        for split in values:
-            fraction(cfg, f"data.split.{split}")
-            if not values[split] > 0:
-                raise ConfigError(f"data.split.{split}: a fraction must be > 0, got {values[split]!r}")
-        if sum(values.values()) > 1 + 1e-9:
-            raise ConfigError(f"data.split: fractions add up to {sum(values.values()):g} > 1")
-    else:                                                        # images per class
-        for split in values:
-            if isinstance(values[split], float):
-                raise ConfigError(f"data.split.{split}: give all three as counts (1000) or all as fractions "
-                                  f"(0.8), got {values[split]!r} beside counts")
-            positive_int(cfg, f"data.split.{split}")
-    workers = get_key(cfg, "data.workers")
-    if workers != "auto":
-        positive_int(cfg, "data.workers")
-    positive_int(cfg, "data.image_size")
-    if cfg.data.image_size < 48:
-        raise ConfigError(f"data.image_size: must be at least 48 pixels (four conv/pool blocks), got {cfg.data.image_size}")
-    positive_int(cfg, "data.max_image_pixels")
-    get_key(cfg, "data.split.seed")
-    path = get_key(cfg, "data.source.path")
-    from catdog_lab.data.sources import local_source
-    local_source(cfg.data.source)
-    if path is None and not get_key(cfg, "data.source.url"):
-        raise ConfigError("data.source.url: empty, and data.source.path is null: nowhere to get images from")
 
 
 def write_params(path: str | Path = PROJECT_ROOT / "params.yaml", overrides: list[str] | None = None) -> None:

@@ -46,11 +46,11 @@ def _hardware(metrics: dict) -> str:
     return f"GPU {device} (host CPU {cpu})" if device != "cpu" else f"CPU only: {cpu}"
 
 
-def _seed_spread(cfg, stage: str, metrics: dict) -> str:
+def _seed_spread(config: dict, stage: str, metrics: dict) -> str:
     from catdog_lab import seeds
 
     try:
-        found = seeds.entries(cfg, stage)
+        found = seeds.entries(config, stage)
     except Exception:                               # no ledger folder yet (fast runs do not record seeds)
         found = []
     accs = [float(entry["test/acc"]) for entry in found if entry.get("test/acc") is not None]
@@ -77,15 +77,16 @@ def _describe(spec: dict) -> str:
     return text + (f", std {std}" if std != [1, 1, 1] else "")
 
 
-def _data_lines(cfg) -> list[str]:
-    split_dir = Path(cfg.paths.split)
-    counts = {split: int(cfg.data.split[split]) for split in ("train", "validation", "test")}
-    source = cfg.data.source.path
+def _data_lines(config: dict) -> list[str]:
+    data = config["data"]
+    split_dir = Path(config["paths"]["split"])
+    counts = {split: int(data["split"][split]) for split in ("train", "validation", "test")}
+    source = data["source"]["path"]
     # a folder name, never a machine path: the card is published
     where = f"a local copy (`{Path(str(source)).name}`)" if source else "Microsoft's download of the Kaggle photos"
     lines = [f"- Photos: Kaggle Dogs vs. Cats, {where}; {counts['train']}/{counts['validation']}/{counts['test']} "
-             f"per class for train/validation/test (seeded shuffle, `data.split.seed` = {cfg.data.split.seed}), "
-             f"decoded once at {cfg.data.image_size}x{cfg.data.image_size} px."]
+             f"per class for train/validation/test (seeded shuffle, `data.split.seed` = {data['split']['seed']}), "
+             f"decoded once at {data['image_size']}x{data['image_size']} px."]
     report = split_dir / "report.json"
     skipped = json.loads(report.read_text()).get("skipped") if report.exists() else None
     lines.append(f"- Split manifest (`data/split/manifest.csv`, file/class/split/sha256 per photo): hash "
@@ -94,12 +95,11 @@ def _data_lines(cfg) -> list[str]:
     return lines
 
 
-def render_card(cfg, stage: str, model_path: Path, metrics: dict, registered: dict | None = None) -> str:
-    from omegaconf import OmegaConf
-
+def render_card(config: dict, stage: str, model_path: Path, metrics: dict, registered: dict | None = None) -> str:
+    """`config`: the resolved config as plain data (stages.plain), as the seed ledger hashes it."""
     from catdog_lab import seeds
 
-    recipe = OmegaConf.to_container(cfg[stage], resolve=True)
+    recipe, image_size = config[stage], config["data"]["image_size"]
     settings = ", ".join(f"{key} {recipe[key]}" for key in SETTING_KEYS
                          if key in recipe and recipe[key] not in (None, [], ""))
     bundle = torch.load(model_path, map_location="cpu", weights_only=True)
@@ -124,11 +124,11 @@ def render_card(cfg, stage: str, model_path: Path, metrics: dict, registered: di
         f"{description}. File `models/{stage}.pt` ({n_params:,} parameters); {reg}.",
         "",
         "## Data",
-        *_data_lines(cfg),
+        *_data_lines(config),
         "",
         "## Recipe",
         f"- Stage `{stage}`, profile `{metrics.get('profile', '')}`, seed {metrics.get('seed')}: {settings}{weights}.",
-        f"- Recipe hash (seed ledger `metrics/seeds/{stage}/<recipe>/`): `{seeds.recipe_hash(cfg, stage)}`.",
+        f"- Recipe hash (seed ledger `metrics/seeds/{stage}/<recipe>/`): `{seeds.recipe_hash(config, stage)}`.",
         f"- Kept weights: the `{metrics.get('select')}` epoch ({metrics.get('selected_epoch')} of "
         f"{metrics.get('epochs')}; lowest validation loss at epoch {metrics.get('best_epoch')}).",
         "",
@@ -136,13 +136,13 @@ def render_card(cfg, stage: str, model_path: Path, metrics: dict, registered: di
         f"- Test accuracy {_pct(metrics.get('test/acc'))} on {metrics.get('test_images')} images "
         f"(test loss {float(metrics.get('test/loss', float('nan'))):.3f}); validation accuracy "
         f"{_pct(metrics.get('val/acc'))} (the one used to pick a champion).",
-        f"- {_seed_spread(cfg, stage, metrics)}.",
+        f"- {_seed_spread(config, stage, metrics)}.",
         f"- Training: {metrics.get('fit_seconds')} s fitting, {metrics.get('wall_time_s')} s for the whole stage "
         f"({metrics.get('seconds_per_epoch')} s/epoch) on {_hardware(metrics)}; torch {torch.__version__}.",
         "",
         "## Intended use",
         "- A photo of one cat or one dog, any size (it is resized to "
-        f"{cfg.data.image_size}x{cfg.data.image_size}, EXIF orientation applied). Input: RGB 0-255 pixels; the "
+        f"{image_size}x{image_size}, EXIF orientation applied). Input: RGB 0-255 pixels; the "
         f"model does its own preprocessing ({_describe(spec)}). "
         "Output: one logit, sigmoid = p(dog).",
         "- A teaching model for the book's chapter, not a product: check it on your own photos first.",
@@ -158,7 +158,7 @@ def render_card(cfg, stage: str, model_path: Path, metrics: dict, registered: di
     return "\n".join(lines) + "\n"
 
 
-def write_card(cfg, stage: str, model_path: Path, metrics: dict, registered: dict | None = None) -> Path:
+def write_card(config: dict, stage: str, model_path: Path, metrics: dict, registered: dict | None = None) -> Path:
     dest = card_path(model_path)
-    write_text(dest, render_card(cfg, stage, model_path, metrics, registered))
+    write_text(dest, render_card(config, stage, model_path, metrics, registered))
     return dest

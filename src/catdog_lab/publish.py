@@ -11,30 +11,32 @@ from pathlib import Path
 from catdog_lab.model_card import write_card
 
 
-def _input_example(cfg) -> str | None:
+def _input_example(config: dict) -> str | None:
     """One test photo of the split, as a request would carry it (base64 JPEG)."""
     from catdog_lab.config import read_path
     from catdog_lab.data.datamodule import load_cached_split
     from catdog_lab.serving import jpeg_base64
 
-    cache = read_path(cfg, "cache")
+    cache = read_path(config, "cache")
     if not (cache / "test.pt").exists():
         return None
     return jpeg_base64(load_cached_split(cache, "test")["images"][0])
 
 
-def publish_model(run, cfg, stage: str, model_path: Path, metrics: dict) -> dict | None:
+def publish_model(run, config: dict, stage: str, model_path: Path, metrics: dict) -> dict | None:
     """Write `models/<stage>.md`; with tracking on, log the model (pyfunc) to `run`, register it as
-    `catdog-<stage>`, and attach the card to the run and to the registered version."""
+    `catdog-<stage>`, and attach the card to the run and to the registered version. `config`: the resolved
+    config as plain data (stages.plain)."""
     model_path = Path(model_path)
     if not run.enabled:
-        write_card(cfg, stage, model_path, metrics)
+        write_card(config, stage, model_path, metrics)
         return None
     from catdog_lab.serving import log_and_register
     from catdog_lab.tracking import retry
 
-    registered = log_and_register(run.run_id, stage, model_path, _input_example(cfg), int(cfg.data.max_image_pixels))
-    card = write_card(cfg, stage, model_path, metrics, registered)
+    registered = log_and_register(run.run_id, stage, model_path, _input_example(config),
+                                  int(config["data"]["max_image_pixels"]))
+    card = write_card(config, stage, model_path, metrics, registered)
     run.log_artifact(card, "model_card")
     text = card.read_text(encoding="utf-8")
     retry(lambda: run.client.update_model_version(registered["name"], registered["version"], description=text))

@@ -41,13 +41,11 @@ def figure_index(reports: Path) -> list[dict]:
     return [entry for entry in entries if (reports / "figures" / entry["file"]).exists()]
 
 
-def build_html(cfg, rows: list[dict], table: str, settings: str) -> Path:
-    from catdog_lab.config import read_path
-
-    reports = Path(cfg.paths.reports)
-    # curves and figures belong to earlier stages: under DVC they sit next to the page; in a CLI job
-    # (cli.py) they stay in the workspace or upstream run, and the page links there relatively
-    source = read_path(cfg, "reports")
+def build_html(reports: Path, source: Path, profile: str, rows: list[dict], table: str, settings: str) -> Path:
+    """reports/index.html, written into `reports`. Curves and figures belong to earlier stages: under DVC
+    they sit next to the page (`source` = `reports`); in a CLI job (cli.py) they stay in the workspace or
+    upstream run (`source`, read_path), and the page links there relatively."""
+    reports, source = Path(reports), Path(source)
 
     def link(rel: str) -> str:
         return Path(os.path.relpath(source / rel, reports)).as_posix()
@@ -55,7 +53,7 @@ def build_html(cfg, rows: list[dict], table: str, settings: str) -> Path:
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>catdog-lab report</title>"
              f"<style>{CSS}</style></head><body>",
              "<h1>catdog-lab: Deep Learning with Python's cats vs dogs, rebuilt</h1>",
-             f"<p>Profile <b>{html.escape(str(cfg.get('profile', '')))}</b>. Our accuracies are on the 1000-image "
+             f"<p>Profile <b>{html.escape(profile)}</b>. Our accuracies are on the 1000-image "
              "test split; the book's figures (1st and 2nd edition) on the split shown in brackets.</p>",
              "<h2>Accuracy ladder</h2>", _md_table_to_html(table)]
     if (reports / "accuracy.png").exists():

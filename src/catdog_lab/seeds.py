@@ -20,43 +20,41 @@ from catdog_lab.io import shared_path, write_json
 CONFIDENCE = 0.95
 
 
-def recipe(cfg, stage: str) -> dict:
+# `config` below: the resolved config as plain data (stages.plain), the values as written: the recipe hash
+# names ledger folders already on disk, so it must not see a typed copy (40 -> 40.0)
+def recipe(config: dict, stage: str) -> dict:
     """The config that defines `stage`'s result, seed excluded (machine-specific paths reduced to names)."""
-    section = cfg[stage]
-    out = {"stage": _plain(section), "split": _plain(cfg.data.split),
-           "image_size": int(cfg.data.image_size)}
-    if section.model == "convnet":
-        out["convnet"] = _plain(cfg.convnet)
+    section = config[stage]
+    out = {"stage": dict(section), "split": dict(config["data"]["split"]),
+           "image_size": int(config["data"]["image_size"])}
+    if section["model"] == "convnet":
+        out["convnet"] = dict(config["convnet"])
     else:
-        out["backbone"] = {"name": str(cfg.backbone.name), "weights": Path(str(cfg.backbone.weights)).name}
-    if section.augment:
-        out["augmentation"] = _plain(cfg.augmentation)
+        backbone = config["backbone"]
+        out["backbone"] = {"name": str(backbone["name"]), "weights": Path(str(backbone["weights"])).name}
+    if section["augment"]:
+        out["augmentation"] = dict(config["augmentation"])
     if section.get("init_from"):
-        out["init_from"] = recipe(cfg, str(section.init_from))
+        out["init_from"] = recipe(config, str(section["init_from"]))
     return out
 
 
-def recipe_hash(cfg, stage: str) -> str:
-    from omegaconf import OmegaConf
-    return params_hash(OmegaConf.create({"recipe": recipe(cfg, stage)}), ["recipe"])
+def recipe_hash(config: dict, stage: str) -> str:
+    return params_hash({"recipe": recipe(config, stage)}, ["recipe"])
 
 
-def _plain(node) -> dict:
-    from omegaconf import OmegaConf
-    return OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else dict(node)
-
-
-def record(cfg, stage: str, metrics: dict) -> Path:
+def record(config: dict, stage: str, metrics: dict) -> Path:
     """Add (or replace) this seed's entry in the ledger."""
-    path = shared_path(cfg.paths.seeds) / stage / recipe_hash(cfg, stage) / f"seed-{int(cfg.seed)}.json"
-    write_json(path, {"stage": stage, "seed": int(cfg.seed), "profile": str(cfg.get("profile", "")),
-                      "recipe": recipe(cfg, stage)} | metrics)
+    seed = int(config["seed"])
+    path = shared_path(config["paths"]["seeds"]) / stage / recipe_hash(config, stage) / f"seed-{seed}.json"
+    write_json(path, {"stage": stage, "seed": seed, "profile": str(config.get("profile", "")),
+                      "recipe": recipe(config, stage)} | metrics)
     return path
 
 
-def entries(cfg, stage: str, seeds_dir: str | Path | None = None) -> list[dict]:
+def entries(config: dict, stage: str, seeds_dir: str | Path | None = None) -> list[dict]:
     """The ledger entries of `stage` under the current recipe, ordered by seed."""
-    folder = shared_path(seeds_dir or cfg.paths.seeds) / stage / recipe_hash(cfg, stage)
+    folder = shared_path(seeds_dir or config["paths"]["seeds"]) / stage / recipe_hash(config, stage)
     found = [json.loads(path.read_text()) for path in sorted(folder.glob("seed-*.json"))]
     return sorted(found, key=lambda entry: entry["seed"])
 

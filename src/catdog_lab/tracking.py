@@ -17,11 +17,14 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from catdog_lab.config import flatten, params_hash
 from catdog_lab.io import project_root
 from catdog_lab.registry import REGISTRY
+
+if TYPE_CHECKING:
+    from catdog_lab.schema import TrackingSettings
 
 
 
@@ -85,13 +88,14 @@ class Tracking:
     params: dict[str, Any] = field(default_factory=dict)     # the flattened config, logged on every stage run
 
     @classmethod
-    def from_config(cls, cfg) -> "Tracking":
-        if not cfg.tracking.enabled:
+    def from_config(cls, settings: "TrackingSettings", params: dict) -> "Tracking":
+        """`settings`: `tracking.*`, checked; `params`: the whole resolved config as plain data."""
+        if not settings.enabled:
             return cls(enabled=False)
-        return cls(enabled=True, uri=tracking_uri(cfg.tracking.uri),
-                   artifact_location=artifact_location(cfg.tracking.artifact_location),
-                   experiment=str(cfg.tracking.experiment), profile=str(cfg.get("profile", "")),
-                   params_hash=params_hash(cfg), params=flatten(cfg))
+        return cls(enabled=True, uri=tracking_uri(settings.uri),
+                   artifact_location=artifact_location(settings.artifact_location),
+                   experiment=settings.experiment, profile=str(params.get("profile", "")),
+                   params_hash=params_hash(params), params=flatten(params))
 
 
 def pipeline_id(tracking: Tracking) -> str:

@@ -20,9 +20,14 @@ whatever device the batch is on.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from catdog_lab.schema import Augmentation
 
 FILLS = {"nearest": "border", "reflect": "reflection", "zeros": "zeros"}    # Keras fill_mode -> grid_sample
 INTERPOLATIONS = ("nearest", "bilinear")
@@ -45,8 +50,9 @@ class BatchAugment(nn.Module):
         self.fill, self.interpolation = fill, interpolation
 
     @classmethod
-    def from_config(cls, cfg) -> "BatchAugment":
-        return cls(**{k: cfg[k] for k in ("rotation_degrees", "width_shift", "height_shift", "shear_radians",
+    def from_config(cls, settings: "Augmentation") -> "BatchAugment":
+        """From `augmentation.*`, checked (schema.Augmentation)."""
+        return cls(**{k: getattr(settings, k) for k in ("rotation_degrees", "width_shift", "height_shift", "shear_radians",
                                            "zoom", "zoom_independent", "horizontal_flip", "fill", "interpolation")})
 
     def sample_params(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:

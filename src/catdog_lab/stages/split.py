@@ -5,20 +5,28 @@ import time
 from pathlib import Path
 
 from catdog_lab import SPLITS
-from catdog_lab.config import validate_data
-from catdog_lab.data.sources import resolve_source
+from catdog_lab.data.sources import local_source, resolve_source
 from catdog_lab.data.split import make_split, manifest_hash, resolve_workers, write_split
-from catdog_lab.tracking import Tracking, stage_run
+from catdog_lab.schema import Data, check
+from catdog_lab.stages import tracking_for
+from catdog_lab.tracking import stage_run
+
+
+def validate_data(cfg) -> Data:
+    """`data.*` checked once (schema.Data), and a local `data.source.path` found."""
+    data = check(cfg, "data", Data)
+    local_source(data.source)
+    return data
 
 
 def split(cfg) -> dict:
-    validate_data(cfg)
+    data = validate_data(cfg)
     started = time.perf_counter()
-    data, split_dir = cfg.data, Path(cfg.paths.split)
-    with stage_run(Tracking.from_config(cfg), "split") as run:
+    split_dir = Path(cfg.paths.split)
+    with stage_run(tracking_for(cfg), "split") as run:
         root = resolve_source(data.source)
-        result = make_split(root, {name: data.split[name] for name in SPLITS}, seed=int(data.split.seed),
-                            image_size=int(data.image_size), max_pixels=int(data.max_image_pixels),
+        result = make_split(root, {name: getattr(data.split, name) for name in SPLITS}, seed=data.split.seed,
+                            image_size=data.image_size, max_pixels=data.max_image_pixels,
                             cache_dir=Path(cfg.paths.cache), workers=resolve_workers(data.workers))
         report = write_split(split_dir, result, root)
         seconds = time.perf_counter() - started

@@ -4,7 +4,7 @@ Outputs: <models>/<stage>.pt (self-contained model), <metrics>/<stage>.json (DVC
 <plots>/<stage>.csv (per-epoch history), <reports>/curves/<stage>.png, an MLflow run.
 Resumable: killed runs continue from <checkpoints>/<stage>/last.ckpt when the params match.
 
-This module is the stage layer: it reads the config (validated and typed once, `settings.py`) and hands
+This module is the stage layer: it reads the config (checked against schema.py once, `settings.py`) and hands
 typed values to the data, model and tracking code. `train` reads as its steps: build the trainer, the data
 and the net, find a checkpoint to resume, fit, test the last and the best epoch, save the kept model,
 write the metrics and figures.
@@ -34,23 +34,24 @@ from catdog_lab.errors import DataError
 from catdog_lab.history import History
 from catdog_lab.io import read_csv, write_json
 from catdog_lab.models.classifier import BinaryClassifier
-from catdog_lab.models.components.backbones import build_backbone
+from catdog_lab.models.components.backbones import build_backbone, weights_dtype
 from catdog_lab.models.factory import build_from_arch, build_head, load_model, save_model, transfer_from_head
 from catdog_lab.models.features import Features, device_for, extract_features, frozen_outputs
 from catdog_lab.plots import plot_curves
 from catdog_lab.publish import publish_model
 from catdog_lab.registry import TRAINING_STAGES
 from catdog_lab.seeds import record as record_seed
-from catdog_lab.settings import (StageSettings, TrainerSettings, backbone_spec, model_arch, stage_settings,
-                                 trainer_settings)
-from catdog_lab.tracking import StageRun, Tracking, stage_run
+from catdog_lab.settings import StageSettings, TrainerSettings, backbone_spec, model_arch, trainer_settings,
+                                 validate_stage
+from catdog_lab.stages import plain, tracking_for
+from catdog_lab.tracking import StageRun, stage_run
 
 # config keys that define a stage's result (a checkpoint is resumed only if these are unchanged)
 RESUME_KEYS = ("seed", "data", "backbone", "augmentation")
 
 
 def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
-    settings, run_settings = stage_settings(cfg, stage), trainer_settings(cfg)
+    settings, run_settings = validate_stage(cfg, stage)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     started = time.perf_counter()
     ckpt_dir = Path(cfg.paths.checkpoints) / stage
@@ -60,14 +61,14 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
     zero = trainer.is_global_zero
     data, net, features = build_data_and_net(cfg, settings, run_settings, writer=zero,
                                              frozen_store=_frozen_store(cfg, stage) if zero else None)
-    augment = BatchAugment.from_config(cfg.augmentation) if settings.augment else None
+    augment = BatchAugment.from_config(settings.augmentation) if settings.augment else None
     module = BinaryClassifier(net, settings.lr, augment, run_settings.channels_last,
                               eval_from_frozen=bool(data.eval_inputs))
     key = params_hash(cfg, [*RESUME_KEYS, stage])
     resume_from, resume_run = resume_point(ckpt_dir, key, fast_dev_run, zero)
 
     # one MLflow run per stage execution, owned by rank 0; the other ranks log nothing
-    tracking = Tracking.from_config(cfg)
+    tracking = tracking_for(cfg)
     tracked = stage_run(tracking, stage, resume_run, {"data_manifest": manifest_hash(read_path(cfg, "split"))}) \
         if zero else contextlib.nullcontext(StageRun())
     with tracked as run:
@@ -129,7 +130,8 @@ def build_data_and_net(cfg, settings: StageSettings, run: TrainerSettings, write
     started from an earlier stage's model (`init_from`). A transfer net with frozen layers validates and
     tests on those layers' outputs, computed once here (kept in `frozen_store` for a resume)."""
     loader = dict(batch_size=settings.batch_size, seed=int(cfg.seed), num_workers=run.loader_workers,
-                  steps_per_epoch=settings.steps_per_epoch, validation_steps=settings.validation_steps)
+                  steps_per_epoch=settings.steps_per_epoch, validation_steps=settings.validation_steps,
+                  device=device_for(run.accelerator) if run.resident_data else None)
     if settings.model == "head":
         features = cached_features(cfg, run, writer)
         data = TensorDataModule(features.folder, inputs_key="features", **loader)
@@ -259,6 +261,10 @@ def stage_metrics(cfg, settings: StageSettings, tests: dict, rows: list[dict], t
         "fit_seconds": round(fit_seconds, 2), "wall_time_s": round(time.perf_counter() - started, 2),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "devices": devices,
     }
+    # how the numbers were computed: bf16-mixed on a GPU, 32-true on the CPU; and an fp16 weights copy
+    metrics["precision"] = trainer_settings(cfg).resolved_precision(torch.cuda.is_available())
+    if settings.model in ("head", "transfer"):
+        metrics["weights_dtype"] = weights_dtype(str(cfg.backbone.weights))
     if features is not None and features.images_per_second:
         metrics["extract_images_per_second"] = round(features.images_per_second, 2)
     return metrics
@@ -269,8 +275,8 @@ def write_outputs(cfg, stage: str, run: StageRun, model_path: Path, metrics: dic
     """The metrics file, the seed ledger, the model card and registered model, the curves, the MLflow run."""
     write_json(Path(cfg.paths.metrics) / f"{stage}.json", metrics)
     if not fast_dev_run:
-        record_seed(cfg, stage, metrics)
-    publish_model(run, cfg, stage, model_path, metrics)   # models/<stage>.md + registry
+        record_seed(plain(cfg), stage, metrics)
+    publish_model(run, plain(cfg), stage, model_path, metrics)   # models/<stage>.md + registry
     curves = Path(cfg.paths.reports) / "curves" / f"{stage}.png"
     if rows:
         plot_curves(rows, curves, stage)

@@ -18,7 +18,8 @@ from catdog_lab.models.components.backbones import build_backbone, output_shape
 from catdog_lab.models.factory import load_model
 from catdog_lab.models.features import device_for
 from catdog_lab.settings import FilterSettings, backbone_spec, visualize_settings
-from catdog_lab.tracking import Tracking, stage_run
+from catdog_lab.stages import tracking_for
+from catdog_lab.tracking import stage_run
 from catdog_lab.viz import views
 from catdog_lab.viz.activations import plot_activations
 from catdog_lab.viz.figures import FigureIndex
@@ -51,7 +52,7 @@ def visualize(cfg) -> dict:
     # nets go to the GPU when there is one (trainer.accelerator); images stay on the CPU for plotting
     device = device_for(str(cfg.trainer.accelerator))
 
-    with stage_run(Tracking.from_config(cfg), "visualize") as run:
+    with stage_run(tracking_for(cfg), "visualize") as run:
         # 1. primer on the first test cat
         cat = int((labels == 0).nonzero()[0])
         plot_primer(images[cat], index, seed=settings.seed)

@@ -105,6 +105,20 @@ def load_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict |
     raise WeightsError(f"backbone.weights: {path} is neither a state dict nor a {KERAS_VGG16_FORMAT} file")
 
 
+def weights_dtype(weights: str) -> str | None:
+    """The dtype a weights setting stores its conv tensors in ("float32"; "float16" for a half-precision
+    copy such as scripts/pack_gpu_bundle.py writes), None for random weights. The model computes in its
+    own precision whatever the file's (a load casts into the float32 parameters), so this records where
+    the numbers came from, not how they were used."""
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        return "float32"                                # torchvision's published weights
+    state, _ = load_weights_file(weights)
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state.values() if t.is_floating_point()})
+    return "+".join(dtypes) or None
+
+
 def build_vgg16(weights: str = "none", progress: bool = True) -> Backbone:
     import torchvision
 

@@ -1,0 +1,82 @@
+"""The config schema (schema.py): every shipped composition passes it, choices agree with the code that
+uses them, and a bad value is one line naming the key and what the schema declares."""
+import typing
+
+import pytest
+
+from catdog_lab import schema
+from catdog_lab.config import CONF_DIR, compose
+from catdog_lab.errors import ConfigError
+from catdog_lab.registry import TRAINING_STAGES
+from catdog_lab.settings import validate_stage, visualize_settings
+from catdog_lab.stages.split import validate_data
+
+PROFILES = sorted(path.stem for path in (CONF_DIR / "profile").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_passes_the_schema_in_every_stage(profile):
+    cfg = compose([f"profile={profile}", "backbone.weights=none"])     # no weights file needed for the check
+    assert validate_data(cfg).image_size == cfg.data.image_size
+    for stage in TRAINING_STAGES:
+        settings, run = validate_stage(cfg, stage)
+        assert settings.name == stage and settings.epochs == cfg[stage].epochs
+        assert (settings.augmentation is not None) == bool(cfg[stage].augment)
+        assert (settings.convnet is not None) == (cfg[stage].model == "convnet")
+        assert run.devices == cfg.trainer.devices and run.loader_workers == cfg.compute.loader_workers
+    assert visualize_settings(cfg).filters.count == cfg.visualize.filters.count
+
+
+def test_choices_spelled_in_the_schema_are_the_codes():
+    from catdog_lab.data.augment import FILLS, INTERPOLATIONS
+    from catdog_lab.models.components.heads import ACTIVATIONS
+    assert set(typing.get_args(schema.Fill)) == set(FILLS)
+    assert set(typing.get_args(schema.Interpolation)) == set(INTERPOLATIONS)
+    assert set(typing.get_args(schema.Activation)) == set(ACTIVATIONS)
+    assert typing.get_args(schema.TrainingStage) == TRAINING_STAGES
+
+
+@pytest.mark.parametrize("override, stage, message", [
+    ("scratch.lr=0", "scratch", "scratch.lr: must be a number > 0, got 0"),
+    ("scratch.select=worst", "scratch", "scratch.select: must be one of last, best, got 'worst'"),
+    ("scratch.model=resnet", "scratch", "scratch.model: must be one of convnet, head, transfer, got 'resnet'"),
+    ("scratch.steps_per_epoch=0", "scratch", "scratch.steps_per_epoch: must be a positive integer or null, got 0"),
+    ("augmented.dropout=1.0", "augmented", "augmented.dropout: must be in [0, 1), got 1.0"),
+    ("convnet.filters=[32,0]", "scratch", "convnet.filters: must be a non-empty list of positive integers, got [32, 0]"),
+    ("augmentation.rotation_degrees=200", "augmented", "augmentation.rotation_degrees: must be in [0, 180], got 200"),
+    ("features.activation=tanh", "features", "features.activation: must be one of relu, linear or null, got 'tanh'"),
+    ("~features.hidden", "features", "features.hidden: missing from the config"),
+    ("finetune.init_from=scrach", "finetune",
+     "finetune.init_from: must be one of scratch, augmented, features, features_augmented, finetune or null, "
+     "got 'scrach'"),
+    ("trainer.deterministic=maybe", "scratch", "trainer.deterministic: must be one of true, false, warn, got 'maybe'"),
+    ("trainer.progress_bar=1", "scratch", "trainer.progress_bar: must be true or false, got 1"),
+    ("compute.loader_workers=-1", "scratch", "compute.loader_workers: must be a non-negative integer, got -1"),
+    ("~trainer.devices", "scratch", "trainer.devices: missing from the config"),
+    ("backbone.builder=resnet9000", "features",
+     "backbone.builder: unknown builder 'resnet9000'; choose vgg16_book, torchvision or <module>:<function>"),
+])
+def test_a_bad_training_value_is_one_line_naming_the_key(override, stage, message):
+    with pytest.raises(ConfigError) as info:
+        validate_stage(compose([override]), stage)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.workers=0", "data.workers: must be auto or a positive integer, got 0"),
+    ("data.image_size=16", "data.image_size: must be an integer >= 48, got 16"),
+    ("data.split.train=0.5", "data.split.train: give all three as counts (1000) or all as fractions (0.8), got 0.5 "
+                             "beside counts"),
+    ("data.split={train: 0.8, validation: 0.2, test: 0.2, seed: 1}", "data.split: fractions add up to 1.2 > 1"),
+    ("data.source.url=''", "data.source.url: empty, and data.source.path is null: nowhere to get images from"),
+])
+def test_a_bad_data_value_is_one_line_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as info:
+        validate_data(compose([override]))
+    assert str(info.value) == message
+
+
+def test_unknown_keys_pass_and_stay_readable():
+    """The schema checks what it declares; a key it does not know yet (a new option) is kept, not rejected."""
+    settings, _ = validate_stage(compose(["+scratch.label_smoothing=0.1"]), "scratch")
+    assert settings.model_extra == {"label_smoothing": 0.1}
