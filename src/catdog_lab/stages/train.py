@@ -41,8 +41,8 @@ from catdog_lab.plots import plot_curves
 from catdog_lab.publish import publish_model
 from catdog_lab.registry import TRAINING_STAGES
 from catdog_lab.seeds import record as record_seed
-from catdog_lab.settings import StageSettings, TrainerSettings, backbone_spec, model_arch, trainer_settings,
-                                 validate_stage
+from catdog_lab.settings import (StageSettings, TrainerSettings, backbone_spec, model_arch, trainer_settings,
+                                 validate_stage)
 from catdog_lab.stages import plain, tracking_for
 from catdog_lab.tracking import StageRun, stage_run
 
