@@ -18,7 +18,7 @@ import torch.nn.functional as F
 HISTORY_COLUMNS = ["epoch", "train/loss", "train/acc", "val/loss", "val/acc", "seconds"]
 METRICS_KEYS = {"test/acc", "test/loss", "test/acc_last", "test/acc_best", "val/acc", "val/loss", "select",
                 "selected_epoch", "best_epoch", "epochs", "seed", "test_images", "profile", "seconds_per_epoch",
-                "fit_seconds", "wall_time_s", "device", "devices", "precision"}
+                "epoch_seconds", "recipe_hash", "fit_seconds", "wall_time_s", "device", "devices", "precision"}
 # rounding to 6 decimals (<= 5e-7) and float32 differences between Lightning's channels-last forward and
 # this plain one (~1e-7 of the value: a deep random base, ResNet-50's, gives losses of ~5 and differences
 # of ~4e-6, so the bound scales with values above 1); a model with other weights is off by orders of
@@ -85,6 +85,11 @@ def assert_fast_dev_run_outputs(cfg, stage: str, returned: dict) -> None:
     for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
         assert rows[0][key] != "", key
     assert float(rows[0]["val/loss"]) == metrics["val/loss"] and float(rows[0]["val/acc"]) == metrics["val/acc"]
+    # the training time compare shows is the epochs' seconds summed; the recipe hash names the ledger folder
+    assert abs(metrics["epoch_seconds"] - sum(float(r["seconds"]) for r in rows)) < 0.01
+    from catdog_lab.seeds import recipe_hash
+    from catdog_lab.stages import plain
+    assert metrics["recipe_hash"] == recipe_hash(plain(cfg), stage)
 
     with Image.open(curves_path) as image:               # a real PNG, not an empty or truncated file
         assert image.format == "PNG" and min(image.size) > 100, (image.format, image.size)

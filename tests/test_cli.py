@@ -17,20 +17,27 @@ def test_cli_single_run_and_multirun(tiny_split, tmp_path, raw_images):
     single = _catdog(["stage=scratch", *overrides, f"hydra.run.dir={tmp_path}/run"], tmp_path)
     assert single.returncode == 0, single.stderr[-2000:]
     assert (tmp_path / "run/metrics/scratch.json").exists()
-    # nothing written over the workspace outputs; only the seed ledger, which every job shares, grows there
-    assert [p.name for p in (tmp_path / "metrics").iterdir()] == ["seeds"]
-    assert len(list((tmp_path / "metrics/seeds/scratch").glob("*/seed-*.json"))) == 1
+    # nothing written into the workspace, not even the seed ledger: the job keeps it with its outputs
+    assert not (tmp_path / "metrics").exists()
+    assert len(list((tmp_path / "run/metrics/seeds/scratch").glob("*/seed-*.json"))) == 1
 
     sweep = _catdog(["-m", "stage=scratch", "scratch.lr=1e-3,1e-4", *overrides,
                      f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     assert sorted(p.parent.parent.name for p in (tmp_path / "sweep").glob("*/metrics/scratch.json")) == ["0", "1"]
+    # the sweep's jobs share one ledger in the sweep folder (same recipe but the lr: two recipe folders)
+    assert len(list((tmp_path / "sweep/metrics/seeds/scratch").glob("*/seed-*.json"))) == 2
+    assert not (tmp_path / "metrics").exists()
 
     from mlflow.tracking import MlflowClient
     client = MlflowClient(tracking_uri=tiny_split.tracking.uri)
     exp = client.get_experiment_by_name(tiny_split.tracking.experiment)
-    lrs = sorted(r.data.params["scratch.lr"] for r in client.search_runs([exp.experiment_id], "tags.stage = 'scratch'"))
-    assert lrs == ["0.0001", "0.0001", "0.001"]
+    runs = client.search_runs([exp.experiment_id], "tags.stage = 'scratch'")
+    assert sorted(r.data.params["scratch.lr"] for r in runs) == ["0.0001", "0.0001", "0.001"]
+    # a sweep job's run name carries the values it was swept over; the single job's does not
+    names = sorted(r.info.run_name for r in runs)
+    base = "1 scratch: small convnet from scratch (5.2)"
+    assert names == [base, f"{base} [scratch.lr=0.0001]", f"{base} [scratch.lr=0.001]"]   # as Hydra writes them
 
 
 def test_cli_bad_value_is_one_line(tmp_path):
@@ -74,8 +81,9 @@ def test_cli_finetune_sweep_reads_upstream_and_returns_validation_metric(tmp_pat
     sweep = _catdog(["-m", "stage=finetune", "finetune.lr=1e-5,2e-5", *overrides,
                      f"hydra.sweep.dir={tmp_path}/sweep"], ws)
     assert sweep.returncode == 0, sweep.stderr[-2000:]
-    added = _files(ws) - before                            # the workspace is only read, but for the seed ledger
-    assert len(added) == 2 and all(f.startswith("metrics/seeds/finetune/") for f in added), added
+    assert _files(ws) == before                            # the workspace is only read (the ledger stays out too)
+    ledger = list((tmp_path / "sweep/metrics/seeds/finetune").glob("*/seed-*.json"))
+    assert len(ledger) == 2, ledger                        # the sweep's own ledger: one entry per recipe (lr)
     returned = [float(line.rsplit("= ", 1)[1]) for line in sweep.stdout.splitlines()
                 if line.startswith("[finetune] returned to Hydra: val/acc = ")]
     assert len(returned) == 2
@@ -126,11 +134,27 @@ def test_cli_features_job_reuses_the_workspace_conv_base_outputs(tmp_path, raw_i
     job = _catdog(["stage=features", "features.lr=1e-3", *overrides, f"hydra.run.dir={tmp_path}/run"], ws)
     assert job.returncode == 0, job.stderr[-2000:]
     assert f"cached conv-base features in {ws / 'data/features'} are current" in job.stdout
-    assert _files(tmp_path / "run") == {"models/features.pt", "models/features.md", "metrics/features.json", "plots/features.csv",
-                                        "reports/curves/features.png"}
+    written = _files(tmp_path / "run")
+    ledger = {f for f in written if f.startswith("metrics/seeds/features/")}     # the job keeps its own ledger
+    assert len(ledger) == 1 and written - ledger == {"models/features.pt", "models/features.md",
+                                                     "metrics/features.json", "plots/features.csv",
+                                                     "reports/curves/features.png"}
     # another backbone setting makes the cache stale: the job computes its own, in its own folder
     other = _catdog(["stage=features", *overrides, "backbone.feature_batch_size=4",
                      f"hydra.run.dir={tmp_path}/run2"], ws)
     assert other.returncode == 0, other.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "run2/data/features").glob("*.pt")) == ["test.pt", "train.pt",
                                                                                       "validation.pt"]
+
+
+def test_sweep_run_names_carry_only_the_swept_overrides():
+    from catdog_lab.cli import swept_overrides
+
+    task = ["+stage=finetune", "finetune.lr=1e-05", "data.source.path=/photos", "seed=2"]
+    args = ["+stage=finetune", "finetune.lr=1e-5,2e-5", "data.source.path=/photos", "seed=range(1,4)"]
+    assert swept_overrides(task, args, []) == "finetune.lr=1e-05 seed=2"
+    # Optuna: the searched keys are the sweeper's params, not command-line sweeps
+    assert swept_overrides(["+stage=augmented", "augmented.lr=0.0003", "augmented.dropout=0.4"],
+                           ["+stage=augmented", "hydra/sweeper=tune_augmented"],
+                           ["augmented.lr", "augmented.dropout"]) == "augmented.lr=0.0003 augmented.dropout=0.4"
+    assert swept_overrides(task, ["+stage=finetune"], []) == ""

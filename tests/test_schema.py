@@ -32,6 +32,10 @@ def test_choices_spelled_in_the_schema_are_the_codes():
     from catdog_lab.models.components.heads import ACTIVATIONS
     assert set(typing.get_args(schema.Fill)) == set(FILLS)
     assert set(typing.get_args(schema.Interpolation)) == set(INTERPOLATIONS)
+    from catdog_lab.data.augment import RESAMPLINGS
+    from catdog_lab.data.split import SPLIT_ORDERS
+    assert set(typing.get_args(schema.Resampling)) == set(RESAMPLINGS)
+    assert set(typing.get_args(schema.SplitOrder)) == set(SPLIT_ORDERS)
     assert set(typing.get_args(schema.Activation)) == set(ACTIVATIONS)
     assert typing.get_args(schema.TrainingStage) == TRAINING_STAGES
 

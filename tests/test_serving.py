@@ -14,7 +14,7 @@ import pytest
 import yaml
 from omegaconf import open_dict
 
-from catdog_lab.serving import _load_pyfunc, crown_champion
+from catdog_lab.serving import _load_pyfunc, crown_champion, one_line
 from catdog_lab.stages import tracking_for
 from catdog_lab.stages.compare import compare
 from catdog_lab.stages.train import train
@@ -74,8 +74,10 @@ def test_trained_model_is_registered_crowned_and_served(tiny_split, tmp_path):
     assert flavor["loader_module"] == "catdog_lab.serving" and "python_model" not in flavor
     assert not list(local.rglob("*.pkl")) and list((local / "data").rglob("scratch.pt"))
     # the decoding limit travels in the model (a served model has no conf/ to read it from)
-    assert flavor["config"] == {"max_image_pixels": cfg.data.max_image_pixels}
-    assert _load_pyfunc(str(local / "data"), {"max_image_pixels": 123}).predictor.max_pixels == 123
+    assert flavor["config"] == {"max_image_pixels": cfg.data.max_image_pixels, "min_image_side": cfg.data.min_image_side,
+                                "max_aspect_ratio": cfg.data.max_aspect_ratio}
+    loaded = _load_pyfunc(str(local / "data"), {"max_image_pixels": 123, "min_image_side": 4, "max_aspect_ratio": 2.5})
+    assert (loaded.predictor.max_pixels, loaded.predictor.min_side, loaded.predictor.max_aspect) == (123, 4, 2.5)
 
     photo = make_photo(tmp_path / "new" / "photo.jpg", "dog", 998, size=(97, 71))
     files = [photo] + ([SHARED_DATA / "cat.1.jpg"] if (SHARED_DATA / "cat.1.jpg").is_file() else [])
@@ -115,3 +117,14 @@ def test_trained_model_is_registered_crowned_and_served(tiny_split, tmp_path):
         assert got["label"] == want["label"] and got["error"] == ""
         assert got["p_dog"] == pytest.approx(want["p_dog"], abs=1e-6)
     assert answer[-1]["label"] == "" and answer[-1]["error"].startswith("not an image")
+
+
+def test_refused_request_reasons_are_one_line():
+    wrapped = "Failed to predict data '  image\n0  abc'. \nError: image 0: not valid base64"
+    assert one_line(wrapped) == "image 0: not valid base64"
+    schema = ("Failed to predict data '  photo\n0  abc'. \nError: Failed to enforce schema of data '  photo\n0  abc' "
+              "with schema '['image': string (required)]'. Error: Model is missing inputs ['image'].")
+    assert one_line(schema) == "Failed to enforce the model's input schema: Model is missing inputs ['image']."
+    echo = "Invalid input. Ensure that input is a valid JSON formatted string. Error: 'x'\nInput: \n" + "{" * 10 ** 6
+    assert one_line(echo) == "Invalid input. Ensure that input is a valid JSON formatted string. Error: 'x'"
+    assert len(one_line("y" * 10 ** 6)) == 300 and one_line("") == "bad request"

@@ -74,12 +74,17 @@ class Predictor:
     the network runs the previous batch, so a folder costs about max(decode, forward), not their sum."""
 
     def __init__(self, net: torch.nn.Module, image_size: int, batch_size: int = BATCH_SIZE,
-                 workers: int | None = None, max_pixels: int | None = None):
-        """max_pixels: larger images are skipped as possible decompression bombs (None: data.max_image_pixels)."""
+                 workers: int | None = None, max_pixels: int | None = None, min_side: int | None = None,
+                 max_aspect: float | None = None):
+        """max_pixels: larger images are skipped as possible decompression bombs; min_side, max_aspect: smaller
+        or more elongated ones are refused (None: data.max_image_pixels, data.min_image_side,
+        data.max_aspect_ratio)."""
         self.net = net.eval().to(memory_format=torch.channels_last)
         self.size, self.batch_size = int(image_size), int(batch_size)
         self.workers = workers or min(4, os.cpu_count() or 1)
         self.max_pixels = int(config_defaults().data.max_image_pixels if max_pixels is None else max_pixels)
+        self.min_side = int(config_defaults().data.min_image_side if min_side is None else min_side)
+        self.max_aspect = float(config_defaults().data.max_aspect_ratio if max_aspect is None else max_aspect)
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> "Predictor":
@@ -90,7 +95,7 @@ class Predictor:
         """uint8 3 x S x S, decoded the way the split stage decodes the training photos, or the reason not."""
         if isinstance(source, Path) and not source.is_file():
             return "no such file"
-        image, note = open_rgb(source, self.max_pixels)
+        image, note = open_rgb(source, self.max_pixels, self.min_side, self.max_aspect)
         return note if image is None else resize_to_tensor(image, self.size)
 
     def p_dog(self, batch: torch.Tensor) -> torch.Tensor:

@@ -31,11 +31,11 @@ def publish_model(run, config: dict, stage: str, model_path: Path, metrics: dict
     if not run.enabled:
         write_card(config, stage, model_path, metrics)
         return None
-    from catdog_lab.serving import log_and_register
+    from catdog_lab.serving import decoding_config, log_and_register
     from catdog_lab.tracking import retry
 
     registered = log_and_register(run.run_id, stage, model_path, _input_example(config),
-                                  int(config["data"]["max_image_pixels"]))
+                                  decoding_config(config["data"]))
     card = write_card(config, stage, model_path, metrics, registered)
     run.log_artifact(card, "model_card")
     text = card.read_text(encoding="utf-8")

@@ -17,7 +17,7 @@ from typing import Callable
 @dataclass(frozen=True)
 class Stage:
     name: str
-    summary: str               # the MLflow run name, after the stage's number and name
+    summary: str               # the MLflow run name, after the stage's number and name (split: its counts, once made)
     listing: str | None        # the book's section (1st edition), where the stage has one
     module: str                # the module holding `function`
     function: str              # fn(cfg) -> dict, or fn(cfg, stage) -> dict for a training stage
@@ -48,7 +48,7 @@ TRAINED = ("models", "metrics", "plots", "reports", "checkpoints", "seeds")   # 
 _TRAIN = "catdog_lab.stages.train"
 
 REGISTRY: dict[str, Stage] = {s.name: s for s in (
-    Stage("split", "1000/500/500 per class", None, "catdog_lab.stages.split", "split", ("split", "cache")),
+    Stage("split", "photos split per class", None, "catdog_lab.stages.split", "split", ("split", "cache")),
     Stage("scratch", "small convnet from scratch", "5.2", _TRAIN, "train", TRAINED,
           title="Small convnet from scratch",
           description="The book's small convnet trained from scratch"),

@@ -44,6 +44,8 @@ Select = Literal["last", "best"]                               # which epoch a t
 Activation = Literal["relu", "linear"]                         # models/components/heads.py ACTIVATIONS
 Fill = Literal["nearest", "reflect", "zeros"]                  # data/augment.py FILLS
 Interpolation = Literal["nearest", "bilinear"]                 # data/augment.py INTERPOLATIONS
+Resampling = Literal["combined", "successive"]                 # data/augment.py RESAMPLINGS
+SplitOrder = Literal["shuffle", "index"]                       # data/split.py SPLIT_ORDERS
 Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]
 # Lightning strategies that train on one device or data-parallel over several (the rank guards in
 # stages/train.py assume data parallelism: every rank holds the whole model)
@@ -85,6 +87,7 @@ class Split(Section):
     validation: PositiveInt | OpenFraction
     test: PositiveInt | OpenFraction
     seed: int
+    order: SplitOrder
 
     @model_validator(mode="after")
     def _one_kind(self):
@@ -105,6 +108,8 @@ class Data(Section):
     workers: Literal["auto"] | PositiveInt
     image_size: Annotated[int, Field(ge=48)]                   # four conv/pool blocks need 48 pixels
     max_image_pixels: PositiveInt
+    min_image_side: PositiveInt                                # smaller images: skipped by split, refused by predict
+    max_aspect_ratio: Annotated[float, Field(ge=1)]            # long side / short side, likewise
 
 
 # ------------------------------------------------------------------------------------ conf/config.yaml
@@ -127,6 +132,8 @@ class Stage(Section):
     select: Select
     steps_per_epoch: PositiveInt | None
     validation_steps: PositiveInt | None
+    loss_clip: Annotated[float, Field(gt=0, lt=0.5)] | None    # Keras 2.0.8's clipped BCE: 1.0e-7
+    shuffle_buffer: PositiveInt | None                         # tf.data's shuffle buffer (data/sampler.py)
     hidden: PositiveInt | None = None                          # head and transfer models
     activation: Activation | None = None
     trainable: Names = ()
@@ -187,6 +194,7 @@ class Augmentation(Section):
     horizontal_flip: bool
     fill: Fill
     interpolation: Interpolation
+    resampling: Resampling
 
 
 # ------------------------------------------------------------------------------ conf/trainer/default.yaml
@@ -220,6 +228,7 @@ class TrackingSettings(Section):
     uri: str
     artifact_location: str
     experiment: str
+    run_note: str = ""                                         # set by the CLI only: a sweep job's overrides
 
 
 # ----------------------------------------------------------------------------- conf/visualize/default.yaml

@@ -9,12 +9,16 @@ dependencies listed in its requirements.
 Request: a table with one column `image`, each cell a base64-encoded image file (JPEG, PNG...), e.g.
     {"dataframe_split": {"columns": ["image"], "data": [["/9j/4AAQ..."]]}}
 Answer: one row per image, {"label": "cat"|"dog", "probability": p(label), "p_dog": p(dog), "error": ""}.
-A bad image gets a row with its `error` and no label; the other images are still classified.
+A bad image gets a row with its `error` and no label; the other images are still classified. A request
+in which nothing can be classified (every image bad, no image, no `image` column) is refused: HTTP 400
+with a one-line reason (MLflow's own messages for a malformed request are cut to one line too, see
+`_one_line_errors`).
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import os
 from pathlib import Path
@@ -23,6 +27,7 @@ from catdog_lab.data.sources import sha256_file
 
 INPUT_COLUMN = "image"
 CHAMPION = "champion"
+REASON_CHARS = 300            # a refused request's reason: one line, at most this long
 
 
 def registered_name(stage: str) -> str:
@@ -32,17 +37,21 @@ def registered_name(stage: str) -> str:
 class CatDogPyfunc:
     """What `mlflow.pyfunc.load_model` returns the inner object of: predict(DataFrame) -> DataFrame."""
 
-    def __init__(self, model_file: str | Path, max_pixels: int | None = None):
+    def __init__(self, model_file: str | Path, max_pixels: int | None = None, min_side: int | None = None,
+                 max_aspect: float | None = None):
         from catdog_lab.predict import Predictor
-        self.predictor = Predictor.from_file(model_file, max_pixels=max_pixels)
+        self.predictor = Predictor.from_file(model_file, max_pixels=max_pixels, min_side=min_side,
+                                             max_aspect=max_aspect)
 
     def predict(self, model_input, params=None):
         import pandas as pd
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if INPUT_COLUMN not in frame.columns:
-            raise ValueError(f"{INPUT_COLUMN}: the request needs a column {INPUT_COLUMN!r} of base64 image bytes, "
-                             f"got columns {list(frame.columns)}")
+            raise bad_request(f"{INPUT_COLUMN}: the request needs a column {INPUT_COLUMN!r} of base64 image bytes, "
+                              f"got columns {[str(column)[:40] for column in frame.columns][:5]}")
+        if not len(frame):
+            raise bad_request("no images in the request")
         decoded = [_image_bytes(cell) for cell in frame[INPUT_COLUMN]]
         good = [image for image in decoded if isinstance(image, bytes)]
         results = iter(self.predictor.predict(good))
@@ -52,7 +61,57 @@ class CatDogPyfunc:
                                                                       "p_dog": None, "error": image}
             rows.append({"label": result["label"] or "", "probability": result["probability"],
                          "p_dog": result["p_dog"], "error": result["error"] or ""})
+        if all(row["error"] for row in rows):       # nothing to answer: the request itself is bad
+            reasons = "; ".join(f"image {i}: {row['error']}" for i, row in enumerate(rows[:3]))
+            raise bad_request(reasons + (f"; ... ({len(rows)} images, none readable)" if len(rows) > 3 else ""))
         return pd.DataFrame(rows, columns=["label", "probability", "p_dog", "error"])
+
+
+def bad_request(reason: str):
+    """An error MLflow's scoring server answers with HTTP 400 and this reason (one line)."""
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException.invalid_parameter_value(one_line(reason))
+
+
+def one_line(message: str) -> str:
+    """A reason on one line: MLflow's "Failed to predict data '<the request>'. \nError: <reason>" keeps its
+    reason; other messages keep their first line (MLflow's JSON errors go on to echo the whole request)."""
+    message = str(message)
+    if "\nError: " in message:
+        message = message.rsplit("\nError: ", 1)[1]
+    if message.startswith("Failed to enforce schema") and "Error: " in message:    # it echoes the data too
+        message = "Failed to enforce the model's input schema: " + message.rsplit("Error: ", 1)[1]
+    line = message.strip().splitlines()[0].strip() if message.strip() else "bad request"
+    return line if len(line) <= REASON_CHARS else line[:REASON_CHARS - 3] + "..."
+
+
+def _one_line_errors() -> None:
+    """Inside `mlflow models serve`: answer a malformed request (empty body, broken JSON, wrong shape) with
+    a one-line reason and no stack trace. MLflow's messages echo the whole request over several lines (a
+    20 MB body comes back as a 20 MB error). The scoring server imports this loader module to load the
+    model before it builds its app, and its route calls `scoring_server.invocations` by name, so wrapping
+    that function is enough; the status code stays MLflow's (400 for every bad request)."""
+    if "__pyfunc_model_path__" not in os.environ:       # not the scoring server (scoring_server._SERVER_MODEL_PATH)
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import ErrorCode
+    from mlflow.pyfunc import scoring_server
+
+    original = getattr(scoring_server, "invocations", None)
+    if original is None or getattr(original, "one_line", False):
+        return
+
+    @functools.wraps(original)
+    def invocations(*args, **kwargs):
+        try:
+            return original(*args, **kwargs)
+        except MlflowException as exc:
+            # the exception keeps its code's name; the constructor takes the code's number
+            raise MlflowException(one_line(exc.message), error_code=ErrorCode.Value(exc.error_code)) from None
+
+    invocations.one_line = True
+    scoring_server.invocations = invocations
 
 
 def _image_bytes(value) -> bytes | str:
@@ -69,11 +128,14 @@ def _image_bytes(value) -> bytes | str:
 
 def _load_pyfunc(data_path: str, model_config: dict | None = None) -> CatDogPyfunc:
     """MLflow's loader-module hook: `data_path` is the logged `.pt` bundle (a file or a folder holding it);
-    `model_config` what `log_and_register` recorded (the decoding limit: a served model has no conf/)."""
+    `model_config` what `log_and_register` recorded (the decoding limits: a served model has no conf/)."""
     path = Path(data_path)
     if path.is_dir():
         path = next(iter(sorted(path.glob("*.pt"))))
-    return CatDogPyfunc(path, (model_config or {}).get("max_image_pixels"))
+    _one_line_errors()
+    config = model_config or {}
+    return CatDogPyfunc(path, config.get("max_image_pixels"), config.get("min_image_side"),
+                        config.get("max_aspect_ratio"))
 
 
 def signature():
@@ -102,10 +164,18 @@ def _requirements() -> list[str]:
     return [f"{package}=={version(package)}" for package in pins]
 
 
+DECODING_KEYS = ("max_image_pixels", "min_image_side", "max_aspect_ratio")    # data.* a served model decodes with
+
+
+def decoding_config(data) -> dict:
+    """The run's decoding limits (data.max_image_pixels, min_image_side, max_aspect_ratio), for model_config."""
+    return {key: (float if key == "max_aspect_ratio" else int)(data[key]) for key in DECODING_KEYS}
+
+
 def log_and_register(run_id: str, stage: str, model_path: Path, input_example: str | None,
-                     max_pixels: int) -> dict:
-    """Log the stage model to its run as a pyfunc model and register it as `catdog-<stage>`; `max_pixels`
-    (the run's data.max_image_pixels) travels in its model_config. Returns {"name", "version", "model_uri"}."""
+                     model_config: dict) -> dict:
+    """Log the stage model to its run as a pyfunc model and register it as `catdog-<stage>`; `model_config`
+    (`decoding_config`: the run's decoding limits) travels with it. Returns {"name", "version", "model_uri"}."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -121,7 +191,7 @@ def log_and_register(run_id: str, stage: str, model_path: Path, input_example: s
         info = retry(lambda: mlflow.pyfunc.log_model(
             name="model", loader_module="catdog_lab.serving", data_path=str(model_path), code_paths=[str(package)],
             signature=signature(), input_example=example, pip_requirements=_requirements(),
-            model_config={"max_image_pixels": int(max_pixels)}, registered_model_name=name,
+            model_config=dict(model_config), registered_model_name=name,
             metadata={"stage": stage}))
     client = MlflowClient()
     version = str(info.registered_model_version)

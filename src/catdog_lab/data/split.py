@@ -46,18 +46,19 @@ def resolve_workers(value) -> int:
     return (os.cpu_count() or 1) if value == "auto" else int(value)
 
 
-def _decode(job: tuple[Path, int, int]) -> tuple[bytes | None, str, str]:
-    """Worker: (pixels as bytes or None, note or skip reason, sha256 of the file)."""
-    path, max_pixels, image_size = job
-    image, note = open_rgb(path, max_pixels)
+def _decode(job: tuple[Path, tuple, int]) -> tuple[bytes | None, str, str]:
+    """Worker: (pixels as bytes or None, note or skip reason, sha256 of the file). `limits`: open_rgb's
+    (max_pixels, min_side, max_aspect)."""
+    path, limits, image_size = job
+    image, note = open_rgb(path, *limits)
     # NumPy, not torch: torch's OpenMP threads in every worker would oversubscribe the cores
     pixels = resize_to_array(image, image_size).tobytes() if image is not None else None
     return pixels, note, sha256_file(path)
 
 
-def _decoded(cands: list[Candidate], max_pixels: int, image_size: int, pool: ProcessPoolExecutor | None):
+def _decoded(cands: list[Candidate], limits: tuple, image_size: int, pool: ProcessPoolExecutor | None):
     """(candidate, pixels, note, sha) in the candidates' order, decoded inline or by the pool."""
-    jobs = ((cand.path, max_pixels, image_size) for cand in cands)
+    jobs = ((cand.path, limits, image_size) for cand in cands)
     results = pool.map(_decode, jobs, chunksize=32) if pool else map(_decode, jobs)
     yield from zip(cands, results)
 
@@ -69,8 +70,17 @@ def class_counts(counts: dict, usable: int | None) -> dict[str, int]:
     return {split: math.floor(float(counts[split]) * usable) for split in SPLITS}
 
 
+SPLIT_ORDERS = ("shuffle", "index")
+
+
 def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels: int, cache_dir: Path,
-               workers: int = 1) -> dict:
+               workers: int = 1, min_side: int = 1, max_aspect: float = math.inf, order: str = "shuffle") -> dict:
+    """min_side, max_aspect: data.min_image_side and data.max_aspect_ratio (the defaults check neither);
+    images outside them are skipped and listed, like unreadable ones.
+    `order`: shuffle (each class's photos in a seeded random order) | index (sorted by file id, as the
+    book's copy loop: the lowest ids train, the next validate, the next test)."""
+    if order not in SPLIT_ORDERS:
+        raise DataError(f"data.split.order: must be one of {', '.join(SPLIT_ORDERS)}, got {order!r}")
     candidates = find_candidates(root)
     if not candidates:
         raise DataError(f"no cat/dog images found under {root} (expected cat.<id>.jpg files or Cat/ Dog/ folders)")
@@ -90,12 +100,13 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
         for label in CLASSES:
-            order = sorted(by_class[label], key=lambda cand: cand.key)
-            random.Random(f"{seed}:{label}").shuffle(order)       # per-class stream: stable for a seed
+            ordered = sorted(by_class[label], key=lambda cand: cand.key)
+            if order == "shuffle":
+                random.Random(f"{seed}:{label}").shuffle(ordered)     # per-class stream: stable for a seed
             usable[label] = []
             # decoded pixels go straight to a per-class scratch file: memory stays bounded
             with open(cache_dir / f".{label}.pixels.tmp", "wb") as scratch:
-                for cand, (pixels, note, sha) in _decoded(order, max_pixels, image_size, pool):
+                for cand, (pixels, note, sha) in _decoded(ordered, (max_pixels, min_side, max_aspect), image_size, pool):
                     if need is not None and len(usable[label]) == need:
                         break
                     inspected[label] += 1
@@ -110,7 +121,7 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
             if need is not None and len(usable[label]) < need:
                 raise DataError(
                     f"class {label!r}: only {len(usable[label])} usable images under {root} "
-                    f"({len(order)} found, {sum(1 for row in skipped if row['class'] == label)} unusable), "
+                    f"({len(ordered)} found, {sum(1 for row in skipped if row['class'] == label)} unusable), "
                     f"but data.split asks for {need} ({counts['train']}+{counts['validation']}+{counts['test']})")
     finally:
         progress.close()

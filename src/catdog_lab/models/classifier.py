@@ -4,17 +4,30 @@ Stages differ only by the wrapped `net`, the optional batch augmentation, and th
 """
 from __future__ import annotations
 
+import math
+
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
+def binary_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, clip: float | None = None) -> torch.Tensor:
+    """Mean BCE of a logit. `clip`: Keras 2.0.8's `binary_crossentropy`, which clips the sigmoid's output to
+    [clip, 1 - clip] (clip = K.epsilon() = 1e-7) and takes the logit of that: the same as clamping the logit
+    to +-log((1 - clip) / clip) = +-16.1, where the loss stops at 16.1 and its gradient is zero (as
+    tf.clip_by_value's). None: the unclipped loss (PyTorch's, and tf.keras' since it reads the logit)."""
+    if clip:
+        bound = math.log((1 - clip) / clip)
+        logits = logits.clamp(-bound, bound)
+    return F.binary_cross_entropy_with_logits(logits, targets)
+
+
 class BinaryClassifier(pl.LightningModule):
     def __init__(self, net: nn.Module, lr: float, augment: nn.Module | None = None, channels_last: bool = True,
-                 eval_from_frozen: bool = False):
+                 eval_from_frozen: bool = False, loss_clip: float | None = None):
         super().__init__()
-        self.net, self.augment, self.lr = net, augment, lr
+        self.net, self.augment, self.lr, self.loss_clip = net, augment, lr, loss_clip
         self.channels_last = channels_last
         # validation and test batches hold the frozen layers' outputs, not images (train.py; the net's
         # `forward_from_frozen` runs the rest): the same logits without the frozen layers' cost every epoch
@@ -37,7 +50,7 @@ class BinaryClassifier(pl.LightningModule):
         if augment and self.augment is not None:
             x = self.augment(x)                  # a fresh random view of every image, every epoch
         logits = self._logits(x, from_frozen=self.eval_from_frozen and prefix != "train")
-        loss = F.binary_cross_entropy_with_logits(logits, y.float())
+        loss = binary_cross_entropy(logits, y.float(), self.loss_clip)
         acc = ((logits > 0).long() == y).float().mean()
         loss_in_bar = prefix == "train"          # the progress bar shows the training loss, every split's accuracy
         # sync_dist: with several devices the epoch figures are averaged over ranks (a no-op on one device)

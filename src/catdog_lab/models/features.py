@@ -30,6 +30,9 @@ def device_for(accelerator: str) -> torch.device:
 def module_outputs(model: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,
                    channels_last: bool = True, bf16: bool = False, desc: str = "features") -> torch.Tensor:
     """images: uint8 N x 3 x H x W (RGB 0-255) -> `model`'s float32 outputs, in batches, in eval mode."""
+    # each submodule's train/eval mode is put back afterwards: the model may be part of a net about to
+    # train (a transfer net's frozen layers), and Lightning keeps the modes it finds
+    modes = {module: module.training for module in model.modules()}
     # moved outside inference mode: a module converted inside it would hold inference tensors, which a
     # later load_state_dict (a stage restoring its best checkpoint) may not write into
     model = model.eval().to(device)
@@ -43,6 +46,8 @@ def module_outputs(model: torch.nn.Module, images: torch.Tensor, batch_size: int
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 outputs.append(model(x).float().cpu())
+    for module, training in modes.items():
+        module.train(training)
     return torch.cat(outputs)
 
 

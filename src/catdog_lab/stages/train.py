@@ -20,6 +20,7 @@ import contextlib
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -40,11 +41,20 @@ from catdog_lab.models.features import Features, device_for, extract_features, f
 from catdog_lab.plots import plot_curves
 from catdog_lab.publish import publish_model
 from catdog_lab.registry import TRAINING_STAGES
+from catdog_lab.seeds import recipe_hash
 from catdog_lab.seeds import record as record_seed
 from catdog_lab.settings import (StageSettings, TrainerSettings, backbone_spec, model_arch, trainer_settings,
                                  validate_stage)
 from catdog_lab.stages import plain, tracking_for
 from catdog_lab.tracking import StageRun, stage_run
+
+# Warnings every training stage would print for an expected situation (a fresh `dvc repro` prints none):
+# - the checkpoint folder holds meta.json (and last.ckpt when a killed run resumes) before `fit`, by design;
+# - per-step logging coarser than a short epoch: the history is kept per epoch (History), not per step;
+# - Lightning's own use of a torch API that torch has deprecated (nothing this project calls).
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 # config keys that define a stage's result (a checkpoint is resumed only if these are unchanged)
 RESUME_KEYS = ("seed", "data", "backbone", "augmentation")
@@ -63,7 +73,7 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
                                              frozen_store=_frozen_store(cfg, stage) if zero else None)
     augment = BatchAugment.from_config(settings.augmentation) if settings.augment else None
     module = BinaryClassifier(net, settings.lr, augment, run_settings.channels_last,
-                              eval_from_frozen=bool(data.eval_inputs))
+                              eval_from_frozen=bool(data.eval_inputs), loss_clip=settings.loss_clip)
     key = params_hash(cfg, [*RESUME_KEYS, stage])
     resume_from, resume_run = resume_point(ckpt_dir, key, fast_dev_run, zero)
 
@@ -131,6 +141,7 @@ def build_data_and_net(cfg, settings: StageSettings, run: TrainerSettings, write
     tests on those layers' outputs, computed once here (kept in `frozen_store` for a resume)."""
     loader = dict(batch_size=settings.batch_size, seed=int(cfg.seed), num_workers=run.loader_workers,
                   steps_per_epoch=settings.steps_per_epoch, validation_steps=settings.validation_steps,
+                  shuffle_buffer=settings.shuffle_buffer,
                   device=device_for(run.accelerator) if run.resident_data else None)
     if settings.model == "head":
         features = cached_features(cfg, run, writer)
@@ -139,10 +150,13 @@ def build_data_and_net(cfg, settings: StageSettings, run: TrainerSettings, write
         net = build_head(data.datasets["train"].tensors[0][0].numel(), settings.hidden, settings.dropout,
                          settings.activation, init=settings.init)
         return data, net, features
+    upstream = read_path(cfg, "models") / f"{settings.init_from}.pt" if settings.init_from else None
+    if upstream is not None and not upstream.is_file():    # said before building the net: VGG16 may download
+        raise DataError(f"{settings.name}.init_from: {upstream} not found: train {settings.init_from} first "
+                        f"(`dvc repro {settings.init_from}`, or `upstream=<its job folder>` on the CLI)")
     net = build_from_arch(model_arch(cfg, settings.name), init=settings.init)
-    if settings.init_from:
-        source, _ = load_model(read_path(cfg, "models") / f"{settings.init_from}.pt",
-                               weights=settings.init_from_weights)
+    if upstream is not None:
+        source, _ = load_model(upstream, weights=settings.init_from_weights)
         missing = net.load_state_dict(source.state_dict(), strict=False)
         if missing.missing_keys:
             raise DataError(f"{settings.name}.init_from: {settings.init_from} model does not fit this stage's "
@@ -258,6 +272,9 @@ def stage_metrics(cfg, settings: StageSettings, tests: dict, rows: list[dict], t
         "epochs": epochs_run, "seed": int(cfg.seed), "test_images": test_images,
         "profile": str(cfg.get("profile", "")),
         "seconds_per_epoch": round(sum(float(r["seconds"]) for r in rows) / epochs_run, 3) if epochs_run else None,
+        # every epoch's seconds, across resumes (wall_time_s counts only this process)
+        "epoch_seconds": round(sum(float(r["seconds"]) for r in rows), 2) if epochs_run else None,
+        "recipe_hash": recipe_hash(plain(cfg), settings.name),   # its seed-ledger folder: compare mixes no recipes
         "fit_seconds": round(fit_seconds, 2), "wall_time_s": round(time.perf_counter() - started, 2),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "devices": devices,
     }
