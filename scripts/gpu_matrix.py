@@ -167,10 +167,12 @@ def _macs_per_image(cfg, stage: str) -> int:
     from catdog_lab.settings import model_arch
     arch = model_arch(cfg, stage)
     size = int(cfg.data.image_size)
-    if arch["kind"] == "head":          # on cached features: the base's output, 512 x side x side
-        from catdog_lab.models.components.backbones import build_backbone
-        side = build_backbone(cfg.backbone.name, "none").output_side(size)
-        net, x = build_head(512 * side * side, arch["hidden"], 0.0, arch["activation"]), torch.zeros(1, 512, side, side)
+    if arch["kind"] == "head":          # on cached features: the base's output, C x side x side
+        from catdog_lab.models.components.backbones import BackboneSpec, build_backbone
+        spec = BackboneSpec.from_record(arch["backbone_spec"], arch["backbone"], "none")
+        channels, side, _ = build_backbone(spec).output_shape(size)
+        net, x = (build_head(channels * side * side, arch["hidden"], 0.0, arch["activation"]),
+                  torch.zeros(1, channels, side, side))
     else:
         arch["weights"] = "none"
         net, x = build_from_arch(arch, load_weights=False), torch.zeros(1, 3, size, size)

@@ -74,7 +74,8 @@ def test_profiles_set_every_training_stage_epochs():
     ("augmented.lr=-0.1", "augmented.lr"),
     ("scratch.batch_size=0", "scratch.batch_size"),
     ("augmented.dropout=1.5", "augmented.dropout"),
-    ("backbone.name=resnet9000", "backbone.name"),
+    ("backbone.builder=resnet9000", "backbone.builder"),      # backbone.name is a label: the builder is checked
+    ("backbone.name=a/b", "backbone.name"),
     ("backbone.weights=/no/such/file.pt", "backbone.weights"),
     ("trainer.deterministic=maybe", "trainer.deterministic"),
 ])

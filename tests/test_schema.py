@@ -58,7 +58,8 @@ def test_choices_spelled_in_the_schema_are_the_codes():
     ("trainer.progress_bar=1", "scratch", "trainer.progress_bar: must be true or false, got 1"),
     ("compute.loader_workers=-1", "scratch", "compute.loader_workers: must be a non-negative integer, got -1"),
     ("~trainer.devices", "scratch", "trainer.devices: missing from the config"),
-    ("backbone.name=resnet9000", "features", "backbone.name: unknown backbone 'resnet9000'; choose one of vgg16"),
+    ("backbone.builder=resnet9000", "features",
+     "backbone.builder: unknown builder 'resnet9000'; choose vgg16_book, torchvision or <module>:<function>"),
 ])
 def test_a_bad_training_value_is_one_line_naming_the_key(override, stage, message):
     with pytest.raises(ConfigError) as info:

@@ -107,15 +107,22 @@ def render_card(config: dict, stage: str, model_path: Path, metrics: dict, regis
     n_params = sum(tensor.numel() for name, tensor in bundle["state_dict"].items()
                    if not name.startswith("preprocess."))
     spec = bundle.get("preprocessing") or {}
-    weights = (f"; pretrained weights `{Path(str(config['backbone']['weights'])).name}`"
-               if recipe.get("model") != "convnet" else "")
+    arch = bundle.get("arch") or {}
+    backbone = None
+    if arch.get("kind") == "transfer":          # the model file's own record names its backbone
+        from catdog_lab.models.components.backbones import BackboneSpec
+        backbone = BackboneSpec.from_record(arch.get("backbone_spec"), arch.get("backbone", "vgg16"))
+    weights = (f"; backbone {backbone.title}, pretrained weights `{Path(str(arch.get('weights'))).name}`"
+               if backbone else "")
+    description = REGISTRY[stage].description.format(backbone=backbone.title if backbone else "",
+                                                     trainable=", ".join(arch.get("trainable") or []) or "none")
     wrong = round((1 - float(metrics["test/acc"])) * int(metrics.get("test_images") or 0))
     reg = (f"`{registered['name']}` version {registered['version']} in the MLflow registry "
            f"(`{registered['model_uri']}`)") if registered else "not registered (MLflow tracking was off)"
     lines = [
         f"# Model card: `{stage}`",
         "",
-        f"{REGISTRY[stage].description}. File `models/{stage}.pt` ({n_params:,} parameters); {reg}.",
+        f"{description}. File `models/{stage}.pt` ({n_params:,} parameters); {reg}.",
         "",
         "## Data",
         *_data_lines(config),

@@ -156,11 +156,14 @@ def predict_files(model_path: Path | str, files: list[Path], gradcam: bool = Fal
 
 
 def _gradcam_layer(net, name: str | None) -> torch.nn.Module:
-    """The layer Grad-CAM explains: `name` (None: visualize.gradcam_layer) in a VGG16-based model; the
-    from-scratch convnet has no named layers and uses its last conv block."""
+    """The layer Grad-CAM explains: `name` (None: the one the model file's backbone record names, else
+    visualize.gradcam_layer) in a backbone-based model; the from-scratch convnet has no named layers and
+    uses its last conv block."""
     if not hasattr(net, "layer_index"):
         return [module for module in net.features if isinstance(module, torch.nn.ReLU)][-1]
-    name = str(config_defaults().visualize.gradcam_layer if name is None else name)
+    if name is None:
+        name = getattr(net, "gradcam_layer", None) or config_defaults().visualize.gradcam_layer
+    name = str(name)
     if name not in net.layer_index:
         raise UserError(f"--gradcam-layer: {name!r} is not a layer of this model; "
                         f"choose one of {', '.join(net.layer_index)}")
@@ -217,8 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-pixels", type=int, help="skip larger images as possible decompression bombs "
                         "(default: data.max_image_pixels in conf/)")
     parser.add_argument("--gradcam", action="store_true", help="save a Grad-CAM overlay of the predicted class")
-    parser.add_argument("--gradcam-layer", help="the layer of a VGG16-based model that Grad-CAM explains (default: "
-                        "visualize.gradcam_layer in conf/); the from-scratch convnet uses its last conv block")
+    parser.add_argument("--gradcam-layer", help="the layer of a backbone-based model that Grad-CAM explains (default: "
+                        "its backbone's gradcam_layer); the from-scratch convnet uses its last conv block")
     parser.add_argument("--out", type=Path, help="folder for the overlays (default: next to each image)")
     args = parser.parse_args(argv)
     for option, value in (("--batch-size", args.batch_size), ("--max-pixels", args.max_pixels)):

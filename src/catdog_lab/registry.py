@@ -25,7 +25,8 @@ class Stage:
     writes: tuple[str, ...]    # the `paths.*` keys it writes into
     trains: bool = False       # a training stage: fn(cfg, stage), a model file, a row in compare's table
     title: str | None = None   # a training stage's row in compare's table (the accuracy ladder)
-    description: str | None = None   # a training stage's one-line description in its model card
+    description: str | None = None   # a training stage's one-line description in its model card ({backbone}:
+                                     # the backbone's title, {trainable}: its unfrozen blocks)
 
     def __post_init__(self):
         if self.trains and not (self.title and self.description):
@@ -58,13 +59,13 @@ REGISTRY: dict[str, Stage] = {s.name: s for s in (
           description="The book's small convnet with data augmentation and dropout"),
     Stage("features", "VGG16 feature extraction", "5.3.1", _TRAIN, "train", ("features", *TRAINED), trains=True,
           title="VGG16 fast feature extraction",
-          description="VGG16 conv base (frozen) + dense head trained on its cached features"),
+          description="{backbone} conv base (frozen) + dense head trained on its cached features"),
     Stage("features_augmented", "frozen VGG16 + augmentation", "5.3.1", _TRAIN, "train", TRAINED, trains=True,
           title="Frozen VGG16 + augmentation",
-          description="VGG16 conv base (frozen) + dense head trained end to end on augmented images"),
+          description="{backbone} conv base (frozen) + dense head trained end to end on augmented images"),
     Stage("finetune", "VGG16 block5 fine-tuned", "5.3.2", _TRAIN, "train", TRAINED, trains=True,
           title="Fine-tuned VGG16 block5",
-          description="VGG16 with block5 fine-tuned, started from features_augmented"),
+          description="{backbone} with its top blocks ({trainable}) fine-tuned, started from features_augmented"),
     Stage("publish", "model cards, MLflow registry, champion", None, "catdog_lab.stages.publish", "publish",
           ("models",)),
     Stage("visualize", "what convnets learn", "5.4", "catdog_lab.stages.visualize", "visualize",

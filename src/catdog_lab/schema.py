@@ -169,7 +169,7 @@ class Paths(Section):
 
 # --------------------------------------------------------------------------- conf/backbone/vgg16.yaml
 class Backbone(Section):
-    name: str                   # checked against the builders by models.components.backbones.backbone_builder
+    name: str                   # the rest of conf/backbone/<name>.yaml: models.components.backbones.BackboneSpec
     weights: str
     feature_batch_size: PositiveInt
 

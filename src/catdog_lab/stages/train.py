@@ -43,7 +43,14 @@ from catdog_lab.plots import plot_curves
 from catdog_lab.registry import TRAINING_STAGES
 from catdog_lab.seeds import recipe_hash
 from catdog_lab.seeds import record as record_seed
-from catdog_lab.settings import StageSettings, TrainerSettings, model_arch, trainer_settings, validate_stage
+from catdog_lab.settings import (
+    StageSettings,
+    TrainerSettings,
+    backbone_spec,
+    model_arch,
+    trainer_settings,
+    validate_stage,
+)
 from catdog_lab.stages import plain, tracking_for
 from catdog_lab.tracking import StageRun, stage_run
 
@@ -178,7 +185,7 @@ def cached_features(cfg, trainer_args: TrainerSettings, writer: bool) -> Feature
     features_key = {"backbone": params_hash(cfg, ["backbone"]), "manifest": manifest_hash(read_path(cfg, "split")),
                     "image_size": int(cfg.data.image_size)}
     return extract_features(Path(cfg.paths.features), read_path(cfg, "cache"), features_key,
-                            lambda: build_backbone(cfg.backbone.name, cfg.backbone.weights),
+                            lambda: build_backbone(backbone_spec(cfg)),
                             batch_size=int(cfg.backbone.feature_batch_size),
                             device=device_for(trainer_args.accelerator), channels_last=trainer_args.channels_last,
                             reuse_dirs=(read_path(cfg, "features"),), writer=writer)
@@ -251,7 +258,7 @@ def save_kept_model(cfg, settings: StageSettings, module: BinaryClassifier, test
     net = module.net.float().to(memory_format=torch.contiguous_format).cpu()
     arch = model_arch(cfg, settings.name)
     if settings.model == "head":
-        net = transfer_from_head(net, build_backbone(cfg.backbone.name, cfg.backbone.weights),
+        net = transfer_from_head(net, build_backbone(backbone_spec(cfg)),
                                  int(cfg.data.image_size), settings.hidden, settings.dropout, settings.activation)
         arch |= {"kind": "transfer", "trainable": []}
     keep_last = (test_results["kept_epoch"] != test_results["last_epoch"]
