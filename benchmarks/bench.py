@@ -7,6 +7,8 @@ machines are noisy). Not part of the test suite.
 
 Sections:
   1. VGG16 conv base, images/s: the `features` stage's code path vs a bare PyTorch loop
+  1b. every shipped backbone (conf/backbone/*.yaml), conv base images/s on the stage path (random weights:
+     speed does not depend on them)   python benchmarks/bench.py --backbones-only
   2. scratch convnet, seconds per training epoch: our Lightning path vs a bare PyTorch loop
   3. the same model and epoch in Keras 3 (PyTorch backend), the peer a book reader would use
   (--compile) the bare loop again with torch.compile: is it worth turning on?
@@ -106,6 +108,28 @@ def bare_training_epochs(loader, epochs: int, compiled: bool = False) -> list[fl
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
     return times
+
+
+def bench_backbones(args) -> dict:
+    """Conv-base images/s of each backbone in conf/backbone/, through the features stage's code path."""
+    from catdog_lab.config import CONF_DIR, compose
+    from catdog_lab.models.components.backbones import build_backbone
+    from catdog_lab.models.features import conv_base_outputs
+    from catdog_lab.settings import backbone_spec
+
+    images, _ = data(args, args.feature_images)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    bs, out = args.feature_batch, {}
+    for name in sorted(p.stem for p in (CONF_DIR / "backbone").glob("*.yaml")):
+        spec = backbone_spec(compose([f"backbone={name}", "backbone.weights=none"]))
+        backbone = build_backbone(spec)
+        conv_base_outputs(backbone, images[:bs], bs, device, desc=f"bench: {name} warm-up")
+        t = time.perf_counter()
+        features = conv_base_outputs(backbone, images, bs, device, desc=f"bench: {name}")
+        seconds = time.perf_counter() - t
+        out[name] = {"title": spec.title, "img_per_s": len(images) / seconds, "output": list(features.shape[1:]),
+                     "params": sum(p.numel() for p in backbone.features.parameters())}
+    return {"images": len(images), "batch": bs, "size": int(images.shape[-1]), "backbones": out}
 
 
 # ---------------------------------------------------------------- 2. scratch epoch: Lightning vs bare
@@ -221,7 +245,8 @@ def bench_transfer_epochs(args) -> dict:
     augment = BatchAugment(rotation_degrees=40, width_shift=0.2, height_shift=0.2, shear_radians=0.2, zoom=0.2,
                            zoom_independent=True, horizontal_flip=True, fill="nearest", interpolation="nearest")
     result = {"train_images": args.transfer_train, "val_images": args.transfer_val}
-    for stage, trainable in (("features_augmented", []), ("finetune", ["block5_conv1", "block5_conv2", "block5_conv3"])):
+    block5 = ["block5_conv1", "block5_conv2", "block5_conv3"]
+    for stage, trainable in (("features_augmented", []), ("finetune", block5)):
         for cached in (False, True):
             torch.manual_seed(0)
             net = TransferNet(build_vgg16(args.weights or "none"), 150, 256, 0.0, trainable)
@@ -272,6 +297,7 @@ def main() -> None:
     p.add_argument("--transfer-val", type=int, default=1000, help="validation images per transfer epoch (section 5)")
     p.add_argument("--only-transfer", action="store_true", help="run section 5 alone")
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--backbones-only", action="store_true", help="only section 1b (every shipped backbone)")
     args = p.parse_args()
 
     result = {"machine": machine()}
@@ -289,6 +315,15 @@ def main() -> None:
             if args.json:
                 args.json.write_text(json.dumps(result, indent=2))
             return
+    result["backbones"] = b = bench_backbones(args)
+    print(f"1b. conv bases, {b['images']} images at {b['size']} px, batch {b['batch']}, features stage path:")
+    for name, r in b["backbones"].items():
+        print(f"   {name:16s} {r['title']:16s} {r['img_per_s']:7.1f} img/s  output {'x'.join(map(str, r['output']))}"
+              f"  {r['params'] / 1e6:.1f} M conv-base parameters")
+    if args.backbones_only:
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+        return
     result["conv_base"] = r = bench_conv_base(args)
     print(f"1. VGG16 conv base, {r['images']} images at 150 px, batch {r['batch']}: features stage path "
           f"{r['stage_img_per_s']:.1f} img/s, bare PyTorch loop {r['bare_img_per_s']:.1f} img/s -> "

@@ -109,8 +109,8 @@ def bench_model(name: str, path: Path, files: list[Path], args, tmp: Path) -> di
     # warm-up, then the best of --repeat rounds, the three paths interleaved: other jobs on the machine
     # slow every figure, and interleaving spreads that over all of them
     bare_s = predict_s = onnx_s = float("inf")
-    for fn in (lambda: net(images[:bs].float().contiguous(memory_format=torch.channels_last)), lambda: list(predictor.predict(files[:bs])),
-               lambda: session.run(None, {"image": array[:bs]})):
+    for fn in (lambda: net(images[:bs].float().contiguous(memory_format=torch.channels_last)),
+               lambda: list(predictor.predict(files[:bs])), lambda: session.run(None, {"image": array[:bs]})):
         with torch.inference_mode():
             fn()
     for _ in range(args.repeat):
@@ -122,9 +122,10 @@ def bench_model(name: str, path: Path, files: list[Path], args, tmp: Path) -> di
     out = {"model": name, "images": n, "decode": rate(n, decode_s), "bare": rate(n, bare_s),
            "predict": rate(n, predict_s), "single": rate(len(single), single_s), "onnx": rate(n, onnx_s)}
     print(f"{name}: {n} photos, batch {bs}: catdog-predict path (decode included) {out['predict']:.1f} img/s, "
-          f"bare torch forward on pre-decoded tensors (same batch, channels_last) {out['bare']:.1f} img/s -> {100 * out['predict'] / out['bare']:.0f}% "
-          f"of bare (goal >= 80%); onnxruntime on the same tensors {out['onnx']:.1f} img/s "
-          f"({100 * out['onnx'] / out['bare']:.0f}% of bare torch); decode alone, one thread {out['decode']:.1f} img/s; "
+          f"bare torch forward on pre-decoded tensors (same batch, channels_last) {out['bare']:.1f} img/s -> "
+          f"{100 * out['predict'] / out['bare']:.0f}% of bare (goal >= 80%); onnxruntime on the same tensors "
+          f"{out['onnx']:.1f} img/s ({100 * out['onnx'] / out['bare']:.0f}% of bare torch); decode alone, one thread "
+          f"{out['decode']:.1f} img/s; "
           f"old one-image batches {out['single']:.1f} img/s ({len(single)} photos)", flush=True)
     return out
 

@@ -2,12 +2,17 @@
 
     python scripts/check_mlflow_ui.py --db mlflow.db [--screenshot mlflow_ui.png] [--port 5055]
 
-Prints the parent run of the newest pipeline and one line per child stage run with its test accuracy.
+Prints the address of the experiment's runs table (MLflow 3 opens its GenAI overview at the bare address),
+the parent run of each pipeline and one line per child stage run with its test accuracy. The UI runs in
+its own process group, which is stopped as a whole: the server, its uvicorn workers, its job runner and
+the huey_consumer processes it restarts.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +37,7 @@ def main() -> int:
     args = parser.parse_args()
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
                                f"sqlite:///{args.db.resolve()}", "--host", "127.0.0.1", "--port", str(args.port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         for _ in range(120):
             try:
@@ -47,7 +52,8 @@ def main() -> int:
         parents = api(args.port, "runs/search", {"experiment_ids": [exp["experiment_id"]],
                                                  "filter": "tags.run_kind = 'pipeline'",
                                                  "order_by": ["attributes.start_time DESC"]}).get("runs", [])
-        print(f"experiment {exp['name']} (id {exp['experiment_id']}): {len(parents)} pipeline run(s)")
+        print(f"experiment {exp['name']} (id {exp['experiment_id']}): {len(parents)} pipeline run(s); runs table: "
+              f"http://127.0.0.1:{args.port}/#/experiments/{exp['experiment_id']}/runs")
         ok = bool(parents)
         for parent in parents:
             pid = parent["info"]["run_id"]
@@ -70,8 +76,12 @@ def main() -> int:
             print(f"screenshot of {url}: {args.screenshot} ({args.screenshot.stat().st_size} bytes)")
         return 0 if ok else 1
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        os.killpg(server.pid, signal.SIGTERM)       # the whole group: `mlflow ui` alone leaves its workers
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,10 @@ from pathlib import Path
 SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS))          # pack_gpu_bundle and run_all_stages sit next to this file
 
-from pack_gpu_bundle import WEIGHTS_FILE, pack, packed_folder   # noqa: E402
+from pack_gpu_bundle import WEIGHTS_FILE, pack, packed_folder  # noqa: E402
 
-from catdog_lab.config import compose                          # noqa: E402
-from catdog_lab.registry import TRAINING_STAGES                # noqa: E402
+from catdog_lab.config import compose  # noqa: E402
+from catdog_lab.registry import TRAINING_STAGES  # noqa: E402
 
 PROFILES = ("book", "book2")
 SEEDS = (1337, 1338, 1339)
@@ -115,11 +115,11 @@ def dry_run(out: Path, profiles: list[str], seeds: list[int], jobs: int, per_cla
     bundle as the real ones are, then both profiles x seeds with one tiny epoch per stage."""
     import torch
     import torchvision
+    from run_all_stages import make_photos
 
     from catdog_lab.io import torch_save
     from catdog_lab.models.components.backbones import KERAS_VGG16_FORMAT
     from catdog_lab.models.components.preprocess import TORCHVISION_IMAGENET
-    from run_all_stages import make_photos
 
     raw = make_photos(out / "raw", per_class, size + 16)         # not a packed size: the split resizes
     weights = out / "vgg16_random.pt"
@@ -167,10 +167,12 @@ def _macs_per_image(cfg, stage: str) -> int:
     from catdog_lab.settings import model_arch
     arch = model_arch(cfg, stage)
     size = int(cfg.data.image_size)
-    if arch["kind"] == "head":          # on cached features: the base's output, 512 x side x side
-        from catdog_lab.models.components.backbones import build_backbone
-        side = build_backbone(cfg.backbone.name, "none").output_side(size)
-        net, x = build_head(512 * side * side, arch["hidden"], 0.0, arch["activation"]), torch.zeros(1, 512, side, side)
+    if arch["kind"] == "head":          # on cached features: the base's output, C x side x side
+        from catdog_lab.models.components.backbones import BackboneSpec, build_backbone
+        spec = BackboneSpec.from_record(arch["backbone_spec"], arch["backbone"], "none")
+        channels, side, _ = build_backbone(spec).output_shape(size)
+        net, x = (build_head(channels * side * side, arch["hidden"], 0.0, arch["activation"]),
+                  torch.zeros(1, channels, side, side))
     else:
         arch["weights"] = "none"
         net, x = build_from_arch(arch, load_weights=False), torch.zeros(1, 3, size, size)

@@ -41,7 +41,8 @@ def main() -> None:
     p.add_argument("--note", default="", help="more about the run (data, weights, results), recorded too")
     args = p.parse_args()
     reports = args.run / "reports"
-    index = json.loads((reports / "figures" / "index.json").read_text()) if (reports / "figures/index.json").exists() else []
+    index_file = reports / "figures" / "index.json"
+    index = json.loads(index_file.read_text()) if index_file.exists() else []
     captions = {e["file"]: (e.get("title", ""), e.get("caption", "")) for e in index}
     rows, total = [], 0
     for pattern, count in WANTED:

@@ -45,7 +45,7 @@ from catdog_lab import SPLITS
 from catdog_lab.config import compose
 from catdog_lab.convert_weights import content_md5
 from catdog_lab.data.datamodule import load_cached_split
-from catdog_lab.entry import exit_on_user_error
+from catdog_lab.errors import exit_on_user_error
 from catdog_lab.io import torch_save, write_json
 from catdog_lab.models.components.backbones import KERAS_VGG16_FORMAT, build_vgg16, load_weights_file
 from catdog_lab.stages.split import split

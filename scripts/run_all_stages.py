@@ -35,7 +35,8 @@ import torch
 
 from catdog_lab.config import compose
 from catdog_lab.data.toy import toy_photo
-from catdog_lab.entry import exit_on_user_error, stage_function
+from catdog_lab.entry import stage_function
+from catdog_lab.errors import exit_on_user_error
 from catdog_lab.registry import STAGES, TRAINING_STAGES, WRITTEN
 from catdog_lab.settings import trainer_settings
 

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from omegaconf import open_dict
+from tests.conftest import tiny_overrides
 
 from catdog_lab.config import compose
 from catdog_lab.data.augment import BatchAugment, affine_matrices
@@ -12,7 +13,6 @@ from catdog_lab.data.sampler import StreamBatchSampler
 from catdog_lab.errors import ConfigError
 from catdog_lab.models.components.convnet import BOOK2, BookConvNet
 from catdog_lab.models.components.init import keras_init_
-from tests.conftest import tiny_overrides
 
 
 # --------------------------------------------------------------------------- initialisation
@@ -25,7 +25,8 @@ def test_keras_init_is_glorot_uniform_with_zero_biases():
     assert glorot * 0.99 < dense.weight.abs().max() <= glorot
     conv1 = net.features[0]                                      # fan_in 3*9 = 27, fan_out 32*9 = 288
     assert math.sqrt(6 / 315) * 0.95 < conv1.weight.abs().max() <= math.sqrt(6 / 315)
-    assert all(float(m.bias.abs().max()) == 0 for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    layers = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert all(float(m.bias.abs().max()) == 0 for m in layers)
     # PyTorch's default for the same layer: U(+-1/sqrt(fan_in)) = 0.0126, what the book's net did not start from
     torch.manual_seed(0)
     assert BookConvNet(150).classifier[2].weight.abs().max() <= 1 / math.sqrt(6272)

@@ -123,11 +123,11 @@ def test_split_stage_with_data_folder_config(tmp_path):
     assert saved["counts"] == report["counts"]
     rows = list(csv.DictReader(open(tmp_path / "data/split/manifest.csv")))
     assert {row["class"] for row in rows} == {"ants", "bees", "wasps"}
-    from mlflow.tracking import MlflowClient                         # the split run says the real split
+    from mlflow.tracking import MlflowClient  # the split run says the real split
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     [run] = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment).experiment_id],
                                "tags.stage = 'split'")
-    assert run.info.run_name == "0 split: 3 classes, 6/2/2 each"
+    assert run.info.run_name == "0 split: 3 classes, 6/2/2 per class"
     assert run.data.metrics["images/test/bees"] == 2 and run.data.tags["classes"] == "ants,bees,wasps"
 
 

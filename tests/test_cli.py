@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import tiny_overrides
 
 
@@ -11,28 +13,37 @@ def _catdog(args, cwd):
     return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.integration
 def test_cli_single_run_and_multirun(tiny_split, tmp_path, raw_images):
     overrides = [o for o in tiny_overrides(tmp_path, raw_images) if not o.startswith("paths.")]
     overrides += [f"paths.cache={tiny_split.paths.cache}", f"paths.split={tiny_split.paths.split}"]
     single = _catdog(["stage=scratch", *overrides, f"hydra.run.dir={tmp_path}/run"], tmp_path)
     assert single.returncode == 0, single.stderr[-2000:]
     assert (tmp_path / "run/metrics/scratch.json").exists()
-    # nothing written over the workspace outputs; only the seed ledger, which every job shares, grows there
-    assert [p.name for p in (tmp_path / "metrics").iterdir()] == ["seeds"]
-    assert len(list((tmp_path / "metrics/seeds/scratch").glob("*/seed-*.json"))) == 1
+    # nothing written into the workspace, not even the seed ledger: the job keeps it with its outputs
+    assert not (tmp_path / "metrics").exists()
+    assert len(list((tmp_path / "run/metrics/seeds/scratch").glob("*/seed-*.json"))) == 1
 
     sweep = _catdog(["-m", "stage=scratch", "scratch.lr=1e-3,1e-4", *overrides,
                      f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     assert sorted(p.parent.parent.name for p in (tmp_path / "sweep").glob("*/metrics/scratch.json")) == ["0", "1"]
+    # the sweep's jobs share one ledger in the sweep folder (same recipe but the lr: two recipe folders)
+    assert len(list((tmp_path / "sweep/metrics/seeds/scratch").glob("*/seed-*.json"))) == 2
+    assert not (tmp_path / "metrics").exists()
 
     from mlflow.tracking import MlflowClient
     client = MlflowClient(tracking_uri=tiny_split.tracking.uri)
     exp = client.get_experiment_by_name(tiny_split.tracking.experiment)
-    lrs = sorted(r.data.params["scratch.lr"] for r in client.search_runs([exp.experiment_id], "tags.stage = 'scratch'"))
-    assert lrs == ["0.0001", "0.0001", "0.001"]
+    runs = client.search_runs([exp.experiment_id], "tags.stage = 'scratch'")
+    assert sorted(r.data.params["scratch.lr"] for r in runs) == ["0.0001", "0.0001", "0.001"]
+    # a sweep job's run name carries the values it was swept over; the single job's does not
+    names = sorted(r.info.run_name for r in runs)
+    base = "1 scratch: small convnet from scratch (5.2)"
+    assert names == [base, f"{base} [scratch.lr=0.0001]", f"{base} [scratch.lr=0.001]"]   # as Hydra writes them
 
 
+@pytest.mark.integration
 def test_cli_bad_value_is_one_line(tmp_path):
     proc = _catdog(["stage=scratch", "scratch.epochs=0", f"hydra.run.dir={tmp_path}/run"], tmp_path)
     assert proc.returncode == 2
@@ -46,6 +57,7 @@ def _files(root: Path) -> set[str]:
             and not p.name.startswith("mlflow.db")}
 
 
+@pytest.mark.integration
 def test_cli_finetune_sweep_reads_upstream_and_returns_validation_metric(tmp_path, raw_images):
     """`catdog -m stage=finetune finetune.lr=...` finds features_augmented's model in the workspace, writes
     only finetune's outputs into each job folder, and returns the validation metric, not test accuracy."""
@@ -74,13 +86,14 @@ def test_cli_finetune_sweep_reads_upstream_and_returns_validation_metric(tmp_pat
     sweep = _catdog(["-m", "stage=finetune", "finetune.lr=1e-5,2e-5", *overrides,
                      f"hydra.sweep.dir={tmp_path}/sweep"], ws)
     assert sweep.returncode == 0, sweep.stderr[-2000:]
-    added = _files(ws) - before                            # the workspace is only read, but for the seed ledger
-    assert len(added) == 2 and all(f.startswith("metrics/seeds/finetune/") for f in added), added
+    assert _files(ws) == before                            # the workspace is only read (the ledger stays out too)
+    ledger = list((tmp_path / "sweep/metrics/seeds/finetune").glob("*/seed-*.json"))
+    assert len(ledger) == 2, ledger                        # the sweep's own ledger: one entry per recipe (lr)
     returned = [float(line.rsplit("= ", 1)[1]) for line in sweep.stdout.splitlines()
                 if line.startswith("[finetune] returned to Hydra: val/acc = ")]
     assert len(returned) == 2
     for job, value in zip(sorted((tmp_path / "sweep").glob("[0-9]")), returned):
-        assert _files(job) == {"models/finetune.pt", "models/finetune.md", "metrics/finetune.json", "plots/finetune.csv",
+        assert _files(job) == {"models/finetune.pt", "metrics/finetune.json", "plots/finetune.csv",
                                "reports/curves/finetune.png"}
         tuned = torch_load(job / "models/finetune.pt")["state_dict"]
         assert torch.equal(tuned["features.0.weight"], bundle["state_dict"]["features.0.weight"])
@@ -104,14 +117,28 @@ def test_cli_finetune_sweep_reads_upstream_and_returns_validation_metric(tmp_pat
     images = referenced_files(out / "run/reports/index.html")
     assert any(p.name == "features_augmented.png" for p in images) and all(p.exists() for p in images)
 
+    # publish from elsewhere, tracking off: the workspace's model gets its card, in the job's folder only
+    published = _catdog(["stage=publish", f"upstream={ws}", *overrides, "tracking.enabled=false",
+                         f"hydra.run.dir={out}/publish"], out)
+    assert published.returncode == 0, published.stderr[-2000:]
+    assert _files(out / "publish") == {"models/features_augmented.md", "models/published.json"}
+    record = json.loads((out / "publish/models/published.json").read_text())
+    assert record["models"]["features_augmented"]["registered"] is None
+    assert record["champion"].startswith("Champion: `features_augmented`") and "tracking off" in record["champion"]
+    # the card states the upstream's split
+    from catdog_lab.data.split import manifest_hash
+    assert f"hash `{manifest_hash(ws / 'data/split')}`" in (out / "publish/models/features_augmented.md").read_text()
+
 
 def test_sweep_objective_is_validation_never_test():
     from catdog_lab.cli import objective
     result = {"test/acc": 0.9, "test/acc_best": 0.95, "val/acc": 0.7}
     assert objective("finetune", result) == 0.7
     assert objective("visualize", result) is None and objective("compare", result) is None
+    assert objective("publish", {"models": {}, "champion": "Champion: none"}) is None
 
 
+@pytest.mark.integration
 def test_cli_features_job_reuses_the_workspace_conv_base_outputs(tmp_path, raw_images):
     """A `features` job reads the workspace's current conv-base features instead of recomputing them."""
     from catdog_lab.config import compose
@@ -126,11 +153,27 @@ def test_cli_features_job_reuses_the_workspace_conv_base_outputs(tmp_path, raw_i
     job = _catdog(["stage=features", "features.lr=1e-3", *overrides, f"hydra.run.dir={tmp_path}/run"], ws)
     assert job.returncode == 0, job.stderr[-2000:]
     assert f"cached conv-base features in {ws / 'data/features'} are current" in job.stdout
-    assert _files(tmp_path / "run") == {"models/features.pt", "models/features.md", "metrics/features.json", "plots/features.csv",
-                                        "reports/curves/features.png"}
+    written = _files(tmp_path / "run")
+    ledger = {f for f in written if f.startswith("metrics/seeds/features/")}     # the job keeps its own ledger
+    assert len(ledger) == 1 and written - ledger == {"models/features.pt",
+                                                     "metrics/features.json", "plots/features.csv",
+                                                     "reports/curves/features.png"}
     # another backbone setting makes the cache stale: the job computes its own, in its own folder
     other = _catdog(["stage=features", *overrides, "backbone.feature_batch_size=4",
                      f"hydra.run.dir={tmp_path}/run2"], ws)
     assert other.returncode == 0, other.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "run2/data/features").glob("*.pt")) == ["test.pt", "train.pt",
                                                                                       "validation.pt"]
+
+
+def test_sweep_run_names_carry_only_the_swept_overrides():
+    from catdog_lab.cli import swept_overrides
+
+    task = ["+stage=finetune", "finetune.lr=1e-05", "data.source.path=/photos", "seed=2"]
+    args = ["+stage=finetune", "finetune.lr=1e-5,2e-5", "data.source.path=/photos", "seed=range(1,4)"]
+    assert swept_overrides(task, args, []) == "finetune.lr=1e-05 seed=2"
+    # Optuna: the searched keys are the sweeper's params, not command-line sweeps
+    assert swept_overrides(["+stage=augmented", "augmented.lr=0.0003", "augmented.dropout=0.4"],
+                           ["+stage=augmented", "hydra/sweeper=tune_augmented"],
+                           ["augmented.lr", "augmented.dropout"]) == "augmented.lr=0.0003 augmented.dropout=0.4"
+    assert swept_overrides(task, ["+stage=finetune"], []) == ""

@@ -12,13 +12,18 @@ FAKE = {"scratch": 0.70, "augmented": 0.85, "features": 0.965, "features_augment
 
 @pytest.fixture
 def fake_run(tiny_cfg, tmp_path):
+    """Workspace metrics of the current recipe for every stage (no ledger: the runs recorded no seed)."""
+    from catdog_lab.seeds import recipe_hash
+    from catdog_lab.stages import plain
     metrics, reports = tmp_path / "metrics", tmp_path / "reports"
     metrics.mkdir(parents=True)
     (reports / "curves").mkdir(parents=True)
+    with open_dict(tiny_cfg):
+        tiny_cfg.data.split.validation = 500          # the real split's 1,000 validation images
     for stage, acc in FAKE.items():
         (metrics / f"{stage}.json").write_text(json.dumps(
             {"test/acc": acc, "test/loss": 0.3, "val/acc": acc - 0.01, "epochs": 3, "profile": "smoke",
-             "wall_time_s": 12.5}))
+             "wall_time_s": 12.5, "test_images": 1000, "recipe_hash": recipe_hash(plain(tiny_cfg), stage)}))
         (reports / "curves" / f"{stage}.png").write_bytes(b"\x89PNG fake")
     (reports / "figures").mkdir()
     (reports / "figures" / "primer.png").write_bytes(b"\x89PNG fake")
@@ -32,13 +37,19 @@ def test_compare_writes_table_chart_metrics_and_report(fake_run, tmp_path):
     summary = compare(fake_run)
     book = load_book()["first_edition"]
     assert summary["finetune/test_acc"] == 0.985
-    assert summary["scratch/vs_book"] == pytest.approx(0.70 - book["scratch"]["acc"])
+    assert summary["scratch/vs_book"] == pytest.approx(0.69 - book["scratch"]["acc"])     # validation vs validation
     md = (tmp_path / "reports/comparison.md").read_text()
-    # one seed each (no ledger here): the interval is the binomial one of 1000 test images,
-    # 1.96 * sqrt(0.985 * 0.015 / 1000) = 0.75 pts and 1.96 * sqrt(0.7 * 0.3 / 1000) = 2.84 pts
-    assert "| finetune | 1 | 98.5% | 97.7–99.3% | 97.0% (test) | above | +1.5 pts |" in md
-    assert "| scratch | 1 | 70.0% | 67.2–72.8% | 71.0% (validation) | matches | -1.0 pts |" in md
+    # one seed each (no ledger here): the interval of the mean is the binomial one of 1000 test images,
+    # 1.96 * sqrt(0.985 * 0.015 / 1000) = 0.75 pts. The verdict's band adds the book's binomial noise on its
+    # 1000 test images, 1.96 * sqrt(0.97 * 0.03 / 1000) = 1.06 pts: sqrt(0.75^2 + 1.06^2) = 1.30 pts
+    assert ("| finetune | 1 | 98.5% | 97.7–99.3% | 97.5% | 97.0% (test) | 98.5% (test) | 97.2–99.8% | "
+            "above (1 seed: seed spread not included) | +1.5 pts |") in md
+    # scratch: the book's 71% is a validation figure, so our validation 69%: sqrt(2.87^2 + 2.81^2) = 4.01 pts
+    assert ("| scratch | 1 | 70.0% | 67.2–72.8% | 69.0% | 71.0% (validation) | 69.0% (validation) | 65.0–73.0% | "
+            "matches (1 seed: seed spread not included) | -2.0 pts |") in md
+    assert "Our test accuracies are on the test split (1000 images): " in md
     assert summary["finetune/verdict"] == "above" and summary["scratch/verdict"] == "matches"
+    assert summary["scratch/compared_on"] == "validation" and summary["finetune/compared_on"] == "test"
     assert (tmp_path / "reports/accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "metrics/compare.json").read_text()) == summary
     html = tmp_path / "reports/index.html"
@@ -50,6 +61,7 @@ def test_compare_writes_table_chart_metrics_and_report(fake_run, tmp_path):
 
 def test_compare_logs_into_the_parent_run(fake_run):
     from mlflow.tracking import MlflowClient
+
     from catdog_lab.stages import tracking_for
     from catdog_lab.tracking import stage_run
     with stage_run(tracking_for(fake_run), "scratch"):             # a stage run creates the pipeline's parent
@@ -73,6 +85,36 @@ def test_compare_with_some_stages_missing(fake_run, tmp_path):
         fake_run.tracking.enabled = False
     summary = compare(fake_run)
     assert "finetune/test_acc" not in summary and "scratch/test_acc" in summary
+    assert "| finetune | 0 | not run yet |" in (tmp_path / "reports/comparison.md").read_text()
+
+
+def test_no_mixed_rows_a_workspace_file_of_another_recipe_never_fills_a_row(fake_run, tmp_path):
+    """Every column of a row comes from the current recipe's ledger entries; the workspace's metrics of
+    another recipe (an older run) fill nothing: not the row's loss, epochs or time, nor a row of its own."""
+    with open_dict(fake_run):
+        fake_run.tracking.enabled = False
+    for stage in ("augmented", "finetune"):           # the workspace holds another recipe's runs of these
+        path = tmp_path / f"metrics/{stage}.json"
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"recipe_hash": "0123456789ab", "epochs": 99,
+                                                                   "test/loss": 9.9, "seconds_per_epoch": 99.0}))
+    _ledger(fake_run, "augmented", [0.80, 0.82, 0.84], extra={"test/loss": 0.5, "epochs": 100})
+    summary = compare(fake_run)
+    md = (tmp_path / "reports/comparison.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| augmented |"))
+    assert "| 3 | 82.0% ± 2.0 |" in row and "| 100 |" in row and "| 99 |" not in row
+    assert "finetune/test_acc" not in summary and "| finetune | 0 | not run yet |" in md
+
+
+def test_training_time_is_the_epochs_seconds_summed_across_resumes(fake_run, tmp_path):
+    """A resumed run's wall_time_s counts only its last process; the epochs' seconds count them all."""
+    from catdog_lab.stages.compare import build_rows, epoch_seconds
+    # an entry of the format before `epoch_seconds`: 100 epochs at 131.867 s, 6867 s in the last process
+    old = {"epochs": 100, "seconds_per_epoch": 131.867, "wall_time_s": 6867.0}
+    assert epoch_seconds(old) == pytest.approx(13186.7)
+    assert epoch_seconds(old | {"epoch_seconds": 13000.0}) == 13000.0
+    _ledger(fake_run, "scratch", [0.70, 0.72], extra={"epochs": 10, "seconds_per_epoch": 60.0, "wall_time_s": 5.0})
+    row = next(r for r in build_rows(fake_run, {}, load_book()) if r["stage"] == "scratch")
+    assert row["epoch_seconds"] == pytest.approx(600.0)
 
 
 needs_chromium = pytest.mark.skipif(__import__("catdog_lab.browser_check").browser_check.chromium() is None,
@@ -86,6 +128,7 @@ def _real_png(path):
     plt.close(fig)
 
 
+@pytest.mark.integration
 @needs_chromium
 def test_report_opens_in_a_real_browser_with_every_image(fake_run, tmp_path):
     from catdog_lab.browser_check import check_page
@@ -112,14 +155,15 @@ def test_readme_results_section_is_replaced_by_the_generated_table(tmp_path):
                                   "| scratch | 70% |\n<!-- results:end -->\nouttro\n")
 
 
-def _ledger(cfg, stage, accs, recipe_folder=None):
-    from catdog_lab.seeds import recipe_hash
+def _ledger(cfg, stage, accs, recipe_folder=None, vals=None, extra=None):
+    from catdog_lab.seeds import recipe, recipe_hash
     from catdog_lab.stages import plain
     folder = Path(cfg.paths.seeds) / stage / (recipe_folder or recipe_hash(plain(cfg), stage))
     folder.mkdir(parents=True, exist_ok=True)
-    for seed, acc in enumerate(accs, start=1):
+    for seed, (acc, val) in enumerate(zip(accs, vals or accs), start=1):
         (folder / f"seed-{seed}.json").write_text(json.dumps(
-            {"seed": seed, "test/acc": acc, "val/acc": acc, "test_images": 1000, "epochs": 3}))
+            {"seed": seed, "test/acc": acc, "val/acc": val, "test_images": 1000, "epochs": 3,
+             "recipe": recipe(plain(cfg), stage)} | (extra or {})))
 
 
 def test_compare_aggregates_seeds_of_the_current_recipe_only(fake_run, tmp_path):
@@ -136,10 +180,10 @@ def test_compare_aggregates_seeds_of_the_current_recipe_only(fake_run, tmp_path)
     assert summary["augmented/low"] == pytest.approx(0.82 - 0.049686, abs=1e-5)
     assert summary["augmented/high"] == pytest.approx(0.82 + 0.049686, abs=1e-5)
     assert summary["augmented/verdict"] == "matches"                    # book: 82%
-    # 95.1% +- 0.25 pts lies wholly under the book's 97%
+    # 95.1%: band sqrt((4.303 * 0.1 * sqrt(4/3))^2 + 1.34^2 + 1.06^2) = 1.78 pts, wholly under the book's 97%
     assert summary["finetune/verdict"] == "below"
     md = (tmp_path / "reports/comparison.md").read_text()
-    assert "| augmented | 3 | 82.0% ± 2.0 | 77.0–87.0% | 82.0% (validation) | matches |" in md
+    assert "| augmented | 3 | 82.0% ± 2.0 | 77.0–87.0% | 82.0% | 82.0% (validation) | 82.0% (validation) |" in md
 
 
 def test_compare_takes_the_edition_of_the_profile(fake_run, tmp_path):
@@ -149,7 +193,9 @@ def test_compare_takes_the_edition_of_the_profile(fake_run, tmp_path):
     compare(fake_run)
     md = (tmp_path / "reports/comparison.md").read_text()
     assert "book (2nd ed.) |" in md
-    assert "| finetune | 1 | 98.5% | 97.7–99.3% | 98.5% (test) | matches | +0.0 pts |" in md
+    # the 2nd edition tests on 2000 images: band sqrt(0.75^2 + (1.96 * sqrt(0.985 * 0.015 / 2000))^2) = 0.92 pts
+    assert ("| finetune | 1 | 98.5% | 97.7–99.3% | 97.5% | 98.5% (test) | 98.5% (test) | 97.6–99.4% | "
+            "matches (1 seed: seed spread not included) | +0.0 pts |") in md
 
 
 @pytest.mark.parametrize("low, high, book, expected", [
@@ -182,3 +228,86 @@ def test_settings_table_with_one_stage_is_a_sentence_not_a_broken_table():
     differ = one + [{"stage": "scratch", "settings": {"lr": 1e-4, "epochs": 20}}]
     assert settings_table(differ).splitlines()[:3] == ["| stage | lr |", "|---|---|", "| features | 0.001 |"]
     assert "<td>0.0001</td>" in _md_table_to_html(settings_table(differ))
+
+
+def test_the_test_split_size_is_the_runs_own(fake_run, tmp_path):
+    """The count comes from each run's metrics (`test_images`), never a fixed 1000."""
+    for stage in FAKE:
+        path = tmp_path / "metrics" / f"{stage}.json"
+        values = json.loads(path.read_text())
+        values["test_images"] = 200 if stage != "scratch" else 100
+        path.write_text(json.dumps(values))
+    compare(fake_run)
+    md = (tmp_path / "reports/comparison.md").read_text()
+    assert ("Our test accuracies are on the test split (scratch: 100 images, augmented: 200 images, features: 200 "
+            "images, features_augmented: 200 images, finetune: 200 images): ") in md
+    for stage in FAKE:                                    # a run that did not record it: no number is made up
+        path = tmp_path / "metrics" / f"{stage}.json"
+        values = json.loads(path.read_text())
+        del values["test_images"]
+        path.write_text(json.dumps(values))
+    compare(fake_run)
+    md = (tmp_path / "reports/comparison.md").read_text()
+    assert "Our test accuracies are on the test split: " in md and "1000" not in md
+
+
+def _row(cfg, stage):
+    from catdog_lab.stages.compare import build_rows
+    return next(r for r in build_rows(cfg, {}, load_book()) if r["stage"] == stage)
+
+
+def _band(values, images, book, book_images):
+    """The verdict's band, computed here independently of seeds.py (scipy's quantiles)."""
+    from statistics import mean, stdev
+
+    from scipy.stats import norm, t
+    m, n, z = mean(values), len(values), norm.ppf(0.975)
+    seeds = t.ppf(0.975, n - 1) * stdev(values) * (1 + 1 / n) ** 0.5 if n > 1 else 0.0
+    half = (seeds ** 2 + z ** 2 * m * (1 - m) / images + z ** 2 * book * (1 - book) / book_images) ** 0.5
+    return m - half, m + half
+
+
+def test_verdict_compares_our_validation_with_a_book_validation_figure(fake_run):
+    """The 1st edition's augmented 82% is a validation figure: ours on validation decides, not on test."""
+    _ledger(fake_run, "augmented", [0.85, 0.86, 0.87], vals=[0.60, 0.61, 0.62])
+    row = _row(fake_run, "augmented")
+    low, high = _band([0.60, 0.61, 0.62], 1000, 0.82, 1000)
+    assert row["compared_on"] == "validation" and row["ours_compared"] == pytest.approx(0.61)
+    assert (row["band_low"], row["band_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert row["band_high"] == pytest.approx(0.6728, abs=1e-3)       # 61% +- 6.28 pts: the book's 82% is far above
+    assert row["verdict"] == "below" and row["difference"] == pytest.approx(0.61 - 0.82)
+    assert row["test_acc"] == pytest.approx(0.86)                     # test accuracy still reported as such
+
+
+def test_verdict_compares_test_with_a_book_test_figure(fake_run):
+    _ledger(fake_run, "finetune", [0.950, 0.951, 0.952], vals=[0.99, 0.99, 0.99])
+    row = _row(fake_run, "finetune")                                  # the 1st edition's 97% is a test figure
+    low, high = _band([0.950, 0.951, 0.952], 1000, 0.97, 1000)
+    assert row["compared_on"] == "test" and (row["band_low"], row["band_high"]) == (pytest.approx(low),
+                                                                                     pytest.approx(high))
+    assert row["band_high"] == pytest.approx(0.9688, abs=1e-3) and row["verdict"] == "below"
+    # a prediction interval for one run, not the mean's interval: wider by sqrt(1 + n) = 2 with 3 seeds
+    assert row["high"] - row["test_acc"] < (row["band_high"] - row["test_acc"]) / 2
+
+
+def test_verdict_with_one_seed_says_the_seed_spread_is_not_included(fake_run):
+    from catdog_lab.stages.compare import markdown_table
+    _ledger(fake_run, "features", [0.955])
+    row = _row(fake_run, "features")
+    low, high = _band([0.955], 1000, 0.90, 1000)                      # binomial noise of both sides only
+    assert (row["band_low"], row["band_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert row["verdict"] == "above" and not row["seed_spread"]
+    assert "above (1 seed: seed spread not included)" in markdown_table([row])
+    _ledger(fake_run, "features", [0.955, 0.96])
+    row = _row(fake_run, "features")
+    assert row["seed_spread"] and "seed spread not included" not in markdown_table([row])
+
+
+def test_prediction_band_by_hand():
+    from catdog_lab.seeds import prediction_band
+    band = prediction_band([0.80, 0.82, 0.84], 1000, 0.82, 1000)
+    # seeds: 4.303 * 0.02 * sqrt(4/3) = 0.09937; ours: 1.96 * sqrt(0.82 * 0.18 / 1000) = 0.02381; book: the same
+    assert band["parts"]["seeds"] == pytest.approx(0.099375, abs=1e-5)
+    assert band["parts"]["our_images"] == pytest.approx(0.023812, abs=1e-5) == band["parts"]["book_images"]
+    assert band["half"] == pytest.approx((0.099375 ** 2 + 2 * 0.023812 ** 2) ** 0.5, abs=1e-5)
+    assert prediction_band([0.9], 1000, None, 1000)["low"] is None

@@ -9,11 +9,10 @@ import torch
 
 h5py = pytest.importorskip("h5py")
 
-from conftest import shared_weights  # noqa: E402
-
 from catdog_lab.convert_weights import VGG16_CONVS, content_md5, convert, read_keras_vgg16  # noqa: E402
 from catdog_lab.errors import WeightsError  # noqa: E402
 from catdog_lab.models.components.backbones import build_vgg16  # noqa: E402
+from conftest import shared_weights  # noqa: E402
 
 LAYERS = ["input_1"] + [n for b in range(1, 6) for n in
                         [c for c, _, _ in VGG16_CONVS if c.startswith(f"block{b}_")] + [f"block{b}_pool"]]
@@ -104,6 +103,7 @@ def test_conversion_errors_name_what_is_wrong(tmp_path):
         read_keras_vgg16(tmp_path / "not.h5")
 
 
+@pytest.mark.integration
 def test_cli_prints_one_line_error_and_writes_nothing(tmp_path):
     out = tmp_path / "w.pt"
     proc = subprocess.run([sys.executable, "-m", "catdog_lab.convert_weights", str(tmp_path / "absent.h5"),

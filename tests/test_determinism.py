@@ -11,7 +11,7 @@ from catdog_lab.stages.split import split
 from catdog_lab.stages.train import train
 from conftest import make_dataset, tiny_overrides
 
-TIMING_KEYS = {"seconds_per_epoch", "fit_seconds", "wall_time_s", "extract_images_per_second"}
+TIMING_KEYS = {"seconds_per_epoch", "epoch_seconds", "fit_seconds", "wall_time_s", "extract_images_per_second"}
 
 
 def weights_sha256(path) -> str:

@@ -2,12 +2,14 @@
 alone writing the model, metrics and the MLflow run, and testing on the whole test set."""
 import json
 
+import pytest
 import torch
 
 from conftest import tiny_overrides
 from test_cli import _catdog
 
 
+@pytest.mark.integration
 def test_ddp_two_cpu_processes_write_once_and_test_the_full_set(tiny_split, tmp_path, raw_images):
     from mlflow.tracking import MlflowClient
 
@@ -59,8 +61,8 @@ def test_stream_sampler_ranks_take_every_nth_batch_of_the_one_stream():
 def test_devices_keys_are_validated_one_line(tiny_cfg):
     import pytest
 
-    from catdog_lab.settings import validate_stage
     from catdog_lab.errors import ConfigError
+    from catdog_lab.settings import validate_stage
 
     for key, value, message in [("devices", 0, "trainer.devices: must be a positive integer, got 0"),
                                 ("num_nodes", "two", "trainer.num_nodes: must be a positive integer, got 'two'"),
@@ -71,6 +73,7 @@ def test_devices_keys_are_validated_one_line(tiny_cfg):
             validate_stage(cfg, "scratch")
 
 
+@pytest.mark.integration
 def test_local_multirun_with_several_devices_is_one_line(tmp_path):
     proc = _catdog(["-m", "stage=scratch", "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu",
                     f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)

@@ -113,6 +113,25 @@ def test_the_walk_follows_lazy_imports_and_only_the_stages_own_module():
     assert not any(p.startswith("catdog_lab/models/") for p in split)   # the split validates data.* only
 
 
+# how a model is served, predicted with, exported, described and explained: the `publish` stage's (and
+# visualize's) code. A training stage that depended on it would retrain when, say, catdog-predict's table changed.
+PUBLISHING = ("predict.py", "serving.py", "export.py", "model_card.py", "viz")
+
+
+@pytest.mark.parametrize("stage", TRAINING_STAGES)
+def test_training_stages_neither_import_nor_depend_on_publishing_code(stage):
+    publishing = [SRC / PACKAGE / name for name in PUBLISHING]
+    assert all(path.exists() for path in publishing), "a publishing module moved: update PUBLISHING"
+    imported = sorted(str(p.relative_to(SRC)) for p in import_closure(stage)
+                      if any(p == code or code in p.parents for code in publishing))
+    assert not imported, f"training stage {stage!r} can import publishing code: {imported}"
+    deps = _dep_paths(stage)
+    inside = {code: list(code.rglob("*.py")) if code.is_dir() else [] for code in publishing}
+    listed = sorted(str(code.relative_to(SRC)) for code in publishing
+                    if _covered(code, deps) or any(_covered(f, deps) for f in inside[code]))
+    assert not listed, f"dvc.yaml: training stage {stage!r} depends on publishing code: {listed}"
+
+
 # trainer keys that cannot change a stage's outputs; every other trainer key must be a param of the stage
 # (so a new trainer key is a dependency until someone argues here that it is not)
 PRESENTATION_ONLY = {"trainer.progress_bar", "trainer.progress_refresh_rate", "trainer.log_every_n_steps",
@@ -134,7 +153,7 @@ def test_training_stage_params_are_the_keys_that_change_its_results(stage):
         needed.add("backbone")
     assert needed <= params, f"dvc.yaml stage {stage!r} misses params {sorted(needed - params)}"
     whole_groups = {"trainer", "compute", "tracking"}
-    assert not params & (PRESENTATION_ONLY | whole_groups), \
-        f"dvc.yaml stage {stage!r}: presentation-only keys would rerun it: {sorted(params & (PRESENTATION_ONLY | whole_groups))}"
+    rerunning = sorted(params & (PRESENTATION_ONLY | whole_groups))
+    assert not rerunning, f"dvc.yaml stage {stage!r}: presentation-only keys would rerun it: {rerunning}"
     if cfg[stage].get("init_from"):
         assert f"models/{cfg[stage].init_from}.pt" in DVC[stage]["deps"]

@@ -1,4 +1,5 @@
 """End to end: `dvc repro` on a tiny generated dataset in a temporary copy of the repository."""
+import json
 import os
 import shutil
 import subprocess
@@ -10,10 +11,12 @@ import yaml
 from omegaconf import OmegaConf
 
 from catdog_lab.config import PROJECT_ROOT, compose
+from catdog_lab.registry import TRAINING_STAGES
 from conftest import make_dataset
 from test_config import composition_overrides
 
-pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is needed by DVC")
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(shutil.which("git") is None, reason="git is needed by DVC")]
 
 
 def _copy_repo(dest: Path) -> None:
@@ -61,6 +64,30 @@ BIN = Path(sys.executable).parent
 DVC = [str(BIN / "dvc")]
 
 
+def _stages_in_status(status: str) -> set[str]:
+    """The stages `dvc status` reports as changed: its unindented `<stage>:` lines."""
+    return {line[:-1] for line in status.splitlines() if line.endswith(":") and not line[:1].isspace()}
+
+
+def test_editing_publishing_code_retrains_nothing(repro):
+    """Training stages do not depend on how a model is served, predicted with, described or explained: after
+    an edit to any of that code `dvc status` lists `publish` (visualize too, for viz/), and no training stage."""
+    repo, env, _, _ = repro
+    for rel in ("src/catdog_lab/predict.py", "src/catdog_lab/serving.py", "src/catdog_lab/model_card.py",
+                "src/catdog_lab/viz/figures.py"):
+        path = repo / rel
+        original = path.read_text()
+        path.write_text(original + "\n# edited\n")
+        try:
+            status = _run(DVC + ["status"], repo, env)
+        finally:
+            path.write_text(original)
+        changed = _stages_in_status(status)
+        assert "publish" in changed, (rel, status)
+        assert not changed & {"split", *TRAINING_STAGES}, (rel, status)
+    assert "up to date" in _run(DVC + ["status"], repo, env)
+
+
 def test_dvc_push_then_a_fresh_clone_pulls_every_result(repro):
     """The default remote (.dvc/config: `local`, a folder next to the project) carries models, data and the
     report to a fresh clone: after `dvc pull` nothing is missing and nothing needs rerunning."""
@@ -99,6 +126,11 @@ def test_dvc_repro_runs_the_pipeline_and_a_second_repro_does_nothing(repro):
     for stage in ("scratch", "augmented", "features", "features_augmented", "finetune"):
         assert (repo / "metrics" / f"{stage}.json").exists(), stage
         assert (repo / "models" / f"{stage}.pt").exists(), stage
+        assert (repo / "models" / f"{stage}.md").exists(), stage        # the publish stage's model card
+    published = json.loads((repo / "models" / "published.json").read_text())
+    assert sorted(published["models"]) == sorted(TRAINING_STAGES)
+    assert all(entry["registered"]["name"] == f"catdog-{stage}" for stage, entry in published["models"].items())
+    assert published["champion"] in (repo / "reports" / "comparison.md").read_text()
     assert (repo / "mlflow.db").exists()
     second = _run(dvc + ["repro"], repo, env)
     assert "Running stage" not in second, second
@@ -116,7 +148,7 @@ def test_dvc_repro_runs_the_pipeline_and_a_second_repro_does_nothing(repro):
     original = factory.read_text()
     factory.write_text(original + "\n# edited\n")
     status = _run(dvc + ["status"], repo, env)
-    for stage in ("scratch", "augmented", "features", "features_augmented", "finetune", "visualize"):
+    for stage in ("scratch", "augmented", "features", "features_augmented", "finetune", "publish", "visualize"):
         assert f"{stage}:" in status, status
     factory.write_text(original)
     params["trainer"]["progress_bar"], params["compute"]["loader_workers"] = False, 0
@@ -125,7 +157,8 @@ def test_dvc_repro_runs_the_pipeline_and_a_second_repro_does_nothing(repro):
     # the README's experiment command rewrites params.yaml from conf/; tests and `dvc exp` must cope
     _run(dvc + ["exp", "run", "scratch", "-S", "profile=quick", *[a for kv in tiny for a in ("-S", kv)]], repo, env)
     experiment = yaml.safe_load((repo / "params.yaml").read_text())
-    assert experiment["profile"] == "quick" and experiment["scratch"]["epochs"] == compose(["profile=quick"]).scratch.epochs
+    assert experiment["profile"] == "quick"
+    assert experiment["scratch"]["epochs"] == compose(["profile=quick"]).scratch.epochs
     composition_overrides(experiment)                       # what tests/test_config.py accepts
     assert _run(dvc + ["exp", "list", "--name-only"], repo, env).split(), "dvc exp list shows no experiment"
     diff = _run(dvc + ["exp", "diff"], repo, env)

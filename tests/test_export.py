@@ -22,6 +22,7 @@ def _decoded(files, size) -> torch.Tensor:
     return torch.stack([resize_to_tensor(open_rgb(Path(f), 10 ** 8)[0], size) for f in files])
 
 
+@pytest.mark.integration
 def test_onnx_and_torchscript_match_pytorch_on_photos(tiny_split, tmp_path):
     with open_dict(tiny_split):
         tiny_split.tracking.enabled = False
@@ -49,8 +50,8 @@ def test_onnx_and_torchscript_match_pytorch_on_photos(tiny_split, tmp_path):
     assert (bgr_logits - run_exported(tmp_path / "exported" / "scratch.pt.onnx", images, "onnx")[1]).abs().max() > 1e-3
 
     # the module behind the catdog-export console script (the shared dev venv may predate the script)
-    proc = subprocess.run([sys.executable, "-m", "catdog_lab.export", "--model", str(tmp_path / "models/scratch.pt"), "--out",
-                           str(tmp_path / "cli.onnx")], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "catdog_lab.export", "--model", str(tmp_path / "models/scratch.pt"),
+                           "--out", str(tmp_path / "cli.onnx")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"wrote {tmp_path / 'cli.onnx'} (onnx, input uint8 N x 3 x 48 x 48 RGB")
 
@@ -60,8 +61,8 @@ def test_onnx_and_torchscript_match_pytorch_on_photos(tiny_split, tmp_path):
 def test_vgg16_onnx_parity_on_real_photos(tmp_path):
     from catdog_lab.models.factory import build_from_arch
 
-    arch = {"kind": "transfer", "image_size": 150, "dropout": 0.0, "backbone": "vgg16", "weights": str(shared_weights()),
-            "hidden": 256, "activation": "relu", "trainable": []}
+    arch = {"kind": "transfer", "image_size": 150, "dropout": 0.0, "backbone": "vgg16",
+            "weights": str(shared_weights()), "hidden": 256, "activation": "relu", "trainable": []}
     torch.manual_seed(0)
     net = build_from_arch(arch)                       # real conv base (Caffe preprocessing), random head
     save_model(tmp_path / "vgg.pt", "vgg", arch, net)

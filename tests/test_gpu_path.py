@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.conftest import SHARED_DATA
 
 from catdog_lab.data.augment import FILLS, INTERPOLATIONS, BatchAugment
-from tests.conftest import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -177,9 +177,9 @@ def _vgg16_file(path: Path) -> Path:
     """A VGG16 conv-base file in the project's format (random weights: the same shapes and bytes as ImageNet's)."""
     import torchvision
 
+    from catdog_lab.convert_weights import CAFFE_BGR
     from catdog_lab.io import torch_save
     from catdog_lab.models.components.backbones import KERAS_VGG16_FORMAT
-    from catdog_lab.convert_weights import CAFFE_BGR
     torch.manual_seed(0)
     state = {f"features.{k}": v for k, v in torchvision.models.vgg16(weights=None).features.state_dict().items()}
     torch_save({"format": KERAS_VGG16_FORMAT, "state_dict": state, "preprocessing": dict(CAFFE_BGR),
@@ -249,6 +249,7 @@ def test_real_bundle_fits_64_mib(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- the matrix command, dry run
+@pytest.mark.integration
 def test_matrix_dry_run_on_generated_photos(tmp_path):
     """scripts/gpu_matrix.py --dry-run on the CPU: generated photos packed larger than used (the split
     resizes, as the real bundle's 180 px photos serve the 150 px profile), fp16 random VGG16, both profiles,

@@ -3,6 +3,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 WRITER = textwrap.dedent("""
@@ -30,6 +31,7 @@ def _run_two(tmp_path, workers):
     return MlflowClient(tracking_uri=f"sqlite:///{db}")
 
 
+@pytest.mark.integration
 def test_two_processes_write_one_sqlite_store(tmp_path):
     client = _run_two(tmp_path, (1, 2))
     exps = client.search_experiments()
@@ -44,6 +46,7 @@ def test_two_processes_write_one_sqlite_store(tmp_path):
     assert len({r.data.tags["pipeline_id"] for r in parents}) == 2                      # one per params set
 
 
+@pytest.mark.integration
 def test_two_workers_of_one_pipeline_share_one_parent_run(tmp_path):
     client = _run_two(tmp_path, (3, 3))                  # same params: same pipeline
     exp = client.get_experiment_by_name("catdog-lab")

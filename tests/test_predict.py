@@ -11,11 +11,11 @@ import torch
 from omegaconf import open_dict
 from PIL import Image
 
+from catdog_lab.config import compose
 from catdog_lab.data.images import open_rgb
 from catdog_lab.data.split import resize_to_tensor
-from catdog_lab.models.factory import load_model
-from catdog_lab.config import compose
 from catdog_lab.errors import UserError
+from catdog_lab.models.factory import load_model
 from catdog_lab.predict import Predictor, _gradcam_layer, expand_inputs
 from catdog_lab.stages.train import train
 from conftest import make_photo
@@ -35,6 +35,7 @@ def _run(*args) -> subprocess.CompletedProcess:
     return subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.integration
 def test_predict_prints_table_saves_gradcam_and_reports_bad_files(scratch_model, tmp_path):
     good = make_photo(tmp_path / "new" / "photo.jpg", "cat", 999, size=(80, 60))
     bad = tmp_path / "new" / "broken.jpg"
@@ -50,6 +51,7 @@ def test_predict_prints_table_saves_gradcam_and_reports_bad_files(scratch_model,
     assert f"error: {tmp_path / 'nope.jpg'}: no such file" in errors
 
 
+@pytest.mark.integration
 def test_predict_folders_globs_formats_and_exit_codes(scratch_model, tmp_path):
     photos = tmp_path / "photos"
     files = [make_photo(photos / "a" / f"cat.{i}.jpg", "cat", 500 + i) for i in range(3)]
@@ -105,6 +107,7 @@ def test_exif_orientation_is_applied_before_resizing(scratch_model, tmp_path):
     assert p_side == pytest.approx(p_up, abs=0.02)
 
 
+@pytest.mark.integration
 def test_predict_missing_model_is_one_line(tmp_path):
     proc = _run("--model", tmp_path / "none.pt", "x.jpg")
     assert proc.returncode == 2

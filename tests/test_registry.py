@@ -35,8 +35,7 @@ def test_training_stages_have_titles_and_a_config_section(tiny_cfg):
 
 
 def test_run_names_number_the_stages_in_pipeline_order():
-    # the name it starts with; the split stage renames its run after the real split ("0 split: 2 classes, ...")
-    assert REGISTRY["split"].run_name == "0 split: train/validation/test per class"
+    assert REGISTRY["split"].run_name == "0 split: photos split per class"     # renamed with its counts once made
     assert REGISTRY["finetune"].run_name == "5 finetune: VGG16 block5 fine-tuned (5.3.2)"
     assert [REGISTRY[n].run_name.split()[0] for n in STAGES] == [str(i) for i in range(len(STAGES))]
 

@@ -115,19 +115,26 @@ def test_hostile_archives_are_refused_and_write_nothing(tmp_path, member, symlin
 
 KILLABLE = textwrap.dedent("""
     import sys, time
+    from pathlib import Path
     from omegaconf import OmegaConf
     from catdog_lab.history import History
     from catdog_lab.stages.train import train
     original = History.on_train_epoch_end
     def slow(self, trainer, module):
         original(self, trainer, module)
-        if trainer.current_epoch + 1 == 2:       # after epoch 2 is saved and written: wait to be killed
-            time.sleep(120)
+        if trainer.current_epoch + 1 == 2:       # epoch 2's history row and checkpoint are written
+            # the sentinel tells the test to kill now; it names the checkpoint, so that the test can tell
+            # a checkpoint saved later than this hook from one that is missing
+            partial = Path(sys.argv[2] + ".partial")     # renamed: the test never sees it half written
+            partial.write_text(trainer.checkpoint_callback.last_model_path)
+            partial.rename(sys.argv[2])
+            time.sleep(120)                      # wait to be killed
     History.on_train_epoch_end = slow
     train(OmegaConf.load(sys.argv[1]), "scratch")
 """)
 
 
+@pytest.mark.integration
 def test_sigkilled_training_resumes_and_finishes_its_mlflow_run(tiny_split, tmp_path):
     from mlflow.tracking import MlflowClient
     cfg = tiny_split
@@ -137,17 +144,20 @@ def test_sigkilled_training_resumes_and_finishes_its_mlflow_run(tiny_split, tmp_
     script = tmp_path / "killable.py"
     script.write_text(KILLABLE)
     history = tmp_path / "plots/scratch.csv"
-    proc = subprocess.Popen([sys.executable, str(script), str(cfg_path)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    sentinel = tmp_path / "epoch-2-written"
+    log = tmp_path / "killable.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, str(script), str(cfg_path), str(sentinel)], stdout=out, stderr=out)
     deadline = time.time() + 300
-    while time.time() < deadline:
-        if history.exists() and len(history.read_text().strip().splitlines()) == 3:      # header + 2 epochs
-            break
-        time.sleep(0.2)
-    time.sleep(0.5)
+    while not sentinel.exists():               # the child writes it once epoch 2 is on disk, then waits
+        assert proc.poll() is None, f"the training process ended before epoch 2: {log.read_text()[-2000:]}"
+        assert time.time() < deadline, "no sentinel from the training process within 300 s"
+        time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert sentinel.read_text() == str(tmp_path / "checkpoints/scratch/last.ckpt")
     assert (tmp_path / "checkpoints/scratch/last.ckpt").exists()
+    assert len(history.read_text().strip().splitlines()) == 3                  # header + 2 epochs
     assert not (tmp_path / "metrics/scratch.json").exists()
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
@@ -170,6 +180,7 @@ def test_sigkilled_training_resumes_and_finishes_its_mlflow_run(tiny_split, tmp_
     assert sorted({m.step for m in client.get_metric_history(run.info.run_id, "val/acc")}) == [0, 1, 2, 3]
 
 
+@pytest.mark.integration
 def test_a_killed_writer_leaves_no_half_written_output(tmp_path):
     target = tmp_path / "out.bin"
     target.write_bytes(b"previous good content")
@@ -194,7 +205,9 @@ def test_a_killed_writer_leaves_no_half_written_output(tmp_path):
             tmp.write_bytes(b"partial")
             raise RuntimeError("crash")
     assert target.read_bytes() == b"previous good content"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.bin") and p.stat().st_size == len(b"partial")] == []
+    partial = [p.name for p in tmp_path.iterdir()
+               if p.name.startswith(".out.bin") and p.stat().st_size == len(b"partial")]
+    assert partial == []
 
 
 @pytest.mark.parametrize("stage, override, message", [
@@ -202,11 +215,13 @@ def test_a_killed_writer_leaves_no_half_written_output(tmp_path):
     ("augmented", "augmented.epochs=0", "error: augmented.epochs: must be a positive integer, got 0"),
     ("scratch", "scratch.lr=0", "error: scratch.lr: must be a number > 0, got 0"),
     ("finetune", "finetune.lr=-1e-5", "error: finetune.lr: must be a number > 0, got -1e-05"),
-    ("features", "backbone.name=resnet9000", "error: backbone.name: unknown backbone 'resnet9000'; choose one of vgg16"),
+    ("features", "backbone.builder=resnet9000",
+     "error: backbone.builder: unknown builder 'resnet9000'; choose vgg16_book, torchvision or <module>:<function>"),
     ("features", "backbone.weights=/missing/vgg.pt",
      "error: backbone.weights: file /missing/vgg.pt not found (use imagenet, none or an existing file)"),
     ("split", "data.split.train=500", None),
 ])
+@pytest.mark.integration
 def test_bad_config_values_fail_fast_with_one_line_naming_the_key(tmp_path, raw_images, stage, override, message):
     cfg = compose(tiny_overrides(tmp_path, raw_images, [override]))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(OmegaConf.to_container(cfg, resolve=True)))
@@ -219,10 +234,12 @@ def test_bad_config_values_fail_fast_with_one_line_naming_the_key(tmp_path, raw_
     if message:
         assert lines[-1] == message
     else:
-        assert lines[-1].startswith("error: class 'cat': only 12 usable images") and "data.split asks for 506" in lines[-1]
+        assert lines[-1].startswith("error: class 'cat': only 12 usable images")
+        assert "data.split asks for 506" in lines[-1]
     assert not (tmp_path / "models").exists()                 # failed before any work
 
 
+@pytest.mark.integration
 def test_unknown_profile_is_one_line_from_the_cli(tmp_path):
     exe = Path(sys.executable).parent / "catdog"
     proc = subprocess.run([str(exe), "stage=scratch", "profile=turbo", f"hydra.run.dir={tmp_path}/run"],

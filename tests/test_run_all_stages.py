@@ -6,12 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.integration      # every test here runs the script as a process
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "run_all_stages.py"
 
 
 def _run(out: Path) -> str:
     proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--generated", "8", "--size", "48",
-                           "--no-tracking", "--stages", "split", "scratch"],
+                           "--no-tracking", "--stages", "split", "scratch", "publish"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
@@ -20,9 +24,12 @@ def _run(out: Path) -> str:
 def test_runs_stages_in_order_and_skips_finished_ones(tmp_path):
     first = _run(tmp_path)
     summary = json.loads((tmp_path / "run_summary.json").read_text())
-    assert list(summary["stages"]) == ["split", "scratch"]
+    assert list(summary["stages"]) == ["split", "scratch", "publish"]
     assert 0.0 <= summary["stages"]["scratch"]["test/acc"] <= 1.0
     assert (tmp_path / "metrics" / "scratch.json").exists() and (tmp_path / "models" / "scratch.pt").exists()
+    # publish with tracking off: the model card, and the champion chosen without a registry
+    assert "Known limits" in (tmp_path / "models" / "scratch.md").read_text()
+    assert "tracking off" in json.loads((tmp_path / "models" / "published.json").read_text())["champion"]
     assert "scratch              done before, skipped" not in first
     second = _run(tmp_path)
     assert "scratch              done before, skipped" in second
@@ -37,7 +44,8 @@ def test_bad_override_is_one_line_error(tmp_path):
 
 def test_seeds_share_the_split_and_fill_one_ledger(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), "--generated", "8", "--size", "48",
-                           "--no-tracking", "--seeds", "5", "6", "--jobs", "2", "--stages", "split", "scratch", "compare"],
+                           "--no-tracking", "--seeds", "5", "6", "--jobs", "2",
+                           "--stages", "split", "scratch", "compare"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "seed 5: done" in proc.stdout and "seed 6: done" in proc.stdout

@@ -34,6 +34,10 @@ def test_choices_spelled_in_the_schema_are_the_codes():
     from catdog_lab.data.discover import LAYOUTS
     assert typing.get_args(schema.Layout) == LAYOUTS
     assert set(typing.get_args(schema.Interpolation)) == set(INTERPOLATIONS)
+    from catdog_lab.data.augment import RESAMPLINGS
+    from catdog_lab.data.split import SPLIT_ORDERS
+    assert set(typing.get_args(schema.Resampling)) == set(RESAMPLINGS)
+    assert set(typing.get_args(schema.SplitOrder)) == set(SPLIT_ORDERS)
     assert set(typing.get_args(schema.Activation)) == set(ACTIVATIONS)
     assert typing.get_args(schema.TrainingStage) == TRAINING_STAGES
 
@@ -44,7 +48,8 @@ def test_choices_spelled_in_the_schema_are_the_codes():
     ("scratch.model=resnet", "scratch", "scratch.model: must be one of convnet, head, transfer, got 'resnet'"),
     ("scratch.steps_per_epoch=0", "scratch", "scratch.steps_per_epoch: must be a positive integer or null, got 0"),
     ("augmented.dropout=1.0", "augmented", "augmented.dropout: must be in [0, 1), got 1.0"),
-    ("convnet.filters=[32,0]", "scratch", "convnet.filters: must be a non-empty list of positive integers, got [32, 0]"),
+    ("convnet.filters=[32,0]", "scratch",
+     "convnet.filters: must be a non-empty list of positive integers, got [32, 0]"),
     ("augmentation.rotation_degrees=200", "augmented", "augmentation.rotation_degrees: must be in [0, 180], got 200"),
     ("features.activation=tanh", "features", "features.activation: must be one of relu, linear or null, got 'tanh'"),
     ("~features.hidden", "features", "features.hidden: missing from the config"),
@@ -55,7 +60,8 @@ def test_choices_spelled_in_the_schema_are_the_codes():
     ("trainer.progress_bar=1", "scratch", "trainer.progress_bar: must be true or false, got 1"),
     ("compute.loader_workers=-1", "scratch", "compute.loader_workers: must be a non-negative integer, got -1"),
     ("~trainer.devices", "scratch", "trainer.devices: missing from the config"),
-    ("backbone.name=resnet9000", "features", "backbone.name: unknown backbone 'resnet9000'; choose one of vgg16"),
+    ("backbone.builder=resnet9000", "features",
+     "backbone.builder: unknown builder 'resnet9000'; choose vgg16_book, torchvision or <module>:<function>"),
 ])
 def test_a_bad_training_value_is_one_line_naming_the_key(override, stage, message):
     with pytest.raises(ConfigError) as info:

@@ -1,4 +1,4 @@
-"""The trained model in MLflow: logged, registered, crowned `champion` by `compare`, served over HTTP."""
+"""The trained model in MLflow: logged, registered and crowned `champion` by `publish`, served over HTTP."""
 import base64
 import json
 import os
@@ -14,9 +14,11 @@ import pytest
 import yaml
 from omegaconf import open_dict
 
-from catdog_lab.serving import _load_pyfunc, crown_champion
+from catdog_lab.model_registry import crown_champion
+from catdog_lab.serving import _load_pyfunc, one_line
 from catdog_lab.stages import tracking_for
 from catdog_lab.stages.compare import compare
+from catdog_lab.stages.publish import publish
 from catdog_lab.stages.train import train
 from conftest import SHARED_DATA, make_photo
 
@@ -43,23 +45,33 @@ def test_champion_is_chosen_on_validation_never_on_test(tiny_cfg):
                "finetune": {"val/acc": 0.80, "test/acc": 0.99, "val/loss": 0.2},
                "augmented": {"val/acc": 0.90, "test/acc": 0.60, "val/loss": 0.4}}
     line = crown_champion(metrics, Path(tiny_cfg.paths.models), tracking_for(tiny_cfg))
-    assert line.startswith("Champion: `scratch`, the highest validation accuracy (90.0%) of 3 stages")  # tie: lower loss
+    # a tie on validation accuracy goes to the lower validation loss
+    assert line.startswith("Champion: `scratch`, the highest validation accuracy (90.0%) of 3 stages")
     assert "no registry alias" in line
 
 
+@pytest.mark.integration
 def test_trained_model_is_registered_crowned_and_served(tiny_split, tmp_path):
     cfg = tiny_split
     train(cfg, "scratch")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    card = (tmp_path / "models/scratch.md").read_text()
-    assert "`catdog-scratch` version 1" in card and "Split manifest" in card and "Known limits" in card
-
     import mlflow
     client = mlflow.MlflowClient(tracking_uri=uri)
+    # training writes no card and registers nothing: that is the publish stage's
+    assert not (tmp_path / "models/scratch.md").exists()
+    assert not client.search_registered_models()
+    training_run = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment).experiment_id],
+                                      "tags.stage = 'scratch'")[0]
+
+    published = publish(cfg)
+    card = (tmp_path / "models/scratch.md").read_text()
+    assert "`catdog-scratch` version 1" in card and "Split manifest" in card and "Known limits" in card
     version = client.get_model_version("catdog-scratch", "1")
     assert version.description == card
+    assert version.run_id == training_run.info.run_id          # the model sits in the run that trained it
     run_artifacts = {f.path for f in client.list_artifacts(version.run_id, "model_card")}
     assert run_artifacts == {"model_card/scratch.md"}
+    assert published["models"]["scratch"]["registered"]["version"] == "1"
 
     summary = compare(cfg)
     assert summary["scratch/test_acc"] is not None
@@ -74,8 +86,11 @@ def test_trained_model_is_registered_crowned_and_served(tiny_split, tmp_path):
     assert flavor["loader_module"] == "catdog_lab.serving" and "python_model" not in flavor
     assert not list(local.rglob("*.pkl")) and list((local / "data").rglob("scratch.pt"))
     # the decoding limit travels in the model (a served model has no conf/ to read it from)
-    assert flavor["config"] == {"max_image_pixels": cfg.data.max_image_pixels}
-    assert _load_pyfunc(str(local / "data"), {"max_image_pixels": 123}).predictor.max_pixels == 123
+    assert flavor["config"] == {"max_image_pixels": cfg.data.max_image_pixels,
+                                "min_image_side": cfg.data.min_image_side,
+                                "max_aspect_ratio": cfg.data.max_aspect_ratio}
+    loaded = _load_pyfunc(str(local / "data"), {"max_image_pixels": 123, "min_image_side": 4, "max_aspect_ratio": 2.5})
+    assert (loaded.predictor.max_pixels, loaded.predictor.min_side, loaded.predictor.max_aspect) == (123, 4, 2.5)
 
     photo = make_photo(tmp_path / "new" / "photo.jpg", "dog", 998, size=(97, 71))
     files = [photo] + ([SHARED_DATA / "cat.1.jpg"] if (SHARED_DATA / "cat.1.jpg").is_file() else [])
@@ -115,3 +130,14 @@ def test_trained_model_is_registered_crowned_and_served(tiny_split, tmp_path):
         assert got["label"] == want["label"] and got["error"] == ""
         assert got["p_dog"] == pytest.approx(want["p_dog"], abs=1e-6)
     assert answer[-1]["label"] == "" and answer[-1]["error"].startswith("not an image")
+
+
+def test_refused_request_reasons_are_one_line():
+    wrapped = "Failed to predict data '  image\n0  abc'. \nError: image 0: not valid base64"
+    assert one_line(wrapped) == "image 0: not valid base64"
+    schema = ("Failed to predict data '  photo\n0  abc'. \nError: Failed to enforce schema of data '  photo\n0  abc' "
+              "with schema '['image': string (required)]'. Error: Model is missing inputs ['image'].")
+    assert one_line(schema) == "Failed to enforce the model's input schema: Model is missing inputs ['image']."
+    echo = "Invalid input. Ensure that input is a valid JSON formatted string. Error: 'x'\nInput: \n" + "{" * 10 ** 6
+    assert one_line(echo) == "Invalid input. Ensure that input is a valid JSON formatted string. Error: 'x'"
+    assert len(one_line("y" * 10 ** 6)) == 300 and one_line("") == "bad request"

@@ -41,7 +41,8 @@ def test_bad_files_are_skipped_or_converted_and_listed(tmp_path):
     make_photo(root / "dog.104.jpg", "dog", 104, mode="L")                   # grayscale
     make_photo(root / "cat.105.jpg", "cat", 105, mode="CMYK")                # CMYK jpeg
     make_photo(root / "dog.106.jpg", "dog", 106, mode="RGBA", fmt="PNG")     # RGBA png named .jpg
-    result = make_split(root, {"train": 8, "validation": 2, "test": 1}, seed=0, image_size=48, max_pixels=10**7, cache_dir=tmp_path / "cache")
+    result = make_split(root, {"train": 8, "validation": 2, "test": 1}, seed=0, image_size=48, max_pixels=10**7,
+                        cache_dir=tmp_path / "cache")
     reasons = {s["file"]: s["reason"] for s in result["skipped"]}
     assert reasons["cat.101.jpg"].startswith("empty file")
     assert reasons["cat.102.jpg"].startswith("not an image")
@@ -69,6 +70,7 @@ def test_too_few_images_names_the_class_and_the_counts(tmp_path):
 
 def test_petimages_layout_and_zip_source(tmp_path, tiny_cfg):
     import zipfile
+
     from omegaconf import open_dict
     pet = tmp_path / "pet"
     for label, folder in (("cat", "Cat"), ("dog", "Dog")):
@@ -104,8 +106,8 @@ def test_parallel_decoding_gives_the_same_split_and_bytes(tmp_path):
     one = make_split(root, COUNTS, seed=3, image_size=40, max_pixels=10**7, cache_dir=tmp_path / "one", workers=1)
     two = make_split(root, COUNTS, seed=3, image_size=40, max_pixels=10**7, cache_dir=tmp_path / "two", workers=2)
     assert one["manifest"] == two["manifest"] and one["skipped"] == two["skipped"]
-    for split in ("train", "validation", "test"):
-        a, b = (tmp_path / name / f"{split}.images.npy" for name in ("one", "two"))
+    for part in ("train", "validation", "test"):
+        a, b = (tmp_path / name / f"{part}.images.npy" for name in ("one", "two"))
         assert a.read_bytes() == b.read_bytes()
     assert not list((tmp_path / "two").glob(".*.tmp"))                 # scratch files are gone
 

@@ -12,8 +12,9 @@ from catdog_lab.config import PROJECT_ROOT
 SYSTEM_PATH = os.pathsep.join(p for p in ("/usr/local/bin", "/usr/bin", "/bin") if Path(p).is_dir())
 OTHER_PYTHON = shutil.which("python3", path=SYSTEM_PATH)
 
-pytestmark = pytest.mark.skipif(os.name != "posix" or OTHER_PYTHON is None or str(Path(sys.executable).parent)
-                                in SYSTEM_PATH.split(os.pathsep), reason="needs a python3 outside this venv")
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(os.name != "posix" or OTHER_PYTHON is None or str(Path(sys.executable).parent)
+                                 in SYSTEM_PATH.split(os.pathsep), reason="needs a python3 outside this venv")]
 
 
 def _probe(tmp_path) -> Path:

@@ -2,10 +2,13 @@
 its own MLflow run in the shared SQLite store; Optuna maximises the validation accuracy jobs return."""
 import json
 
+import pytest
 import yaml
 
 from conftest import tiny_overrides
 from test_cli import _catdog
+
+pytestmark = pytest.mark.integration      # every test here starts `catdog` processes
 
 
 def _overrides(tiny_split, tmp_path, raw_images):

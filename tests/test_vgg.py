@@ -40,7 +40,8 @@ def test_torchvision_state_dict_uses_torchvision_preprocessing(tmp_path, vgg_sta
     assert backbone.preprocess.spec == TORCHVISION_IMAGENET
     assert torch.equal(backbone.features[0].weight, vgg_state["features.0.weight"])
     out = backbone.preprocess(torch.full((1, 3, 1, 1), 255.0)).flatten().tolist()
-    assert out == pytest.approx([(1 - m) / s for m, s in zip(TORCHVISION_IMAGENET["mean"], TORCHVISION_IMAGENET["std"])])
+    mean, std = TORCHVISION_IMAGENET["mean"], TORCHVISION_IMAGENET["std"]
+    assert out == pytest.approx([(1 - m) / s for m, s in zip(mean, std)])
 
 
 def test_preprocess_inverse_round_trips():
@@ -117,7 +118,8 @@ def test_frozen_layers_stay_frozen_and_block5_learns():
     opt.step()
     after = net.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
-    frozen = {k for k in before if k.startswith("features.") and not k.startswith(("features.24.", "features.26.", "features.28."))}
+    block5 = ("features.24.", "features.26.", "features.28.")
+    frozen = {k for k in before if k.startswith("features.") and not k.startswith(block5)}
     assert not changed & frozen, "a frozen layer changed"
     assert {"features.24.weight", "features.26.weight", "features.28.weight", "head.net.1.weight"} <= changed
 
@@ -132,6 +134,7 @@ def test_frozen_base_still_gives_input_gradients_for_attribution():
 @pytest.mark.parametrize("stage", ["features", "features_augmented", "finetune"])
 def test_transfer_stages_fast_dev_run(tiny_split, tmp_path, vgg_state, stage):
     from omegaconf import open_dict
+
     from catdog_lab.stages.train import train
     from helpers_stage import assert_fast_dev_run_outputs
     # one fixed conv base from a weights file: with backbone.weights=none every build draws another random
@@ -151,6 +154,7 @@ def test_transfer_stages_fast_dev_run(tiny_split, tmp_path, vgg_state, stage):
 
 def test_finetune_starts_from_features_augmented_weights(tiny_split, tmp_path):
     from omegaconf import open_dict
+
     from catdog_lab.models.factory import load_model
     from catdog_lab.stages.train import train
     cfg = tiny_split
@@ -185,6 +189,7 @@ def test_transfer_stages_validate_on_frozen_outputs_with_the_same_results(tiny_s
     """The stage trains exactly as before (same weights) and its validation and test figures are the ones the
     whole net gives (up to float rounding): only the frozen layers' repeated cost is gone."""
     from omegaconf import open_dict
+
     import catdog_lab.stages.train as train_stage
     from catdog_lab.models.factory import load_model
     cfg = tiny_split

@@ -129,6 +129,7 @@ def test_primer_panels_name_operation_and_shape():
 
 def test_visualize_stage_writes_every_figure(tiny_split, tmp_path):
     from omegaconf import open_dict
+
     from catdog_lab.stages.train import train
     from catdog_lab.stages.visualize import visualize
     cfg = tiny_split

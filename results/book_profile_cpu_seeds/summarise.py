@@ -11,7 +11,7 @@ def first(rs, key, thr):
     return None
 print("| run | init | train acc at epoch 5 / 10 / 15 / 20 | first epoch with train acc >= 90% | val acc at epoch 30 |")
 print("|---|---|---|---|---|")
-old = [("results/book_protocol_cpu/scratch.csv", "before: CPU, seed 1337"), ("results/book_profile_h100/plots/scratch.csv", "before: H100, seed 1337")]
+old = [("results/archive/book_protocol_cpu/scratch.csv", "before: CPU, seed 1337"), ("results/archive/book_profile_h100/plots/scratch.csv", "before: H100, seed 1337")]
 for path, name in old:
     rs = rows(path); at = {int(r["epoch"]): r for r in rs}
     print(f"| {name} | torch | " + " / ".join(f"{float(at[e]['train/acc']):.3f}" for e in (5,10,15,20)) + f" | {first(rs,'train/acc',0.9)} | {float(at[30]['val/acc']):.3f} |")
@@ -24,13 +24,13 @@ print()
 print("| seed | test acc (last epoch, kept) | test acc (best val-loss epoch) | best epoch | val acc (kept) | s/epoch |")
 print("|---|---|---|---|---|---|")
 accs = []
-for f in sorted(glob.glob("metrics/seeds/scratch/984b9e85d7d0/seed-*.json")):
+for f in sorted(glob.glob("metrics/seeds/scratch/5086ed481467/seed-*.json")):
     m = json.load(open(f)); accs.append(m["test/acc"])
     print(f"| {m['seed']} | {100*m['test/acc']:.1f}% | {100*m['test/acc_best']:.1f}% | {m['best_epoch']} | {100*m['val/acc']:.1f}% | {m['seconds_per_epoch']} |")
 print()
 print("| run | recipe | train acc at epoch 10 / 30 / 50 / 91 / 100 | val acc at epoch 100 | test acc |")
 print("|---|---|---|---|---|")
-for path, name, metrics in (("results/book_profile_h100/plots/augmented.csv", "before: H100, seed 1337", "results/book_profile_h100/metrics/augmented.json"),
+for path, name, metrics in (("results/archive/book_profile_h100/plots/augmented.csv", "before: H100, seed 1337", "results/archive/book_profile_h100/metrics/augmented.json"),
                             ("results/book_profile_cpu_seeds/plots/augmented-seed1337.csv", "now: CPU, seed 1337", "results/book_profile_cpu_seeds/metrics/augmented-seed1337.json")):
     rs = rows(path); at = {int(r["epoch"]): r for r in rs}
     m = json.load(open(metrics))

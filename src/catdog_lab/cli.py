@@ -8,13 +8,17 @@ metrics, figures) from the workspace, i.e. `paths.*` relative to where `catdog` 
 earlier run's folder given as `upstream=<dir>` (a `catdog stage=split` job folder, say). The stages
 find those folders in `read_paths.*` (see `config.read_path`).
 
-Every job adds its test accuracy to the workspace's seed ledger (`paths.seeds`, shared by all jobs), so
-`catdog -m stage=scratch seed=1,2,3` gives `compare` its error bars.
+Every job adds its test accuracy to a seed ledger among its own outputs, never the workspace's (a sweep
+must leave `dvc status` clean): a single job's `<job>/metrics/seeds`, or in a multirun the sweep's
+`<sweep dir>/metrics/seeds`, shared by its jobs. So `catdog -m stage=scratch seed=1,2,3` then
+`catdog stage=compare upstream=<sweep dir>` gives `compare` its error bars.
+
+In a multirun, each job's MLflow run name ends with the overrides it was swept over (`[finetune.lr=1e-05]`).
 
 The value returned to Hydra (what a sweeper such as Optuna optimises) is `val/acc` for a training stage:
 validation accuracy of the epoch whose model is kept and tested (`<stage>.select`). Never `test/acc`:
 choosing hyperparameters on the test split would make its accuracy an optimistic estimate.
-`visualize` and `compare` return nothing (None): there is nothing to tune on in them.
+`publish`, `visualize` and `compare` return nothing (None): there is nothing to tune on in them.
 """
 from __future__ import annotations
 
@@ -24,16 +28,22 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from catdog_lab.config import CONF_DIR, LAYOUT
-from catdog_lab.entry import exit_on_user_error, stage_function
+from catdog_lab.entry import stage_function
+from catdog_lab.errors import exit_on_user_error
 from catdog_lab.registry import TRAINING_STAGES
 
 OBJECTIVE = "val/acc"
 CLI_KEYS = ("stage", "upstream")          # CLI-only keys, not in conf/ (nor in params.yaml)
-SHARED = ("seeds",)                       # read and written by every job in the workspace, not per job
+# a multirun's command-line overrides (separated by \x1f), for its jobs: an environment variable, because
+# every launcher (joblib's worker processes, submitit and SLURM included) hands the environment down
+SWEEP_ARGS = "CATDOG_SWEEP_ARGS"
 
 
-def job_config(cfg: DictConfig, job_dir: Path, cwd: Path) -> tuple[str, DictConfig]:
-    """(stage, config whose `paths.*` point into job_dir and `read_paths.*` at the upstream outputs)."""
+def job_config(cfg: DictConfig, job_dir: Path, cwd: Path, ledger_root: Path | None = None,
+               run_note: str = "") -> tuple[str, DictConfig]:
+    """(stage, config whose `paths.*` point into job_dir and `read_paths.*` at the upstream outputs).
+    ledger_root: where the seed ledger goes (`<ledger_root>/metrics/seeds`; a multirun's sweep folder), else
+    job_dir. run_note: appended to the MLflow run name (`tracking.run_note`: the swept overrides)."""
     from catdog_lab.errors import ConfigError
 
     stage, upstream = cfg.get("stage"), cfg.get("upstream")
@@ -49,8 +59,10 @@ def job_config(cfg: DictConfig, job_dir: Path, cwd: Path) -> tuple[str, DictConf
         # paths.* given on the command line say where to read (relative to the upstream root);
         # writes always go to the job folder, so no sweep job can overwrite another's inputs
         cfg.read_paths = {k: str(root / cfg.paths[k]) for k in LAYOUT}
-        shared = {k: str(cwd / cfg.paths[k]) for k in SHARED}
-        cfg.paths = {k: str(job_dir / v) for k, v in LAYOUT.items()} | shared
+        cfg.paths = {k: str(job_dir / v) for k, v in LAYOUT.items()}
+        cfg.paths.seeds = str((ledger_root or job_dir) / LAYOUT["seeds"])
+        if run_note:
+            cfg.tracking.run_note = run_note
     return str(stage), cfg
 
 
@@ -61,8 +73,20 @@ def objective(stage: str, result) -> float | None:
     return result.get(OBJECTIVE)
 
 
-def run(cfg: DictConfig, job_dir: Path, cwd: Path | None = None) -> float | None:
-    stage, cfg = job_config(cfg, job_dir, (cwd or Path.cwd()).resolve())
+def swept_overrides(task_overrides: list[str], sweep_args: list[str], sweeper_keys: list[str]) -> str:
+    """This job's values of the keys a multirun sweeps: those given as a sweep on the command line
+    (`a=1,2`, `range(...)`, `choice(...)`, ...) or searched by the sweeper (Optuna's `hydra.sweeper.params`)."""
+    swept = set(sweeper_keys)
+    for arg in sweep_args:
+        key, _, value = arg.partition("=")
+        if value and ("," in value or value.split("(")[0] in ("range", "choice", "interval", "glob")):
+            swept.add(key.lstrip("+~"))
+    return " ".join(o for o in task_overrides if o.split("=", 1)[0].lstrip("+~") in swept)
+
+
+def run(cfg: DictConfig, job_dir: Path, cwd: Path | None = None, ledger_root: Path | None = None,
+        run_note: str = "") -> float | None:
+    stage, cfg = job_config(cfg, job_dir, (cwd or Path.cwd()).resolve(), ledger_root, run_note)
     value = objective(stage, stage_function(stage)(cfg))
     if value is not None:
         print(f"[{stage}] returned to Hydra: {OBJECTIVE} = {value}")
@@ -94,7 +118,15 @@ def _checked_run(cfg: DictConfig, job_dir: Path, cwd: Path) -> float | None:
     if several and HydraConfig.get().mode == RunMode.MULTIRUN and "SLURM_NTASKS" not in os.environ:
         raise ConfigError("trainer.devices: several devices per job need hydra/launcher=slurm in a multirun; "
                           "locally, run one multi-device job per command")
-    return run(cfg, job_dir, cwd)
+    ledger_root, note = None, ""
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        hydra_cfg = HydraConfig.get()
+        ledger_root = cwd / hydra_cfg.sweep.dir
+        params = OmegaConf.select(hydra_cfg, "sweeper.params") or {}
+        # the sweep's own syntax (`a=1,2`) is gone from a job's overrides: main() passes it down in SWEEP_ARGS
+        sweep_args = [arg for arg in os.environ.get(SWEEP_ARGS, "").split("\x1f") if arg]
+        note = swept_overrides(list(hydra_cfg.overrides.task), sweep_args, list(params))
+    return run(cfg, job_dir, cwd, ledger_root, note)
 
 
 def main() -> None:
@@ -103,7 +135,10 @@ def main() -> None:
     # `stage` and `upstream` are CLI-only keys (not in conf/, so not in params.yaml): no `+` needed
     sys.argv = ["+" + a if a.split("=", 1)[0] in CLI_KEYS and "=" in a else a for a in sys.argv]
     args = sys.argv[1:]
-    if "-m" not in args and "--multirun" not in args:
+    if "-m" in args or "--multirun" in args:
+        import os
+        os.environ[SWEEP_ARGS] = "\x1f".join(arg for arg in args if "=" in arg)
+    else:
         # compose once up front so that a bad group option or key is one line, not Hydra's traceback
         from catdog_lab.config import compose
         overrides = [a for a in args if "=" in a and not a.lstrip("+~").startswith("hydra.")]

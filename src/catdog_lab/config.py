@@ -88,8 +88,29 @@ def write_params(path: str | Path = PROJECT_ROOT / "params.yaml", overrides: lis
     write_text(path, header + to_yaml(compose(overrides)))
 
 
-if __name__ == "__main__":
+USAGE = """usage: python -m catdog_lab.config [KEY=VALUE ...]
+
+Compose conf/ with Hydra (optionally with overrides such as profile=quick) and write params.yaml,
+the file DVC reads. Edit conf/, then run this; `dvc exp run -S KEY=VALUE` does the same for one run."""
+
+
+def main(argv: list[str] | None = None) -> None:
     import sys
 
-    write_params(overrides=sys.argv[1:])
+    from catdog_lab.errors import exit_on_user_error
+
+    args = sys.argv[1:] if argv is None else argv
+    if any(arg in ("-h", "--help") for arg in args):
+        print(USAGE)
+        return
+    bad = [arg for arg in args if "=" not in arg]
+    if bad:
+        print(USAGE, file=sys.stderr)
+        print(f"error: {bad[0]}: not a KEY=VALUE override", file=sys.stderr)
+        sys.exit(2)
+    exit_on_user_error(write_params, overrides=args)
     print("wrote params.yaml")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,24 +1,15 @@
 """What every entry point shares: user errors become one line on stderr and exit code 2."""
 from __future__ import annotations
 
-import sys
 from typing import Callable
 
-from catdog_lab.errors import UserError
+from catdog_lab.errors import exit_on_user_error
 from catdog_lab.registry import stage
 
 
 def stage_function(name: str) -> Callable:
     """The function behind a stage name (catdog_lab.registry): fn(cfg) -> metrics/report dict."""
     return stage(name).load()
-
-
-def exit_on_user_error(fn: Callable, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 def run_stage(name: str, params_path: str = "params.yaml") -> None:

@@ -1,4 +1,8 @@
 """Errors a user can fix. Entry points print them as one line and exit 2, with no traceback."""
+from __future__ import annotations
+
+import sys
+from typing import Callable
 
 
 class UserError(Exception):
@@ -15,3 +19,13 @@ class DataError(UserError):
 
 class WeightsError(UserError):
     """A weights file is missing, corrupt or of an unknown format."""
+
+
+def exit_on_user_error(fn: Callable, *args, **kwargs):
+    """Run `fn`; a UserError becomes one line on stderr and exit status 2. Here, beside the errors, so that
+    every entry point (config, cli, predict, export, the DVC stages) can use it without importing another."""
+    try:
+        return fn(*args, **kwargs)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -25,8 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from catdog_lab.entry import exit_on_user_error
-from catdog_lab.errors import DataError
+from catdog_lab.errors import DataError, exit_on_user_error
 from catdog_lab.models.factory import load_model
 from catdog_lab.models.outputs import probabilities
 

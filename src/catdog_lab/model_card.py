@@ -1,9 +1,9 @@
 """A short model card for each trained stage model: `models/<stage>.md`, next to `models/<stage>.pt`.
 
-Generated from what the stage knows when it finishes: the split (and its manifest hash), the recipe
-(and its hash in the seed ledger), the accuracies and the spread over the seeds run so far, the time
-and hardware, the intended use and the known limits. The same text goes to the MLflow run and to the
-registered model version's description.
+Written by the `publish` stage (stages/publish.py) from what the training stage left: the split (and its
+manifest hash), the recipe (and its hash in the seed ledger), the accuracies and the spread over the seeds
+run so far, the time and hardware, the intended use and the known limits. The same text goes to the MLflow
+run and to the registered model version's description.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from catdog_lab.config import read_path
 from catdog_lab.data.split import manifest_hash
 from catdog_lab.io import write_text
 from catdog_lab.registry import REGISTRY
@@ -78,10 +79,8 @@ def _describe(spec: dict) -> str:
 
 
 def _data_lines(config: dict, classes) -> list[str]:
-    from catdog_lab.config import read_path
-
     data = config["data"]
-    split_dir = read_path(config, "split")
+    split_dir = read_path(config, "split")          # the workspace's, or a Hydra CLI job's upstream
     report_path = split_dir / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     source = data["source"]["path"]
@@ -89,13 +88,15 @@ def _data_lines(config: dict, classes) -> list[str]:
     where = f"a local copy (`{Path(str(source)).name}`)" if source else "Microsoft's download of the Kaggle photos"
     what = "Kaggle Dogs vs. Cats" if report.get("layout", "kaggle") == "kaggle" else "one folder per class"
     lines = [f"- Photos: {what}, {where}; {len(classes)} classes: {', '.join(f'`{name}`' for name in classes)} "
-             f"(seeded shuffle per class, `data.split.seed` = {data['split']['seed']}), decoded once at "
+             + (f"(seeded shuffle per class, `data.split.seed` = {data['split']['seed']})"
+                if data["split"].get("order", "shuffle") == "shuffle" else "(each class in file-id order)")
+             + f", decoded once at "
              f"{data['image_size']}x{data['image_size']} px."]
     counts = report.get("counts")
     if counts:
         lines += ["", "| class | train | validation | test |", "|---|---:|---:|---:|"]
-        lines += [f"| {name} | " + " | ".join(str(counts[split].get(name, 0)) for split in ("train", "validation", "test"))
-                  + " |" for name in classes]
+        lines += [f"| {name} | " + " | ".join(str(counts[split].get(name, 0))
+                                              for split in ("train", "validation", "test")) + " |" for name in classes]
         lines.append("")
     skipped = report.get("skipped")
     lines.append(f"- Split manifest (`data/split/manifest.csv`, file/class/split/sha256 per photo): hash "
@@ -115,8 +116,15 @@ def render_card(config: dict, stage: str, model_path: Path, metrics: dict, regis
     n_params = sum(tensor.numel() for name, tensor in bundle["state_dict"].items()
                    if not name.startswith("preprocess."))
     spec = bundle.get("preprocessing") or {}
-    weights = (f"; pretrained weights `{Path(str(config['backbone']['weights'])).name}`" if recipe.get("model") != "convnet"
-               else "")
+    arch = bundle.get("arch") or {}
+    backbone = None
+    if arch.get("kind") == "transfer":          # the model file's own record names its backbone
+        from catdog_lab.models.components.backbones import BackboneSpec
+        backbone = BackboneSpec.from_record(arch.get("backbone_spec"), arch.get("backbone", "vgg16"))
+    weights = (f"; backbone {backbone.title}, pretrained weights `{Path(str(arch.get('weights'))).name}`"
+               if backbone else "")
+    description = REGISTRY[stage].description.format(backbone=backbone.title if backbone else "",
+                                                     trainable=", ".join(arch.get("trainable") or []) or "none")
     wrong = round((1 - float(metrics["test/acc"])) * int(metrics.get("test_images") or 0))
     reg = (f"`{registered['name']}` version {registered['version']} in the MLflow registry "
            f"(`{registered['model_uri']}`)") if registered else "not registered (MLflow tracking was off)"
@@ -128,7 +136,7 @@ def render_card(config: dict, stage: str, model_path: Path, metrics: dict, regis
     lines = [
         f"# Model card: `{stage}`",
         "",
-        f"{REGISTRY[stage].description}. File `models/{stage}.pt` ({n_params:,} parameters); {reg}.",
+        f"{description}. File `models/{stage}.pt` ({n_params:,} parameters); {reg}.",
         "",
         "## Data",
         *_data_lines(config, classes),
@@ -181,7 +189,9 @@ def _class_lines(metrics: dict) -> list[str]:
     return rows + [""]
 
 
-def write_card(config: dict, stage: str, model_path: Path, metrics: dict, registered: dict | None = None) -> Path:
-    dest = card_path(model_path)
+def write_card(config: dict, stage: str, model_path: Path, metrics: dict, registered: dict | None = None,
+               dest: Path | None = None) -> Path:
+    """`dest` (default: next to the model file) is the card's file: a Hydra CLI job writes into its own folder."""
+    dest = Path(dest) if dest is not None else card_path(model_path)
     write_text(dest, render_card(config, stage, model_path, metrics, registered))
     return dest

@@ -30,8 +30,7 @@ import torch
 from catdog_lab import BOOK_CLASSES
 from catdog_lab.data.images import IMAGE_SUFFIXES, open_rgb
 from catdog_lab.data.split import resize_to_tensor
-from catdog_lab.entry import exit_on_user_error
-from catdog_lab.errors import UserError
+from catdog_lab.errors import UserError, exit_on_user_error
 from catdog_lab.models.factory import load_model
 from catdog_lab.models.outputs import probabilities
 
@@ -87,14 +86,18 @@ class Predictor:
     the network runs the previous batch, so a folder costs about max(decode, forward), not their sum."""
 
     def __init__(self, net: torch.nn.Module, image_size: int, batch_size: int = BATCH_SIZE,
-                 workers: int | None = None, max_pixels: int | None = None, classes=BOOK_CLASSES):
-        """max_pixels: larger images are skipped as possible decompression bombs (None: data.max_image_pixels).
-        classes: label i's name (the model file's `classes`)."""
+                 workers: int | None = None, max_pixels: int | None = None, min_side: int | None = None,
+                 max_aspect: float | None = None, classes=BOOK_CLASSES):
+        """max_pixels: larger images are skipped as possible decompression bombs; min_side, max_aspect: smaller
+        or more elongated ones are refused (None: data.max_image_pixels, data.min_image_side,
+        data.max_aspect_ratio). classes: label i's name (the model file's `classes`)."""
         self.net = net.eval().to(memory_format=torch.channels_last)
         self.classes = tuple(classes)
         self.size, self.batch_size = int(image_size), int(batch_size)
         self.workers = workers or min(4, os.cpu_count() or 1)
         self.max_pixels = int(config_defaults().data.max_image_pixels if max_pixels is None else max_pixels)
+        self.min_side = int(config_defaults().data.min_image_side if min_side is None else min_side)
+        self.max_aspect = float(config_defaults().data.max_aspect_ratio if max_aspect is None else max_aspect)
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> "Predictor":
@@ -105,7 +108,7 @@ class Predictor:
         """uint8 3 x S x S, decoded the way the split stage decodes the training photos, or the reason not."""
         if isinstance(source, Path) and not source.is_file():
             return "no such file"
-        image, note = open_rgb(source, self.max_pixels)
+        image, note = open_rgb(source, self.max_pixels, self.min_side, self.max_aspect)
         return note if image is None else resize_to_tensor(image, self.size)
 
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
@@ -145,7 +148,7 @@ class Predictor:
 def resolve_model(spec: str | Path, tracking_uri: str | None = None) -> Path:
     """A model file, or `models:/<name>@<alias>` / `models:/<name>/<version>` from the MLflow registry."""
     if str(spec).startswith("models:/"):
-        from catdog_lab.serving import registry_model_file
+        from catdog_lab.model_registry import registry_model_file
         return registry_model_file(str(spec), tracking_uri)
     return Path(spec)
 
@@ -272,11 +275,14 @@ def render_evaluation(summary: dict, fmt: str) -> str:
 
 
 def _gradcam_layer(net, name: str | None) -> torch.nn.Module:
-    """The layer Grad-CAM explains: `name` (None: visualize.gradcam_layer) in a VGG16-based model; the
-    from-scratch convnet has no named layers and uses its last conv block."""
+    """The layer Grad-CAM explains: `name` (None: the one the model file's backbone record names, else
+    visualize.gradcam_layer) in a backbone-based model; the from-scratch convnet has no named layers and
+    uses its last conv block."""
     if not hasattr(net, "layer_index"):
         return [module for module in net.features if isinstance(module, torch.nn.ReLU)][-1]
-    name = str(config_defaults().visualize.gradcam_layer if name is None else name)
+    if name is None:
+        name = getattr(net, "gradcam_layer", None) or config_defaults().visualize.gradcam_layer
+    name = str(name)
     if name not in net.layer_index:
         raise UserError(f"--gradcam-layer: {name!r} is not a layer of this model; "
                         f"choose one of {', '.join(net.layer_index)}")
@@ -318,7 +324,8 @@ def render(results: list[dict], fmt: str, classes=BOOK_CLASSES) -> str:
     lines = [f"{'file':<{width}}  {'label':<{label_width}}  probability  " + "  ".join(f"{h:>8}" for h in heads)]
     for result in ok:
         extra = f"  Grad-CAM: {result['gradcam']}" if "gradcam" in result else ""
-        lines.append(f"{result['file']:<{width}}  {result['label']:<{label_width}}  {100 * result['probability']:10.1f}%  "
+        lines.append(f"{result['file']:<{width}}  {result['label']:<{label_width}}  "
+                     f"{100 * result['probability']:10.1f}%  "
                      + "  ".join(f"{result[column]:>{len(head)}.4f}" if len(head) > 8 else f"{result[column]:>8.4f}"
                                  for column, head in zip(probability_columns(classes), heads)) + extra)
     return "\n".join(lines)
@@ -340,8 +347,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-pixels", type=int, help="skip larger images as possible decompression bombs "
                         "(default: data.max_image_pixels in conf/)")
     parser.add_argument("--gradcam", action="store_true", help="save a Grad-CAM overlay of the predicted class")
-    parser.add_argument("--gradcam-layer", help="the layer of a VGG16-based model that Grad-CAM explains (default: "
-                        "visualize.gradcam_layer in conf/); the from-scratch convnet uses its last conv block")
+    parser.add_argument("--gradcam-layer", help="the layer of a backbone-based model that Grad-CAM explains (default: "
+                        "its backbone's gradcam_layer); the from-scratch convnet uses its last conv block")
     parser.add_argument("--out", type=Path, help="folder for the overlays (default: next to each image)")
     args = parser.parse_args(argv)
     for option, value in (("--batch-size", args.batch_size), ("--max-pixels", args.max_pixels)):

@@ -14,20 +14,23 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Callable
 
+
 @dataclass(frozen=True)
 class Stage:
     name: str
-    summary: str               # the MLflow run name, after the stage's number and name
+    summary: str               # the MLflow run name, after the stage's number and name (split: its counts, once made)
     listing: str | None        # the book's section (1st edition), where the stage has one
     module: str                # the module holding `function`
     function: str              # fn(cfg) -> dict, or fn(cfg, stage) -> dict for a training stage
     writes: tuple[str, ...]    # the `paths.*` keys it writes into
+    trains: bool = False       # a training stage: fn(cfg, stage), a model file, a row in compare's table
     title: str | None = None   # a training stage's row in compare's table (the accuracy ladder)
-    description: str | None = None   # a training stage's one-line description in its model card
+    description: str | None = None   # a training stage's one-line description in its model card ({backbone}:
+                                     # the backbone's title, {trainable}: its unfrozen blocks)
 
-    @property
-    def trains(self) -> bool:
-        return self.title is not None
+    def __post_init__(self):
+        if self.trains and not (self.title and self.description):
+            raise ValueError(f"registry: training stage {self.name!r} needs a title and a description")
 
     @property
     def index(self) -> int:
@@ -47,22 +50,24 @@ TRAINED = ("models", "metrics", "plots", "reports", "checkpoints", "seeds")   # 
 _TRAIN = "catdog_lab.stages.train"
 
 REGISTRY: dict[str, Stage] = {s.name: s for s in (
-    Stage("split", "train/validation/test per class", None, "catdog_lab.stages.split", "split", ("split", "cache")),
-    Stage("scratch", "small convnet from scratch", "5.2", _TRAIN, "train", TRAINED,
+    Stage("split", "photos split per class", None, "catdog_lab.stages.split", "split", ("split", "cache")),
+    Stage("scratch", "small convnet from scratch", "5.2", _TRAIN, "train", TRAINED, trains=True,
           title="Small convnet from scratch",
           description="The book's small convnet trained from scratch"),
-    Stage("augmented", "+ data augmentation and dropout", "5.2.5", _TRAIN, "train", TRAINED,
+    Stage("augmented", "+ data augmentation and dropout", "5.2.5", _TRAIN, "train", TRAINED, trains=True,
           title="+ data augmentation, dropout",
           description="The book's small convnet with data augmentation and dropout"),
-    Stage("features", "VGG16 feature extraction", "5.3.1", _TRAIN, "train", ("features", *TRAINED),
+    Stage("features", "VGG16 feature extraction", "5.3.1", _TRAIN, "train", ("features", *TRAINED), trains=True,
           title="VGG16 fast feature extraction",
-          description="VGG16 conv base (frozen) + dense head trained on its cached features"),
-    Stage("features_augmented", "frozen VGG16 + augmentation", "5.3.1", _TRAIN, "train", TRAINED,
+          description="{backbone} conv base (frozen) + dense head trained on its cached features"),
+    Stage("features_augmented", "frozen VGG16 + augmentation", "5.3.1", _TRAIN, "train", TRAINED, trains=True,
           title="Frozen VGG16 + augmentation",
-          description="VGG16 conv base (frozen) + dense head trained end to end on augmented images"),
-    Stage("finetune", "VGG16 block5 fine-tuned", "5.3.2", _TRAIN, "train", TRAINED,
+          description="{backbone} conv base (frozen) + dense head trained end to end on augmented images"),
+    Stage("finetune", "VGG16 block5 fine-tuned", "5.3.2", _TRAIN, "train", TRAINED, trains=True,
           title="Fine-tuned VGG16 block5",
-          description="VGG16 with block5 fine-tuned, started from features_augmented"),
+          description="{backbone} with its top blocks ({trainable}) fine-tuned, started from features_augmented"),
+    Stage("publish", "model cards, MLflow registry, champion", None, "catdog_lab.stages.publish", "publish",
+          ("models",)),
     Stage("visualize", "what convnets learn", "5.4", "catdog_lab.stages.visualize", "visualize",
           ("reports", "metrics")),
     Stage("compare", "the accuracy ladder", None, "catdog_lab.stages.compare", "compare", ("reports", "metrics")),

@@ -107,7 +107,8 @@ def _data_and_classes(split_dir: Path | None, metrics_dir: Path | None, source: 
                 "<table><thead><tr><th>class</th><th>images</th><th>precision</th><th>recall</th><th>F1</th></tr>"
                 "</thead><tbody>"]
         rows += [f"<tr><td>{html.escape(name)}</td><td>{f['images']}</td><td>{100 * f['precision']:.1f}%</td>"
-                 f"<td>{100 * f['recall']:.1f}%</td><td>{f['f1']:.3f}</td></tr>" for name, f in m["test/per_class"].items()]
+                 f"<td>{100 * f['recall']:.1f}%</td><td>{f['f1']:.3f}</td></tr>"
+                 for name, f in m["test/per_class"].items()]
         parts.append("".join(rows + ["</tbody></table>"]))
         if (source / "confusion" / f"{stage}.png").exists():
             parts.append(_figure(link(f"confusion/{stage}.png"), f"{stage}: confusion matrix",

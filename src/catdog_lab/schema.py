@@ -44,6 +44,8 @@ Select = Literal["last", "best"]                               # which epoch a t
 Activation = Literal["relu", "linear"]                         # models/components/heads.py ACTIVATIONS
 Fill = Literal["nearest", "reflect", "zeros"]                  # data/augment.py FILLS
 Interpolation = Literal["nearest", "bilinear"]                 # data/augment.py INTERPOLATIONS
+Resampling = Literal["combined", "successive"]                 # data/augment.py RESAMPLINGS
+SplitOrder = Literal["shuffle", "index"]                       # data/split.py SPLIT_ORDERS
 Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]
 # Lightning strategies that train on one device or data-parallel over several (the rank guards in
 # stages/train.py assume data parallelism: every rank holds the whole model)
@@ -93,6 +95,7 @@ class Split(Section):
     # [train, validation, test] fractions of each class instead of the counts (null: the counts)
     fractions: Annotated[tuple[OpenFraction, OpenFraction, OpenFraction], Field(strict=False)] | None = None
     seed: int
+    order: SplitOrder
 
     @model_validator(mode="after")
     def _one_kind(self):
@@ -117,6 +120,8 @@ class Data(Section):
     workers: Literal["auto"] | PositiveInt
     image_size: Annotated[int, Field(ge=48)]                   # four conv/pool blocks need 48 pixels
     max_image_pixels: PositiveInt
+    min_image_side: PositiveInt                                # smaller images: skipped by split, refused by predict
+    max_aspect_ratio: Annotated[float, Field(ge=1)]            # long side / short side, likewise
 
     @model_validator(mode="after")
     def _two_classes(self):
@@ -146,6 +151,8 @@ class Stage(Section):
     select: Select
     steps_per_epoch: PositiveInt | None
     validation_steps: PositiveInt | None
+    loss_clip: Annotated[float, Field(gt=0, lt=0.5)] | None    # Keras 2.0.8's clipped BCE: 1.0e-7
+    shuffle_buffer: PositiveInt | None                         # tf.data's shuffle buffer (data/sampler.py)
     hidden: PositiveInt | None = None                          # head and transfer models
     activation: Activation | None = None
     trainable: Names = ()
@@ -181,7 +188,7 @@ class Paths(Section):
 
 # --------------------------------------------------------------------------- conf/backbone/vgg16.yaml
 class Backbone(Section):
-    name: str                   # checked against the builders by models.components.backbones.backbone_builder
+    name: str                   # the rest of conf/backbone/<name>.yaml: models.components.backbones.BackboneSpec
     weights: str
     feature_batch_size: PositiveInt
 
@@ -206,6 +213,7 @@ class Augmentation(Section):
     horizontal_flip: bool
     fill: Fill
     interpolation: Interpolation
+    resampling: Resampling
 
 
 # ------------------------------------------------------------------------------ conf/trainer/default.yaml
@@ -239,6 +247,7 @@ class TrackingSettings(Section):
     uri: str
     artifact_location: str
     experiment: str
+    run_note: str = ""                                         # set by the CLI only: a sweep job's overrides
 
 
 # ----------------------------------------------------------------------------- conf/visualize/default.yaml

@@ -3,7 +3,7 @@
 `validate_stage(cfg, stage)` checks every key a training stage reads and returns the typed settings;
 `stages/train.py` passes their fields on as keyword arguments, so the data, model and tracking code never
 see the config object. Kept apart from schema.py because it knows which sections a stage reads and asks the
-backbone registry about `backbone.name` (the split stage, which reads only `data.*`, must not depend on the
+backbone code about `backbone.*` (BackboneSpec) (the split stage, which reads only `data.*`, must not depend on the
 model code: its DVC deps are its import closure).
 """
 from __future__ import annotations
@@ -12,8 +12,18 @@ from omegaconf import DictConfig
 
 from catdog_lab.errors import ConfigError
 from catdog_lab.registry import TRAINING_STAGES
-from catdog_lab.schema import (Augmentation, Backbone, Compute, ConvNet, Filters, Stage, Trainer, TrainerSettings,
-                               Visualize, check)
+from catdog_lab.schema import (
+    Augmentation,
+    Backbone,
+    Compute,
+    ConvNet,
+    Filters,
+    Stage,
+    Trainer,
+    TrainerSettings,
+    Visualize,
+    check,
+)
 
 FilterSettings, VisualizeSettings = Filters, Visualize      # the names the visualize stage uses
 
@@ -39,21 +49,28 @@ def stage_settings(cfg: DictConfig, stage: str) -> StageSettings:
     if section.model == "convnet":
         uses["convnet"] = check(cfg, "convnet", ConvNet)
     else:
-        from catdog_lab.models.components.backbones import backbone_builder
-
         uses["backbone"] = check(cfg, "backbone", Backbone)
-        backbone_builder(uses["backbone"].name)          # the registry rejects an unknown name, by its key
+        # conf/backbone/<name>.yaml's builder, blocks and layer names (backbones.BackboneSpec), by their keys
+        backbone_spec(cfg).check_layers(f"{stage}.trainable", section.trainable, trainable=True)
     if section.augment:
         uses["augmentation"] = check(cfg, "augmentation", Augmentation)
     return StageSettings.model_construct(**(dict(section) | {"name": stage} | uses))
 
 
 def trainer_settings(cfg: DictConfig) -> TrainerSettings:
-    return TrainerSettings.model_construct(**dict(check(cfg, "trainer", Trainer)), **dict(check(cfg, "compute", Compute)))
+    return TrainerSettings.model_construct(**dict(check(cfg, "trainer", Trainer)),
+                                           **dict(check(cfg, "compute", Compute)))
 
 
 def visualize_settings(cfg: DictConfig) -> Visualize:
     return check(cfg, "visualize", Visualize)
+
+
+def backbone_spec(cfg: DictConfig):
+    """conf/backbone/<name>.yaml, checked and typed (models/components/backbones.py: BackboneSpec)."""
+    from catdog_lab.models.components.backbones import BackboneSpec
+
+    return BackboneSpec.from_config(cfg.backbone)
 
 
 def model_arch(cfg: DictConfig, stage: str) -> dict:
@@ -64,6 +81,7 @@ def model_arch(cfg: DictConfig, stage: str) -> dict:
         arch |= {"filters": [int(n) for n in cfg.convnet.filters], "pool_last": bool(cfg.convnet.pool_last),
                  "hidden": int(cfg.convnet.hidden)}
     if section.model in ("head", "transfer"):
-        arch |= {"backbone": cfg.backbone.name, "weights": str(cfg.backbone.weights), "hidden": int(section.hidden),
+        arch |= {"backbone": str(cfg.backbone.name), "backbone_spec": backbone_spec(cfg).record(),
+                 "weights": str(cfg.backbone.weights), "hidden": int(section.hidden),
                  "activation": str(section.activation), "trainable": list(section.get("trainable", []) or [])}
     return arch

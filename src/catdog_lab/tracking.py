@@ -10,10 +10,10 @@ nothing here reads the config object.
 from __future__ import annotations
 
 import contextlib
-import re
 import hashlib
 import os
 import random
+import re
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -26,7 +26,6 @@ from catdog_lab.registry import REGISTRY
 
 if TYPE_CHECKING:
     from catdog_lab.schema import TrackingSettings
-
 
 
 def retry(fn: Callable, attempts: int = 8, base_delay: float = 0.2):
@@ -87,6 +86,7 @@ class Tracking:
     profile: str = ""
     params_hash: str = ""          # of the whole config: with the commit, the pipeline's id
     params: dict[str, Any] = field(default_factory=dict)     # the flattened config, logged on every stage run
+    run_note: str = ""             # appended to the run name: a sweep job's overrides (set by the CLI only)
 
     @classmethod
     def from_config(cls, settings: "TrackingSettings", params: dict) -> "Tracking":
@@ -96,7 +96,8 @@ class Tracking:
         return cls(enabled=True, uri=tracking_uri(settings.uri),
                    artifact_location=artifact_location(settings.artifact_location),
                    experiment=settings.experiment, profile=str(params.get("profile", "")),
-                   params_hash=params_hash(params), params=flatten(params))
+                   params_hash=params_hash(params), params=flatten(params),
+                   run_note=settings.run_note)
 
 
 def pipeline_id(tracking: Tracking) -> str:
@@ -123,7 +124,8 @@ def _store_init_lock(uri: str):
         yield
 
 
-def _client(tracking: Tracking):
+def mlflow_client(tracking: Tracking):
+    """An MlflowClient on `tracking.uri`, the store's schema created (under a lock) on first use."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -214,7 +216,7 @@ def stage_run(tracking: Tracking, stage: str, resume_run_id: str | None = None, 
         return
     from mlflow.entities import Param
 
-    client = _client(tracking)
+    client = mlflow_client(tracking)
     exp_id = experiment_id(client, tracking)
     parent = parent_run_id(client, exp_id, tracking)
     run_id = None
@@ -229,7 +231,9 @@ def stage_run(tracking: Tracking, stage: str, resume_run_id: str | None = None, 
                                   "run_kind": "stage", "git_commit": git_commit(), "params_hash": tracking.params_hash,
                                   "profile": tracking.profile}
         tags |= {k: str(v) for k, v in (extra_tags or {}).items()}
-        run_id = retry(lambda: client.create_run(exp_id, run_name=REGISTRY[stage].run_name if stage in REGISTRY else stage, tags=tags)).info.run_id
+        run_name = (REGISTRY[stage].run_name if stage in REGISTRY else stage) + \
+            (f" [{tracking.run_note}]" if tracking.run_note else "")
+        run_id = retry(lambda: client.create_run(exp_id, run_name=run_name, tags=tags)).info.run_id
         params = [Param(k, str(v)[:6000]) for k, v in tracking.params.items()]
         for i in range(0, len(params), 100):
             retry(lambda chunk=params[i:i + 100]: client.log_batch(run_id, params=chunk))
@@ -251,7 +255,7 @@ def pipeline_run(tracking: Tracking) -> Iterator[StageRun]:
     if not tracking.enabled:
         yield StageRun()
         return
-    client = _client(tracking)
+    client = mlflow_client(tracking)
     run_id = parent_run_id(client, experiment_id(client, tracking), tracking)
     yield StageRun(client, run_id)
     retry(lambda: client.set_terminated(run_id, "FINISHED"))   # end time = now: the pipeline's duration

@@ -1,0 +1,1 @@
+"""Photos: sources, decoding, the split and its cache, the DataModule, augmentation."""

@@ -15,7 +15,6 @@ from catdog_lab.errors import DataError
 from catdog_lab.io import torch_load
 
 
-
 def load_cached_split(directory: Path, split: str) -> dict:
     """A split's cache as a dict. Decoded images (split stage) come memory-mapped from their .npy file:
     `images` is a tensor over the map (read on use), `images_path` the file for `MappedImages`."""
@@ -86,7 +85,7 @@ class TensorDataModule(pl.LightningDataModule):
     def __init__(self, directory: str | Path, batch_size: int, inputs_key: str = "images", seed: int = 0,
                  num_workers: int = 0, eval_batch_size: int | None = None, steps_per_epoch: int | None = None,
                  validation_steps: int | None = None, eval_inputs: dict[str, torch.Tensor] | None = None,
-                 device: torch.device | str | None = None):
+                 shuffle_buffer: int | None = None, device: torch.device | str | None = None):
         super().__init__()
         # {split: tensor}: inputs that replace the cached images of the validation/test split (the frozen
         # layers' outputs of a transfer net, models/features.py::frozen_outputs), labels from the cache
@@ -95,6 +94,7 @@ class TensorDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or max(batch_size, 64)
         self.seed, self.num_workers = seed, num_workers
         self.steps_per_epoch, self.validation_steps = steps_per_epoch, validation_steps
+        self.shuffle_buffer = shuffle_buffer        # training order only (see data/sampler.py)
         self.device = torch.device(device) if device is not None else None
         self.datasets: dict[str, TensorDataset | MappedImages | ResidentTensors] = {}
 
@@ -133,7 +133,7 @@ class TensorDataModule(pl.LightningDataModule):
         # several devices: each rank draws every N-th batch of the one stream (data/sampler.py)
         return self._loader("train", StreamBatchSampler(len(self.datasets["train"]), self.batch_size,
                                                         self.steps_per_epoch, shuffle=True, seed=self.seed,
-                                                        **self._ranks()))
+                                                        shuffle_buffer=self.shuffle_buffer, **self._ranks()))
 
     def val_dataloader(self):
         if self.validation_steps is None:

@@ -160,7 +160,8 @@ def _folders(root: Path, wanted) -> Discovery:
                 continue
             rel = path.relative_to(root).as_posix()
             if path.suffix.lower() not in IMAGE_SUFFIXES:
-                ignored.append({"file": rel, "class": name, "reason": f"not an image file ({path.suffix or 'no suffix'})"})
+                ignored.append({"file": rel, "class": name,
+                                "reason": f"not an image file ({path.suffix or 'no suffix'})"})
                 continue
             images[name].append(Candidate(path=path, rel=rel, label=name,
                                           key=natural_key(path.relative_to(folder).as_posix())))

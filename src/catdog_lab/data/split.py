@@ -50,18 +50,19 @@ def resolve_workers(value) -> int:
     return (os.cpu_count() or 1) if value == "auto" else int(value)
 
 
-def _decode(job: tuple[Path, int, int]) -> tuple[bytes | None, str, str]:
-    """Worker: (pixels as bytes or None, note or skip reason, sha256 of the file)."""
-    path, max_pixels, image_size = job
-    image, note = open_rgb(path, max_pixels)
+def _decode(job: tuple[Path, tuple, int]) -> tuple[bytes | None, str, str]:
+    """Worker: (pixels as bytes or None, note or skip reason, sha256 of the file). `limits`: open_rgb's
+    (max_pixels, min_side, max_aspect)."""
+    path, limits, image_size = job
+    image, note = open_rgb(path, *limits)
     # NumPy, not torch: torch's OpenMP threads in every worker would oversubscribe the cores
     pixels = resize_to_array(image, image_size).tobytes() if image is not None else None
     return pixels, note, sha256_file(path)
 
 
-def _decoded(cands: list[Candidate], max_pixels: int, image_size: int, pool: ProcessPoolExecutor | None):
+def _decoded(cands: list[Candidate], limits: tuple, image_size: int, pool: ProcessPoolExecutor | None):
     """(candidate, pixels, note, sha) in the candidates' order, decoded inline or by the pool."""
-    jobs = ((cand.path, max_pixels, image_size) for cand in cands)
+    jobs = ((cand.path, limits, image_size) for cand in cands)
     results = pool.map(_decode, jobs, chunksize=32) if pool else map(_decode, jobs)
     yield from zip(cands, results)
 
@@ -81,8 +82,18 @@ def class_counts(counts: dict, usable: int | None) -> dict[str, int]:
     return {split: math.floor(float(counts[split]) * usable) for split in SPLITS}
 
 
+SPLIT_ORDERS = ("shuffle", "index")
+
+
 def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels: int, cache_dir: Path,
-               workers: int = 1, layout: str = "kaggle", classes=None) -> dict:
+               workers: int = 1, layout: str = "kaggle", classes=None, min_side: int = 1,
+               max_aspect: float = math.inf, order: str = "shuffle") -> dict:
+    """min_side, max_aspect: data.min_image_side and data.max_aspect_ratio (the defaults check neither);
+    images outside them are skipped and listed, like unreadable ones.
+    `order`: shuffle (each class's photos in a seeded random order) | index (sorted by file id, as the
+    book's copy loop: the lowest ids train, the next validate, the next test)."""
+    if order not in SPLIT_ORDERS:
+        raise DataError(f"data.split.order: must be one of {', '.join(SPLIT_ORDERS)}, got {order!r}")
     found = discover(root, layout, classes)
     names, candidates = found.classes, found.candidates      # this split's classes, in label order
     by_class: dict[str, list[Candidate]] = {label: [] for label in names}
@@ -101,13 +112,15 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
         for position, label in enumerate(names):
-            order = sorted(by_class[label], key=lambda cand: cand.key)
-            # per-class stream: stable for a seed (named by the class's position, see stream_name)
-            random.Random(f"{seed}:{stream_name(position, len(names))}").shuffle(order)
+            ordered = sorted(by_class[label], key=lambda cand: cand.key)
+            if order == "shuffle":
+                # per-class stream: stable for a seed (named by the class's position, see stream_name)
+                random.Random(f"{seed}:{stream_name(position, len(names))}").shuffle(ordered)
             usable[label] = []
             # decoded pixels go straight to a per-class scratch file: memory stays bounded
             with open(cache_dir / f".{names.index(label)}.pixels.tmp", "wb") as scratch:
-                for cand, (pixels, note, sha) in _decoded(order, max_pixels, image_size, pool):
+                limits = (max_pixels, min_side, max_aspect)
+                for cand, (pixels, note, sha) in _decoded(ordered, limits, image_size, pool):
                     if need is not None and len(usable[label]) == need:
                         break
                     inspected[label] += 1
@@ -122,7 +135,7 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
             if need is not None and len(usable[label]) < need:
                 raise DataError(
                     f"class {label!r}: only {len(usable[label])} usable images under {root} "
-                    f"({len(order)} found, {sum(1 for row in skipped if row['class'] == label)} unusable), "
+                    f"({len(ordered)} found, {sum(1 for row in skipped if row['class'] == label)} unusable), "
                     f"but data.split asks for {need} ({counts['train']}+{counts['validation']}+{counts['test']}); "
                     f"to split each class by fractions instead: data.split.fractions=[0.7,0.15,0.15]")
     finally:
@@ -159,16 +172,6 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
     return {"manifest": manifest, "skipped": skipped, "report": report}
 
 
-def split_name(report: dict) -> str:
-    """The split in a few words, from its report (the MLflow split run's name): "2 classes, 1000/500/500
-    each" (train/validation/test per class), or each class's counts where they differ."""
-    counts, classes = report["counts"], report.get("classes") or list(report["counts"]["train"])
-    per = {label: "/".join(str(counts[split][label]) for split in SPLITS) for label in classes}
-    shared = set(per.values())
-    return f"{len(classes)} classes, " + (f"{shared.pop()} each" if len(shared) == 1 else
-                                            ", ".join(f"{label} {value}" for label, value in per.items()))
-
-
 def _write_cache(cache_dir: Path, usable: dict, per_class: dict, image_size: int, names) -> list[dict]:
     """Copy each class's scratch file into the per-split .npy files (a partial file never stays)."""
     record = 3 * image_size * image_size
@@ -181,7 +184,8 @@ def _write_cache(cache_dir: Path, usable: dict, per_class: dict, image_size: int
             try:
                 for label in names:
                     first, count = starts[label], per_class[label][split]
-                    _copy_records(cache_dir / f".{names.index(label)}.pixels.tmp", first * record, count * record, writer)
+                    _copy_records(cache_dir / f".{names.index(label)}.pixels.tmp", first * record, count * record,
+                                  writer)
                     for cand, sha in usable[label][first:first + count]:
                         manifest.append({"file": cand.rel, "class": label, "split": split, "sha256": sha})
                         labels.append(names.index(label))

@@ -1,0 +1,1 @@
+"""Networks (components/), the LightningModule, model files, cached conv-base features."""

@@ -14,12 +14,11 @@ from torch import nn
 from catdog_lab.models import outputs
 
 
-
 class Classifier(pl.LightningModule):
     def __init__(self, net: nn.Module, lr: float, augment: nn.Module | None = None, channels_last: bool = True,
-                 n_classes: int = 2, eval_from_frozen: bool = False):
+                 n_classes: int = 2, eval_from_frozen: bool = False, loss_clip: float | None = None):
         super().__init__()
-        self.net, self.augment, self.lr = net, augment, lr
+        self.net, self.augment, self.lr, self.loss_clip = net, augment, lr, loss_clip
         self.channels_last, self.n_classes = channels_last, n_classes
         # validation and test batches hold the frozen layers' outputs, not images (train.py; the net's
         # `forward_from_frozen` runs the rest): the same logits without the frozen layers' cost every epoch
@@ -44,7 +43,7 @@ class Classifier(pl.LightningModule):
         if augment and self.augment is not None:
             x = self.augment(x)                  # a fresh random view of every image, every epoch
         logits = self._logits(x, from_frozen=self.eval_from_frozen and prefix != "train")
-        loss = outputs.loss(logits, y)
+        loss = outputs.loss(logits, y, self.loss_clip)
         guesses = outputs.predicted(logits)
         acc = (guesses == y).float().mean()
         loss_in_bar = prefix == "train"          # the progress bar shows the training loss, every split's accuracy

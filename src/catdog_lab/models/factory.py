@@ -13,7 +13,7 @@ from torch import nn
 from catdog_lab import BOOK_CLASSES
 from catdog_lab.errors import ConfigError
 from catdog_lab.io import torch_load, torch_save
-from catdog_lab.models.components.backbones import Backbone, backbone_builder
+from catdog_lab.models.components.backbones import Backbone, BackboneSpec, build_backbone
 from catdog_lab.models.components.convnet import BOOK1, BookConvNet
 from catdog_lab.models.components.heads import DenseHead
 from catdog_lab.models.components.init import keras_init_
@@ -31,7 +31,10 @@ def build_from_arch(arch: dict, load_weights: bool = True, init: str = "torch", 
                           arch.get("pool_last", True), arch.get("hidden", BOOK1["hidden"]), outputs)
         return keras_init_(net) if init == "keras" else net
     if kind in ("head", "transfer"):
-        backbone = backbone_builder(arch["backbone"])(arch["weights"] if load_weights else "none")
+        # the arch record's backbone spec; files from before backbones came from config hold only "vgg16"
+        spec = BackboneSpec.from_record(arch.get("backbone_spec"), arch["backbone"],
+                                        arch["weights"] if load_weights else "none")
+        backbone = build_backbone(spec)
         net = TransferNet(backbone, arch["image_size"], arch["hidden"], arch["dropout"], arch["trainable"],
                           arch.get("activation", "relu"), outputs)
         if init == "keras":

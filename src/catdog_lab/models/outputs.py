@@ -5,6 +5,8 @@ chapter's numbers do not move; three or more classes have one logit per class (s
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -29,9 +31,27 @@ def predicted(logits: torch.Tensor) -> torch.Tensor:
     return (logits > 0).long() if logits.dim() == 1 else logits.argmax(dim=1)
 
 
-def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def binary_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, clip: float | None = None) -> torch.Tensor:
+    """Mean BCE of a logit. `clip`: Keras 2.0.8's `binary_crossentropy`, which clips the sigmoid's output to
+    [clip, 1 - clip] (clip = K.epsilon() = 1e-7) and takes the logit of that: the same as clamping the logit
+    to +-log((1 - clip) / clip) = +-16.1, where the loss stops at 16.1 and its gradient is zero (as
+    tf.clip_by_value's). None: the unclipped loss (PyTorch's, and tf.keras' since it reads the logit)."""
+    if clip:
+        bound = math.log((1 - clip) / clip)
+        logits = logits.clamp(-bound, bound)
+    return F.binary_cross_entropy_with_logits(logits, targets)
+
+
+def loss(logits: torch.Tensor, labels: torch.Tensor, clip: float | None = None) -> torch.Tensor:
+    """BCE of the single logit (two classes) or cross-entropy of N x C logits. `clip` (`<stage>.loss_clip`):
+    Keras 2.0.8's clipping of the predicted probabilities to [clip, 1 - clip] (binary_cross_entropy; for
+    several classes its `categorical_crossentropy` clips the softmax the same way: log p clamped to
+    [log clip, log(1 - clip)], zero gradient outside)."""
     if logits.dim() == 1:
-        return F.binary_cross_entropy_with_logits(logits, labels.float())
+        return binary_cross_entropy(logits, labels.float(), clip)
+    if clip:
+        log_p = F.log_softmax(logits, dim=1).clamp(math.log(clip), math.log1p(-clip))
+        return F.nll_loss(log_p, labels)
     return F.cross_entropy(logits, labels)
 
 

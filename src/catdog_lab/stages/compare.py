@@ -13,10 +13,10 @@ from omegaconf import OmegaConf
 
 from catdog_lab.config import PROJECT_ROOT, read_path
 from catdog_lab.io import atomic_path, write_json, write_text
+from catdog_lab.model_registry import published_champion
 from catdog_lab.plots import plt
 from catdog_lab.registry import REGISTRY, TRAINING_STAGES
-from catdog_lab.seeds import entries, summarise, verdict
-from catdog_lab.serving import crown_champion
+from catdog_lab.seeds import entries, prediction_band, summarise, verdict
 from catdog_lab.stages import plain, tracking_for
 
 BOOK_FILE = PROJECT_ROOT / "conf" / "reference" / "book_accuracy.yaml"
@@ -58,14 +58,45 @@ def _pct(x) -> str:
 
 
 def seed_accuracies(cfg, stage: str, workspace: dict | None) -> list[dict]:
-    """The ledger's runs of this stage's current recipe; the workspace metrics alone when it has none."""
-    found = entries(plain(cfg), stage) if OmegaConf.select(cfg, "paths.seeds") and stage in cfg else []
-    if not found and workspace and workspace.get("test/acc") is not None:
+    """The ledger's runs of this stage's current recipe. The workspace's `metrics/<stage>.json` only when
+    the ledger has none and the file says it is of the current recipe (a run that records no seed, e.g.
+    fast_dev_run): a workspace file of another recipe never mixes into a row."""
+    from catdog_lab.seeds import recipe_hash
+    ledger = bool(OmegaConf.select(cfg, "paths.seeds")) and stage in cfg
+    # the ledger upstream (read_path): the workspace's, or in a CLI job the upstream run's or sweep's
+    found = entries(plain(cfg), stage, read_path(cfg, "seeds")) if ledger else []
+    if not found and workspace and workspace.get("test/acc") is not None and stage in cfg \
+            and workspace.get("recipe_hash") == recipe_hash(plain(cfg), stage):
         found = [workspace | {"seed": workspace.get("seed", cfg.get("seed"))}]
     return found
 
 
+def _mean(values: list) -> float | None:
+    values = [float(v) for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def epoch_seconds(run: dict) -> float | None:
+    """A run's training time: its epochs' seconds summed, across resumes (the per-epoch history keeps every
+    epoch; `wall_time_s` counts only the last process). Older entries: seconds per epoch x epochs."""
+    if run.get("epoch_seconds") is not None:
+        return float(run["epoch_seconds"])
+    if run.get("seconds_per_epoch") is not None and run.get("epochs"):
+        return float(run["seconds_per_epoch"]) * int(run["epochs"])
+    return None
+
+
+def _eval_images(cfg, runs: list[dict], split: str) -> int | None:
+    """Our images behind a figure: the test images the runs recorded, or the validation split's size."""
+    if split == "test":
+        return int(runs[-1].get("test_images") or 0) or None
+    counts = OmegaConf.select(cfg, "data.split.validation")       # per class; the runs record their classes
+    classes = len(runs[-1].get("classes") or ("cat", "dog"))
+    return classes * int(counts) if isinstance(counts, int) and not isinstance(counts, bool) else None
+
+
 def build_rows(cfg, metrics: dict, book: dict) -> list[dict]:
+    """One row per stage with runs of the current recipe; every column comes from those runs alone."""
     edition = edition_for(book, str(cfg.get("profile", "")))
     other = "second_edition" if edition == "first_edition" else "first_edition"
     rows = []
@@ -73,58 +104,104 @@ def build_rows(cfg, metrics: dict, book: dict) -> list[dict]:
         runs = seed_accuracies(cfg, stage, metrics.get(stage))
         if not runs:
             continue
-        latest = metrics.get(stage, runs[-1])         # the workspace's run, else the ledger's last
         ref, ref2 = book.get(edition, {}).get(stage, {}), book.get(other, {}).get(stage, {})
         settings = OmegaConf.to_container(cfg[stage], resolve=True) if stage in cfg else {}
-        stats = summarise([float(r["test/acc"]) for r in runs], int(latest.get("test_images") or 1000))
-        val_accs = [float(r["val/acc"]) for r in runs if r.get("val/acc") is not None]
+        tests = [float(r["test/acc"]) for r in runs]
+        test_images = _eval_images(cfg, runs, "test")            # as the runs counted them
+        stats = summarise(tests, test_images)
+        vals = [float(r["val/acc"]) for r in runs if r.get("val/acc") is not None]
+        # like with like: our validation figure against a book figure measured on validation
+        on = "validation" if ref.get("split") == "validation" and len(vals) == len(runs) else "test"
+        ours = vals if on == "validation" else tests
+        book_images = book.get("images", {}).get(edition, {}).get(ref.get("split") or on)
+        band = prediction_band(ours, _eval_images(cfg, runs, on), ref.get("acc"), book_images)
+        durations = [epoch_seconds(r) for r in runs]
         rows.append({
             "stage": stage, "title": REGISTRY[stage].title, "seeds": [r.get("seed") for r in runs],
             "test_acc": stats["mean"], "test_std": stats["std"], "low": stats["low"], "high": stats["high"],
-            "interval_kind": stats["interval_kind"], "n": stats["n"],
-            "val_acc": sum(val_accs) / len(val_accs) if val_accs else None, "test_loss": latest.get("test/loss"),
-            "epochs": latest.get("epochs"), "profile": latest.get("profile"), "wall_time_s": latest.get("wall_time_s"),
-            "seconds_per_epoch": latest.get("seconds_per_epoch"), "select": latest.get("select"),
+            "interval_kind": stats["interval_kind"], "n": stats["n"], "test_images": test_images,
+            "val_acc": _mean(vals), "test_loss": _mean([r.get("test/loss") for r in runs]),
+            "epochs": _same([r.get("epochs") for r in runs]), "profile": _same([r.get("profile") for r in runs]),
+            "epoch_seconds": _mean(durations),
+            "seconds_per_epoch": _mean([r.get("seconds_per_epoch") for r in runs]),
+            "select": _same([r.get("select") for r in runs]),
             "edition": edition, "book_acc": ref.get("acc"), "book_split": ref.get("split"),
-            "other_edition": other, "book2_acc": ref2.get("acc"), "book2_split": ref2.get("split"),
-            "verdict": verdict(stats, ref.get("acc")), "macro_f1": latest.get("test/macro_f1"),
-            "difference": (stats["mean"] - ref["acc"]) if ref.get("acc") is not None else None,
+            "book_images": book_images, "other_edition": other, "book2_acc": ref2.get("acc"),
+            "book2_split": ref2.get("split"), "compared_on": on, "ours_compared": _mean(ours),
+            "band_low": band["low"], "band_high": band["high"], "seed_spread": band["seed_spread"],
+            "verdict": verdict(band, ref.get("acc")), "macro_f1": _mean([r.get("test/macro_f1") for r in runs]),
+            "difference": (_mean(ours) - ref["acc"]) if ref.get("acc") is not None else None,
             "settings": {k: settings.get(k) for k in COMPARED_KEYS if k in settings},
         })
     return rows
 
 
-def markdown_table(rows: list[dict]) -> str:
+def test_split_size(rows: list[dict]) -> str:
+    """" (N images)" from the runs' own test counts (metrics/<stage>.json `test_images`), per stage when they
+    differ; "" when no run recorded it."""
+    counts = {r["stage"]: r["test_images"] for r in rows if r.get("test_images")}
+    if not counts:
+        return ""
+    if len(set(counts.values())) == 1:
+        return f" ({next(iter(counts.values()))} images)"
+    return " (" + ", ".join(f"{stage}: {count} images" for stage, count in counts.items()) + ")"
+
+
+def _same(values: list):
+    """The value the runs share, or the distinct ones joined (runs of one recipe normally agree)."""
+    distinct = list(dict.fromkeys(v for v in values if v is not None))
+    return None if not distinct else distinct[0] if len(distinct) == 1 else "/".join(map(str, distinct))
+
+
+def _verdict_cell(row: dict) -> str:
+    if row["verdict"] == "–" or row["seed_spread"]:
+        return row["verdict"]
+    return f"{row['verdict']} (1 seed: seed spread not included)"
+
+
+def markdown_table(rows: list[dict], missing: list[str] = ()) -> str:
+    """The ladder: ours and the book's, the verdict like with like; `missing` stages as "not run yet"."""
     if not any(r["book_acc"] is not None or r["book2_acc"] is not None for r in rows):
-        return _table_without_book(rows)
+        return _table_without_book(rows, missing)
     edition = EDITION_LABELS.get(rows[0]["edition"], rows[0]["edition"]) if rows else "book"
     other = EDITION_LABELS.get(rows[0]["other_edition"], "") if rows else ""
-    lines = [f"| stage | seeds | our test acc (mean ± sd) | 95% interval | book ({edition}) | verdict | difference | "
-             f"book ({other}) | our val acc | epochs | kept epoch | wall time |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    columns = ["stage", "seeds", "our test acc (mean ± sd)", "95% interval of the mean", "our val acc (mean)",
+               f"book ({edition})", "ours on the book's split", "95% band for one run", "verdict", "difference",
+               f"book ({other})", "epochs", "kept epoch", "training time (epochs summed)"]
+    body = {}
     for r in rows:
         diff = "–" if r["difference"] is None else f"{100 * r['difference']:+.1f} pts"
         sd = f" ± {100 * r['test_std']:.1f}" if r["test_std"] is not None else ""
         interval = "–" if r["low"] is None else f"{100 * r['low']:.1f}–{100 * r['high']:.1f}%"
-        lines.append(
-            f"| {r['stage']} | {r['n']} | {_pct(r['test_acc'])}{sd} | {interval} | "
-            f"{_pct(r['book_acc'])} ({r['book_split'] or '–'}) | {r['verdict']} | {diff} | "
-            f"{_pct(r['book2_acc'])} ({r['book2_split'] or '–'}) | {_pct(r['val_acc'])} | "
-            f"{r['epochs']} | {r['select'] or '–'} | {_duration(r['wall_time_s'])} |")
-    return "\n".join(lines)
+        band = "–" if r["band_low"] is None else f"{100 * r['band_low']:.1f}–{100 * r['band_high']:.1f}%"
+        cells = [r["stage"], str(r["n"]), f"{_pct(r['test_acc'])}{sd}", interval, _pct(r["val_acc"]),
+                 f"{_pct(r['book_acc'])} ({r['book_split'] or '–'})",
+                 f"{_pct(r['ours_compared'])} ({r['compared_on']})", band, _verdict_cell(r), diff,
+                 f"{_pct(r['book2_acc'])} ({r['book2_split'] or '–'})", str(r["epochs"]), r["select"] or "–",
+                 _duration(r["epoch_seconds"])]
+        body[r["stage"]] = "| " + " | ".join(cells) + " |"
+    for stage in missing:
+        body[stage] = f"| {stage} | 0 | not run yet |" + " – |" * (len(columns) - 3)
+    ladder = sorted(body, key=lambda s: TRAINING_STAGES.index(s) if s in TRAINING_STAGES else len(TRAINING_STAGES))
+    return "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + [body[s] for s in ladder])
 
 
-def _table_without_book(rows: list[dict]) -> str:
+def _table_without_book(rows: list[dict], missing: list[str] = ()) -> str:
     """The ladder on data other than the book's: ours only, with macro-F1 (classes may be unbalanced)."""
-    lines = ["| stage | seeds | our test acc (mean ± sd) | 95% interval | macro-F1 | our val acc | epochs | "
-             "kept epoch | wall time |", "|---|---|---|---|---|---|---|---|---|"]
+    columns = ["stage", "seeds", "our test acc (mean ± sd)", "95% interval of the mean", "macro-F1",
+               "our val acc (mean)", "epochs", "kept epoch", "training time (epochs summed)"]
+    body = {}
     for r in rows:
         sd = f" ± {100 * r['test_std']:.1f}" if r["test_std"] is not None else ""
         interval = "–" if r["low"] is None else f"{100 * r['low']:.1f}–{100 * r['high']:.1f}%"
         f1 = "–" if r.get("macro_f1") is None else f"{r['macro_f1']:.3f}"
-        lines.append(f"| {r['stage']} | {r['n']} | {_pct(r['test_acc'])}{sd} | {interval} | {f1} | "
-                     f"{_pct(r['val_acc'])} | {r['epochs']} | {r['select'] or '–'} | {_duration(r['wall_time_s'])} |")
-    return "\n".join(lines)
+        body[r["stage"]] = (f"| {r['stage']} | {r['n']} | {_pct(r['test_acc'])}{sd} | {interval} | {f1} | "
+                            f"{_pct(r['val_acc'])} | {r['epochs']} | {r['select'] or '–'} | "
+                            f"{_duration(r['epoch_seconds'])} |")
+    for stage in missing:
+        body[stage] = f"| {stage} | 0 | not run yet |" + " – |" * (len(columns) - 3)
+    ladder = sorted(body, key=lambda s: TRAINING_STAGES.index(s) if s in TRAINING_STAGES else len(TRAINING_STAGES))
+    return "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + [body[s] for s in ladder])
 
 
 def settings_table(rows: list[dict]) -> str:
@@ -200,18 +277,25 @@ def compare(cfg) -> dict:
     metrics = gather(read_path(cfg, "metrics"))
     # the book's figures sit beside ours only on the book's data
     rows = build_rows(cfg, metrics, load_book() if is_book_data(read_path(cfg, "split")) else {})
-    table, settings = markdown_table(rows), settings_table(rows)
+    missing = [stage for stage in TRAINING_STAGES if stage not in {r["stage"] for r in rows}]
+    table, settings = markdown_table(rows, missing), settings_table(rows)
     tracking = tracking_for(cfg)
-    champion = crown_champion(metrics, Path(cfg.paths.models), tracking)   # best val/acc -> alias `champion`, one line
+    # the line `publish` wrote for the upstream models (read_path), like the metrics it reads: best val/acc
+    champion = published_champion(read_path(cfg, "models"), metrics)
     md = ("# Accuracy comparison\n\n"
-          "Generated by the `compare` stage from `metrics/*.json`; the book's figures are in "
-          "`conf/reference/book_accuracy.yaml` with their sources. Our accuracies are on the test split "
-          "(1000 images): the mean over the seeds run with this recipe (`metrics/seeds/`), the sample standard "
-          "deviation, and a 95% interval of the mean (Student t over seeds; with one seed, the binomial interval "
-          "of the test set). Verdict: *matches* when the book's figure lies inside our interval, else *above* "
-          "or *below* it. The book's figures are on the split in brackets; the 1st edition's 90% for "
-          "`features` came from feeding VGG16 the wrong preprocessing (1/255 instead of Caffe's), which ours "
-          "does not repeat.\n\n"
+          "Generated by the `compare` stage from the seed ledger (`metrics/seeds/`): every column of a row "
+          "comes from the runs of this config's recipe only. The book's figures are in "
+          "`conf/reference/book_accuracy.yaml` with their sources. Our test accuracies are on the test split"
+          f"{test_split_size(rows)}: the mean over the seeds, the sample standard deviation, and a 95% interval of the "
+          "mean (Student t over seeds; with one seed, the binomial interval of the test set). The verdict "
+          "compares like with like: our validation accuracy where the book's figure is a validation one, our "
+          "test accuracy where it is a test one. It is *matches* when the book's figure lies in the 95% band "
+          "for one run: a prediction interval for one new run of ours (t · sd · sqrt(1 + 1/n)), our images' "
+          "binomial noise and the book figure's own (its split's size), added in quadrature; else *above* or "
+          "*below*. With one seed the spread over seeds is unknown and left out, which the verdict says. The "
+          "1st edition's 90% for `features` came from feeding VGG16 the wrong preprocessing (1/255 instead "
+          "of Caffe's), which ours does not repeat. Training time: the epochs' seconds summed over resumes, "
+          "mean over seeds.\n\n"
           f"{table}\n\n{champion}\n\n## Settings that differ between stages\n\n{settings}\n")
     write_text(reports / "comparison.md", md)
     plot_ladder(rows, reports / "accuracy.png")
@@ -219,7 +303,9 @@ def compare(cfg) -> dict:
     for r in rows:
         summary |= {f"{r['stage']}/test_acc": round(r["test_acc"], 6), f"{r['stage']}/seeds": r["n"],
                     f"{r['stage']}/verdict": r["verdict"]}
-        summary |= {f"{r['stage']}/{k}": round(r[k], 6) for k in ("test_std", "low", "high") if r[k] is not None}
+        summary |= {f"{r['stage']}/{k}": round(r[k], 6) for k in ("test_std", "low", "high", "band_low", "band_high")
+                    if r[k] is not None}
+        summary[f"{r['stage']}/compared_on"] = r["compared_on"]
         if r["difference"] is not None:
             summary[f"{r['stage']}/vs_book"] = round(r["difference"], 4)
     write_json(metrics_dir / "compare.json", summary)

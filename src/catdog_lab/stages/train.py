@@ -20,6 +20,7 @@ import contextlib
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -30,6 +31,7 @@ from catdog_lab import BOOK_CLASSES
 from catdog_lab.config import params_hash, read_path
 from catdog_lab.data.augment import BatchAugment
 from catdog_lab.data.datamodule import TensorDataModule, split_classes
+from catdog_lab.data.sources import sha256_file
 from catdog_lab.data.split import manifest_hash
 from catdog_lab.errors import DataError
 from catdog_lab.history import History
@@ -40,60 +42,76 @@ from catdog_lab.models.factory import build_from_arch, build_head, load_model, s
 from catdog_lab.models.features import Features, device_for, extract_features, frozen_outputs
 from catdog_lab.models.outputs import class_metrics, n_outputs
 from catdog_lab.plots import confusion_rows, plot_confusion, plot_curves
-from catdog_lab.publish import publish_model
 from catdog_lab.registry import TRAINING_STAGES
+from catdog_lab.seeds import recipe_hash
 from catdog_lab.seeds import record as record_seed
-from catdog_lab.settings import StageSettings, TrainerSettings, model_arch, trainer_settings, validate_stage
+from catdog_lab.settings import (
+    StageSettings,
+    TrainerSettings,
+    backbone_spec,
+    model_arch,
+    trainer_settings,
+    validate_stage,
+)
 from catdog_lab.stages import plain, tracking_for
 from catdog_lab.tracking import StageRun, metric_name, stage_run
+
+# Warnings every training stage would print for an expected situation (a fresh `dvc repro` prints none):
+# - the checkpoint folder holds meta.json (and last.ckpt when a killed run resumes) before `fit`, by design;
+# - per-step logging coarser than a short epoch: the history is kept per epoch (History), not per step;
+# - Lightning's own use of a torch API that torch has deprecated (nothing this project calls).
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+warnings.filterwarnings("ignore",
+                        message=r"The number of training batches \(\d+\) is smaller than the logging interval")
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 # config keys that define a stage's result (a checkpoint is resumed only if these are unchanged)
 RESUME_KEYS = ("seed", "data", "backbone", "augmentation")
 
 
 def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
-    settings, run_settings = validate_stage(cfg, stage)
+    settings, trainer_args = validate_stage(cfg, stage)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     started = time.perf_counter()
     ckpt_dir = Path(cfg.paths.checkpoints) / stage
     # built first: its rank (known from the launcher's environment before fit) decides who writes
-    trainer, checkpoint, history = make_trainer(run_settings, settings.epochs, ckpt_dir,
+    trainer, checkpoint, history = make_trainer(trainer_args, settings.epochs, ckpt_dir,
                                                 Path(cfg.paths.plots) / f"{stage}.csv", fast_dev_run)
-    zero = trainer.is_global_zero
+    writer = trainer.is_global_zero      # global rank 0: writes every output and owns the MLflow run
     classes = split_classes(read_path(cfg, "cache"))
-    data, net, features = build_data_and_net(cfg, settings, run_settings, writer=zero, classes=classes,
-                                             frozen_store=_frozen_store(cfg, stage) if zero else None)
+    data, net, features = build_data_and_net(cfg, settings, trainer_args, writer=writer, classes=classes,
+                                             frozen_store=_frozen_store(cfg, stage) if writer else None)
     augment = BatchAugment.from_config(settings.augmentation) if settings.augment else None
-    module = Classifier(net, settings.lr, augment, run_settings.channels_last, n_classes=len(classes),
-                        eval_from_frozen=bool(data.eval_inputs))
-    key = params_hash(cfg, [*RESUME_KEYS, stage])
-    resume_from, resume_run = resume_point(ckpt_dir, key, fast_dev_run, zero)
+    module = Classifier(net, settings.lr, augment, trainer_args.channels_last, n_classes=len(classes),
+                        eval_from_frozen=bool(data.eval_inputs), loss_clip=settings.loss_clip)
+    resume_key = params_hash(cfg, [*RESUME_KEYS, stage])
+    resume_from, resume_run = resume_point(ckpt_dir, resume_key, fast_dev_run, writer)
 
     # one MLflow run per stage execution, owned by rank 0; the other ranks log nothing
     tracking = tracking_for(cfg)
     tracked = stage_run(tracking, stage, resume_run, {"data_manifest": manifest_hash(read_path(cfg, "split"))}) \
-        if zero else contextlib.nullcontext(StageRun())
-    with tracked as run:
-        if zero:
-            write_json(ckpt_dir / "meta.json", {"key": key, "mlflow_run_id": run.run_id})
-        if run.enabled:
+        if writer else contextlib.nullcontext(StageRun())
+    with tracked as mlflow_run:
+        if writer:
+            write_json(ckpt_dir / "meta.json", {"key": resume_key, "mlflow_run_id": mlflow_run.run_id})
+        if mlflow_run.enabled:
             from pytorch_lightning.loggers import MLFlowLogger
             trainer.loggers = [MLFlowLogger(experiment_name=tracking.experiment, tracking_uri=tracking.uri,
-                                            run_id=run.run_id)]
+                                            run_id=mlflow_run.run_id)]
         fit_started = time.perf_counter()
         trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
         fit_seconds = time.perf_counter() - fit_started
-        if not zero:
+        if not writer:
             # ranks 1..N-1 are done: rank 0 tests on its own and writes every output
             print(f"[{stage}] rank {trainer.global_rank} of {trainer.world_size}: training done")
             return {}
         rows = epoch_rows(history)
-        tests = test_last_and_best(test_trainer(run_settings, trainer), module, data, checkpoint, rows,
-                                   settings.select, fast_dev_run)
-        model_path = save_kept_model(cfg, settings, module, tests, classes)
-        metrics = stage_metrics(cfg, settings, tests, rows, len(data.datasets["test"]), fit_seconds, started,
-                                trainer.world_size, features, classes)
-        write_outputs(cfg, stage, run, model_path, metrics, rows, fast_dev_run)
+        test_results = test_last_and_best(test_trainer(trainer_args, trainer), module, data, checkpoint, rows,
+                                          settings.select, fast_dev_run)
+        model_path = save_kept_model(cfg, settings, module, test_results, classes)
+        metrics = stage_metrics(cfg, settings, test_results, rows, len(data.datasets["test"]), fit_seconds,
+                                started, trainer.world_size, features, classes)
+        write_outputs(cfg, stage, mlflow_run, model_path, metrics, rows, fast_dev_run)
     shutil.rmtree(ckpt_dir, ignore_errors=True)         # finished: nothing left to resume
     shutil.rmtree(_frozen_store(cfg, stage), ignore_errors=True)
     print(f"[{stage}] test accuracy {metrics['test/acc']:.4f} after {metrics['epochs']} epochs "
@@ -102,49 +120,54 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- the steps
-def make_trainer(run: TrainerSettings, epochs: int, ckpt_dir: Path, history_csv: Path,
+def make_trainer(trainer_args: TrainerSettings, epochs: int, ckpt_dir: Path, history_csv: Path,
                  fast_dev_run: bool | int) -> tuple[pl.Trainer, ModelCheckpoint, History]:
     """The fitting Trainer, with its checkpoint (best by val loss, and last) and per-epoch history."""
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min",
-                                 save_top_k=1, save_last=True, every_n_epochs=run.checkpoint_every_n_epochs)
+                                 save_top_k=1, save_last=True, every_n_epochs=trainer_args.checkpoint_every_n_epochs)
     history = History(history_csv)
     callbacks = [checkpoint, history]
-    if run.progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=run.progress_refresh_rate))
+    if trainer_args.progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=trainer_args.progress_refresh_rate))
     trainer = pl.Trainer(
-        max_epochs=epochs, accelerator=run.accelerator, devices=run.devices, num_nodes=run.num_nodes,
-        strategy=run.strategy,
+        max_epochs=epochs, accelerator=trainer_args.accelerator, devices=trainer_args.devices,
+        num_nodes=trainer_args.num_nodes, strategy=trainer_args.strategy,
         # the stream batch sampler shards itself per rank (data/sampler.py), and validation runs whole on
         # every rank so that its reduced metrics are the full-set ones (data/datamodule.py)
         use_distributed_sampler=False,
-        precision=run.resolved_precision(torch.cuda.is_available()), deterministic=run.deterministic,
-        logger=False, callbacks=callbacks, enable_progress_bar=run.progress_bar, enable_model_summary=False,
-        num_sanity_val_steps=run.num_sanity_val_steps, log_every_n_steps=run.log_every_n_steps,
+        precision=trainer_args.resolved_precision(torch.cuda.is_available()), deterministic=trainer_args.deterministic,
+        logger=False, callbacks=callbacks, enable_progress_bar=trainer_args.progress_bar, enable_model_summary=False,
+        num_sanity_val_steps=trainer_args.num_sanity_val_steps, log_every_n_steps=trainer_args.log_every_n_steps,
         fast_dev_run=fast_dev_run, default_root_dir=ckpt_dir,
     )
     return trainer, checkpoint, history
 
 
-def build_data_and_net(cfg, settings: StageSettings, run: TrainerSettings, writer: bool, classes=BOOK_CLASSES,
+def build_data_and_net(cfg, settings: StageSettings, trainer_args: TrainerSettings, writer: bool,
+                       classes=BOOK_CLASSES,
                        frozen_store: Path | None = None) -> tuple[TensorDataModule, torch.nn.Module, Features | None]:
     """The stage's data and its network before training: a dense head on cached conv-base features
     (`model: head`, the features computed first if needed), or a net over the image cache, optionally
     started from an earlier stage's model (`init_from`). A transfer net with frozen layers validates and
     tests on those layers' outputs, computed once here (kept in `frozen_store` for a resume)."""
-    loader = dict(batch_size=settings.batch_size, seed=int(cfg.seed), num_workers=run.loader_workers,
+    loader = dict(batch_size=settings.batch_size, seed=int(cfg.seed), num_workers=trainer_args.loader_workers,
                   steps_per_epoch=settings.steps_per_epoch, validation_steps=settings.validation_steps,
-                  device=device_for(run.accelerator) if run.resident_data else None)
+                  shuffle_buffer=settings.shuffle_buffer,
+                  device=device_for(trainer_args.accelerator) if trainer_args.resident_data else None)
     if settings.model == "head":
-        features = cached_features(cfg, run, writer)
+        features = cached_features(cfg, trainer_args, writer)
         data = TensorDataModule(features.folder, inputs_key="features", **loader)
         data.setup()
         net = build_head(data.datasets["train"].tensors[0][0].numel(), settings.hidden, settings.dropout,
                          settings.activation, init=settings.init, outputs=n_outputs(len(classes)))
         return data, net, features
+    upstream = read_path(cfg, "models") / f"{settings.init_from}.pt" if settings.init_from else None
+    if upstream is not None and not upstream.is_file():    # said before building the net: VGG16 may download
+        raise DataError(f"{settings.name}.init_from: {upstream} not found: train {settings.init_from} first "
+                        f"(`dvc repro {settings.init_from}`, or `upstream=<its job folder>` on the CLI)")
     net = build_from_arch(model_arch(cfg, settings.name), init=settings.init, outputs=n_outputs(len(classes)))
-    if settings.init_from:
-        source, _ = load_model(read_path(cfg, "models") / f"{settings.init_from}.pt",
-                               weights=settings.init_from_weights)
+    if upstream is not None:
+        source, _ = load_model(upstream, weights=settings.init_from_weights)
         missing = net.load_state_dict(source.state_dict(), strict=False)
         if missing.missing_keys:
             raise DataError(f"{settings.name}.init_from: {settings.init_from} model does not fit this stage's "
@@ -154,30 +177,32 @@ def build_data_and_net(cfg, settings: StageSettings, run: TrainerSettings, write
     if getattr(net, "frozen_prefix", 0) > 0:
         eval_inputs = frozen_outputs(
             net, read_path(cfg, "cache"), ("validation", "test"), batch_size=int(cfg.backbone.feature_batch_size),
-            device=device_for(run.accelerator), channels_last=run.channels_last,
-            bf16=run.resolved_precision(torch.cuda.is_available()) == "bf16-mixed", store=frozen_store)
+            device=device_for(trainer_args.accelerator), channels_last=trainer_args.channels_last,
+            bf16=trainer_args.resolved_precision(torch.cuda.is_available()) == "bf16-mixed", store=frozen_store)
     data = TensorDataModule(read_path(cfg, "cache"), inputs_key="images", eval_inputs=eval_inputs, **loader)
     return data, net, None
 
 
-def cached_features(cfg, run: TrainerSettings, writer: bool) -> Features:
+def cached_features(cfg, trainer_args: TrainerSettings, writer: bool) -> Features:
     """The frozen conv base's outputs for every split (models/features.py), computed once per weights, data
     and image size; a Hydra CLI job reuses its upstream's (`read_paths.features`)."""
-    key = {"backbone": params_hash(cfg, ["backbone"]), "manifest": manifest_hash(read_path(cfg, "split")),
-           "image_size": int(cfg.data.image_size)}
-    return extract_features(Path(cfg.paths.features), read_path(cfg, "cache"), key,
-                            lambda: build_backbone(cfg.backbone.name, cfg.backbone.weights),
-                            batch_size=int(cfg.backbone.feature_batch_size), device=device_for(run.accelerator),
-                            channels_last=run.channels_last, reuse_dirs=(read_path(cfg, "features"),), writer=writer)
+    features_key = {"backbone": params_hash(cfg, ["backbone"]), "manifest": manifest_hash(read_path(cfg, "split")),
+                    "image_size": int(cfg.data.image_size)}
+    return extract_features(Path(cfg.paths.features), read_path(cfg, "cache"), features_key,
+                            lambda: build_backbone(backbone_spec(cfg)),
+                            batch_size=int(cfg.backbone.feature_batch_size),
+                            device=device_for(trainer_args.accelerator), channels_last=trainer_args.channels_last,
+                            reuse_dirs=(read_path(cfg, "features"),), writer=writer)
 
 
-def resume_point(ckpt_dir: Path, key: str, fast_dev_run: bool | int, writer: bool) -> tuple[Path | None, str | None]:
+def resume_point(ckpt_dir: Path, resume_key: str, fast_dev_run: bool | int, writer: bool
+                 ) -> tuple[Path | None, str | None]:
     """(checkpoint to resume, its MLflow run id) when an interrupted run with the same result-defining
     params left one; otherwise the stale checkpoints are removed (by the writing rank)."""
     meta_path = ckpt_dir / "meta.json"
     if (ckpt_dir / "last.ckpt").exists() and meta_path.exists() and not fast_dev_run:
         meta = json.loads(meta_path.read_text())
-        if meta.get("key") == key:
+        if meta.get("key") == resume_key:
             print(f"[{ckpt_dir.name}] resuming from {ckpt_dir / 'last.ckpt'}")
             return ckpt_dir / "last.ckpt", meta.get("mlflow_run_id")
     if writer:
@@ -185,7 +210,7 @@ def resume_point(ckpt_dir: Path, key: str, fast_dev_run: bool | int, writer: boo
     return None, None
 
 
-def test_trainer(run: TrainerSettings, trainer: pl.Trainer) -> pl.Trainer:
+def test_trainer(trainer_args: TrainerSettings, trainer: pl.Trainer) -> pl.Trainer:
     """The trainer that tests the kept model: the fitting one on one device, else a one-device trainer on
     rank 0. Testing through DDP would split the test set with Lightning's DistributedSampler, which pads
     the shards with repeated images to equal length and then averages the per-rank means: not the
@@ -193,8 +218,9 @@ def test_trainer(run: TrainerSettings, trainer: pl.Trainer) -> pl.Trainer:
     is small next to training."""
     if trainer.world_size == 1:
         return trainer
-    return pl.Trainer(accelerator=run.accelerator, devices=1, num_nodes=1,
-                      precision=run.resolved_precision(torch.cuda.is_available()), deterministic=run.deterministic,
+    return pl.Trainer(accelerator=trainer_args.accelerator, devices=1, num_nodes=1,
+                      precision=trainer_args.resolved_precision(torch.cuda.is_available()),
+                      deterministic=trainer_args.deterministic,
                       logger=False, enable_progress_bar=False, enable_model_summary=False,
                       default_root_dir=trainer.default_root_dir)
 
@@ -231,40 +257,48 @@ def test_last_and_best(trainer: pl.Trainer, module: Classifier, data: TensorData
             "last_state": last_state}
 
 
-def save_kept_model(cfg, settings: StageSettings, module: Classifier, tests: dict, classes=BOOK_CLASSES) -> Path:
+def save_kept_model(cfg, settings: StageSettings, module: Classifier, test_results: dict,
+                    classes=BOOK_CLASSES) -> Path:
     """models/<stage>.pt: the kept epoch's net as an image -> logit model (a head on cached features is
     wrapped with its conv base), plus the last epoch's weights when a later stage starts from them."""
     net = module.net.float().to(memory_format=torch.contiguous_format).cpu()
     arch = model_arch(cfg, settings.name)
     if settings.model == "head":
-        net = transfer_from_head(net, build_backbone(cfg.backbone.name, cfg.backbone.weights),
+        net = transfer_from_head(net, build_backbone(backbone_spec(cfg)),
                                  int(cfg.data.image_size), settings.hidden, settings.dropout, settings.activation,
                                  n_outputs(len(classes)))
         arch |= {"kind": "transfer", "trainable": []}
-    keep_last = tests["kept_epoch"] != tests["last_epoch"] and _continued_from_last(cfg, settings.name)
+    keep_last = (test_results["kept_epoch"] != test_results["last_epoch"]
+                 and _continued_from_last(cfg, settings.name))
     path = Path(cfg.paths.models) / f"{settings.name}.pt"
-    save_model(path, settings.name, arch, net, last_state=_net_state(tests["last_state"]) if keep_last else None,
+    save_model(path, settings.name, arch, net,
+               last_state=_net_state(test_results["last_state"]) if keep_last else None,
                classes=classes, class_counts=_split_counts(cfg))
     return path
 
 
-def stage_metrics(cfg, settings: StageSettings, tests: dict, rows: list[dict], test_images: int,
+def stage_metrics(cfg, settings: StageSettings, test_results: dict, rows: list[dict], test_images: int,
                   fit_seconds: float, started: float, devices: int, features: Features | None,
                   classes=BOOK_CLASSES) -> dict:
     """metrics/<stage>.json: both test accuracies, the kept epoch's validation figures, the kept epoch's
     test figures per class (precision, recall, F1, macro-F1, confusion matrix), and the timings."""
-    kept_row = next((r for r in rows if int(r["epoch"]) == tests["kept_epoch"]), rows[-1] if rows else {})
+    kept_epoch = test_results["kept_epoch"]
+    kept_row = next((r for r in rows if int(r["epoch"]) == kept_epoch), rows[-1] if rows else {})
     epochs_run = len(rows)
     metrics = {
-        "test/acc": round(float(tests["kept"]["test/acc"]), 6), "test/loss": round(float(tests["kept"]["test/loss"]), 6),
-        "test/acc_last": round(float(tests["last"]["test/acc"]), 6),
-        "test/acc_best": round(float(tests["best"]["test/acc"]), 6),
+        "test/acc": round(float(test_results["kept"]["test/acc"]), 6),
+        "test/loss": round(float(test_results["kept"]["test/loss"]), 6),
+        "test/acc_last": round(float(test_results["last"]["test/acc"]), 6),
+        "test/acc_best": round(float(test_results["best"]["test/acc"]), 6),
         # the kept epoch's validation figures: what a sweep may tune on (cli.py), never test/*
         "val/acc": _value(kept_row, "val/acc"), "val/loss": _value(kept_row, "val/loss"),
-        "select": settings.select, "selected_epoch": tests["kept_epoch"], "best_epoch": tests["best_epoch"],
+        "select": settings.select, "selected_epoch": kept_epoch, "best_epoch": test_results["best_epoch"],
         "epochs": epochs_run, "seed": int(cfg.seed), "test_images": test_images,
         "profile": str(cfg.get("profile", "")),
         "seconds_per_epoch": round(sum(float(r["seconds"]) for r in rows) / epochs_run, 3) if epochs_run else None,
+        # every epoch's seconds, across resumes (wall_time_s counts only this process)
+        "epoch_seconds": round(sum(float(r["seconds"]) for r in rows), 2) if epochs_run else None,
+        "recipe_hash": recipe_hash(plain(cfg), settings.name),   # its seed-ledger folder: compare mixes no recipes
         "fit_seconds": round(fit_seconds, 2), "wall_time_s": round(time.perf_counter() - started, 2),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "devices": devices,
     }
@@ -274,19 +308,19 @@ def stage_metrics(cfg, settings: StageSettings, tests: dict, rows: list[dict], t
         metrics["weights_dtype"] = weights_dtype(str(cfg.backbone.weights))
     if features is not None and features.images_per_second:
         metrics["extract_images_per_second"] = round(features.images_per_second, 2)
-    per_class = class_metrics(tests["kept"]["confusion"], classes)
+    per_class = class_metrics(test_results["kept"]["confusion"], classes)
     metrics |= {"classes": list(classes), "test/macro_f1": per_class["macro_f1"],
                 "test/per_class": per_class["per_class"], "test/confusion": per_class["confusion"]}
     return metrics
 
 
-def write_outputs(cfg, stage: str, run: StageRun, model_path: Path, metrics: dict, rows: list[dict],
+def write_outputs(cfg, stage: str, mlflow_run: StageRun, model_path: Path, metrics: dict, rows: list[dict],
                   fast_dev_run) -> None:
-    """The metrics file, the seed ledger, the model card and registered model, the curves, the MLflow run."""
+    """The metrics file, the seed ledger, the curves, the MLflow run. Publishing the model (card, registry,
+    champion) is the `publish` stage's: changing how a model is served or described retrains nothing."""
     write_json(Path(cfg.paths.metrics) / f"{stage}.json", metrics)
     if not fast_dev_run:
         record_seed(plain(cfg), stage, metrics)
-    publish_model(run, plain(cfg), stage, model_path, metrics)   # models/<stage>.md + registry
     curves = Path(cfg.paths.reports) / "curves" / f"{stage}.png"
     if rows:
         plot_curves(rows, curves, stage)
@@ -294,12 +328,16 @@ def write_outputs(cfg, stage: str, run: StageRun, model_path: Path, metrics: dic
     plot_confusion(metrics["test/confusion"], metrics["classes"], confusion_png, stage)
     write_csv(confusion_csv, confusion_rows(metrics["test/confusion"], metrics["classes"]), ["actual", "predicted"])
     # val/acc and val/loss already have one point per epoch (Lightning's logger): log only the summaries
-    run.log_metrics({k: v for k, v in metrics.items() if k not in ("val/acc", "val/loss")})
-    run.log_metrics({f"test/{kind}/{metric_name(label)}": figures[kind]
-                     for label, figures in metrics["test/per_class"].items() for kind in ("precision", "recall")})
-    run.log_artifact(curves, "curves")
-    run.log_artifact(confusion_png, "confusion")
-    run.log_artifact(Path(cfg.paths.plots) / f"{stage}.csv", "history")
+    mlflow_run.log_metrics({k: v for k, v in metrics.items() if k not in ("val/acc", "val/loss")})
+    mlflow_run.log_metrics({f"test/{kind}/{metric_name(label)}": figures[kind]
+                            for label, figures in metrics["test/per_class"].items()
+                            for kind in ("precision", "recall")})
+    # `publish` logs the model to the run that made this very file: it finds the run by this tag
+    if mlflow_run.enabled:
+        mlflow_run.set_tags({"model_sha256": sha256_file(model_path)})
+    mlflow_run.log_artifact(curves, "curves")
+    mlflow_run.log_artifact(confusion_png, "confusion")
+    mlflow_run.log_artifact(Path(cfg.paths.plots) / f"{stage}.csv", "history")
 
 
 # ----------------------------------------------------------------------------------------------- helpers

@@ -1,7 +1,7 @@
 """visualize(cfg): what the convnets learned, as PNG figures + an index (reports/figures/).
 
 Reads models/<visualize.scratch_model>.pt (activations), models/<visualize.transfer_model>.pt
-(Grad-CAM, attributions, sanity check, misclassified gallery, fine-tuned block5 filters), the
+(Grad-CAM, attributions, sanity check, misclassified gallery, fine-tuned filters), the
 pretrained backbone of `backbone.weights` (filter patterns) and the test split of the data cache.
 """
 from __future__ import annotations
@@ -15,10 +15,10 @@ from catdog_lab import BOOK_CLASSES
 from catdog_lab.config import read_path
 from catdog_lab.data.datamodule import load_cached_split
 from catdog_lab.io import write_json
-from catdog_lab.models.components.backbones import build_backbone
+from catdog_lab.models.components.backbones import build_backbone, output_shape
 from catdog_lab.models.factory import load_model
 from catdog_lab.models.features import device_for
-from catdog_lab.settings import FilterSettings, visualize_settings
+from catdog_lab.settings import FilterSettings, backbone_spec, visualize_settings
 from catdog_lab.stages import tracking_for
 from catdog_lab.tracking import stage_run
 from catdog_lab.viz import views
@@ -30,8 +30,7 @@ from catdog_lab.viz.primer import plot_primer
 
 def _patterns(net, layer_index: int, name: str, filters: FilterSettings, seed: int) -> torch.Tensor:
     """Patterns of the first `filters.count` filters (all, if fewer) of the layer at `layer_index`."""
-    n_out = next(module.out_channels for module in reversed(net.features[:layer_index + 1])
-                 if hasattr(module, "out_channels"))
+    n_out = output_shape(net.features[:layer_index + 1], filters.size)[0]    # channels: computed, any layout
     return filter_patterns(net.features, layer_index, net.preprocess, list(range(min(filters.count, n_out))),
                            seed=seed, progress=f"filters {name}", **filters.ascent())
 
@@ -64,15 +63,17 @@ def visualize(cfg) -> dict:
         scratch = load_model(models / f"{settings.scratch_model}.pt")[0].to(device)
         plot_activations(scratch, images[cat], stage=settings.scratch_model, index=index)
 
-        # 3. filter patterns of the pretrained base, and of the fine-tuned block5 next to the pretrained one
-        backbone = build_backbone(cfg.backbone.name, cfg.backbone.weights)
+        # 3. filter patterns of the pretrained base, and of the fine-tuned blocks next to the pretrained ones
+        spec = backbone_spec(cfg)
+        backbone = build_backbone(spec)
         backbone.features.to(device)
         backbone.preprocess.to(device)
         filters = settings.filters
         for name in filters.layers:
             patterns = _patterns(backbone, backbone.layers[name], name, filters, settings.seed)
-            views.plot_filter_grid(patterns, f"Filter patterns of VGG16 {name} (pretrained, first {len(patterns)})",
-                                   f"filters_vgg16_pretrained_{name}.png",
+            views.plot_filter_grid(patterns,
+                                   f"Filter patterns of {spec.title} {name} (pretrained, first {len(patterns)})",
+                                   f"filters_{spec.name}_pretrained_{name}.png",
                                    f"Inputs that maximise the mean activation of each filter of {name}, by gradient "
                                    f"ascent from seeded grey noise in the weights' preprocessing space.", index)
         tuned = load_model(models / f"{settings.transfer_model}.pt")[0].to(device)
@@ -105,7 +106,8 @@ def visualize(cfg) -> dict:
         metrics = {"sanity/gradcam_spearman": _finite(sanity["gradcam"]["mean"]),
                    "sanity/saliency_spearman": _finite(sanity["saliency"]["mean"]),
                    "sanity/constant_maps": sanity["gradcam"]["constant_maps"] + sanity["saliency"]["constant_maps"],
-                   "misclassified": wrong, "test/acc": round(float((views.predicted(probs) == labels).float().mean()), 4),
+                   "misclassified": wrong,
+                   "test/acc": round(float((views.predicted(probs) == labels).float().mean()), 4),
                    "figures": len(index.entries), "wall_time_s": round(time.perf_counter() - t0, 1)}
         write_json(Path(cfg.paths.metrics) / "visualize.json", metrics)
         run.log_metrics(metrics)

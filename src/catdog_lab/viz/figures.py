@@ -1,6 +1,7 @@
 """Shared figure helpers: grids of channels, heatmap overlays, atomic PNG saving, the figure index."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,10 @@ class FigureIndex:
         if fig.get_layout_engine() is None:
             # keep room for a suptitle, which tight_layout alone lets overlap the first row's titles
             top = 1 - 0.35 / fig.get_figheight() if fig._suptitle is not None else 1
-            fig.tight_layout(rect=(0, 0, 1, top))
+            with warnings.catch_warnings():
+                # axes placed by hand (colour bars) keep their place: savefig's bbox_inches="tight" trims them
+                warnings.filterwarnings("ignore", message="This figure includes Axes that are not compatible")
+                fig.tight_layout(rect=(0, 0, 1, top))
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
         plt.close(fig)
@@ -51,7 +55,9 @@ def normalise(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 def display_channel(channel: torch.Tensor) -> np.ndarray:
     """The book's per-channel display normalisation: standardise, x64 + 128, clip to 0-255."""
     channel = channel.detach().float()
-    channel = (channel - channel.mean()) / (channel.std() + 1e-5) * 64 + 128
+    # numpy's std (no Bessel correction), as the book's code computes it; it also stays 0, not NaN, for a
+    # 1 x 1 map (the last pooling of a small input)
+    channel = (channel - channel.mean()) / (channel.std(correction=0) + 1e-5) * 64 + 128
     return channel.clamp(0, 255).cpu().numpy() / 255
 
 

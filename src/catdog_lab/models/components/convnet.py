@@ -37,7 +37,8 @@ class BookConvNet(nn.Module):
             raise ValueError(f"image_size {image_size} is too small for {len(filters)} conv/pool blocks")
         self.features = nn.Sequential(*layers)
         flat = cin * side * side
-        dense = [nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, outputs)] if hidden else [nn.Linear(flat, outputs)]
+        dense = ([nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, outputs)] if hidden
+                 else [nn.Linear(flat, outputs)])
         self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), *dense)
         self.outputs = outputs
 

@@ -1,4 +1,8 @@
-"""A pretrained conv base + dense head, with only the named backbone layers trainable."""
+"""A pretrained conv base + dense head, with only the named backbone blocks trainable.
+
+Frozen parts compute in eval mode even while the net trains: a BatchNorm in training mode would
+normalise with the batch's statistics and overwrite its running ones, so a "frozen" base would change.
+"""
 from __future__ import annotations
 
 import torch
@@ -12,24 +16,38 @@ class TransferNet(nn.Module):
     def __init__(self, backbone: Backbone, image_size: int, hidden: int = 256, dropout: float = 0.0,
                  trainable: list[str] | tuple[str, ...] = (), activation: str = "relu", outputs: int = 1):
         super().__init__()
-        self.layer_index, self.conv_index = backbone.layers, backbone.convs
+        self.layer_index, self.block_index = backbone.layers, backbone.blocks
+        self.gradcam_layer = backbone.gradcam_layer
         self.preprocess = backbone.preprocess
         self.features = backbone.features
-        side = backbone.output_side(image_size)
-        self.head = DenseHead(backbone.out_channels * side * side, hidden, dropout, activation, outputs)
+        channels, height, width = backbone.output_shape(image_size)
+        self.head = DenseHead(channels * height * width, hidden, dropout, activation, outputs)
         self.set_trainable(trainable)
 
     def set_trainable(self, trainable) -> None:
-        unknown = [name for name in trainable if name not in self.conv_index]
+        unknown = [name for name in trainable if name not in self.block_index]
         if unknown:
-            raise ValueError(f"unknown backbone layer(s) {unknown}; known: {', '.join(self.conv_index)}")
+            raise ValueError(f"unknown backbone layer(s) {unknown}; known: {', '.join(self.block_index)}")
         for p in self.features.parameters():
             p.requires_grad_(False)
         for name in trainable:
-            for p in self.features[self.conv_index[name]].parameters():
+            for p in self.features[self.block_index[name]].parameters():
                 p.requires_grad_(True)
-        # everything before the first trainable layer is a frozen prefix: run it without autograd
-        self.frozen_prefix = min((self.conv_index[n] for n in trainable), default=len(self.features))
+        # everything before the first trainable block is a frozen prefix: run it without autograd
+        self.frozen_prefix = min((self.block_index[n] for n in trainable), default=len(self.features))
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> TransferNet:
+        """Training mode for the head and the trainable blocks; the frozen prefix, and every frozen
+        BatchNorm after it, stay in eval mode (running statistics used, never updated)."""
+        super().train(mode)
+        if mode:
+            self.features[:self.frozen_prefix].eval()
+            for module in self.features[self.frozen_prefix:].modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                        p.requires_grad for p in module.parameters()):
+                    module.eval()
+        return self
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.preprocess(x)

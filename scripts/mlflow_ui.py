@@ -1,0 +1,88 @@
+"""The MLflow UI on the project's store: prints the address of the runs table, and Ctrl-C stops all of it.
+
+    .venv/bin/python scripts/mlflow_ui.py [--db mlflow.db] [--port 5000]
+
+Why not `mlflow ui` alone: MLflow 3 opens on its GenAI overview, not on the runs, and Ctrl-C stops its
+web server but leaves its job runner and `huey_consumer` processes running (the runner restarts them in a
+loop). This starts `mlflow ui` (with the venv's bin on its PATH, nothing activated) in a process group of
+its own and, on Ctrl-C or SIGTERM, sends SIGTERM to the whole group, then SIGKILL to what is left.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+EXPERIMENT = "catdog-lab"          # tracking.experiment in conf/tracking/mlflow.yaml
+
+
+def stop_group(process: subprocess.Popen, grace_s: float = 60) -> list[int]:
+    """SIGTERM to the process group, SIGKILL after `grace_s` to whatever is left; returns those pids."""
+    def members() -> list[int]:
+        out = subprocess.run(["ps", "-eo", "pid=,pgid="], capture_output=True, text=True).stdout.split()
+        return [int(pid) for pid, group in zip(out[::2], out[1::2]) if int(group) == process.pid]
+
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return []
+    deadline = time.monotonic() + grace_s
+    while members() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = members()
+    if left:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    return left
+
+
+def _interrupt(signum, frame):
+    """SIGTERM: stop like Ctrl-C."""
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--db", type=Path, default=Path("mlflow.db"))
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5000)
+    args = parser.parse_args()
+    bin_dir = Path(sys.executable).parent
+    env = os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    server = subprocess.Popen([str(bin_dir / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{args.db.resolve()}",
+                               "--host", args.host, "--port", str(args.port)], env=env, start_new_session=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    base = f"http://{args.host}:{args.port}"
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None:
+                    print("error: the MLflow UI exited", file=sys.stderr)
+                    return 1
+                time.sleep(0.5)
+        url = f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={EXPERIMENT}"
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                experiment = json.loads(response.read())["experiment"]["experiment_id"]
+            print(f"MLflow UI: {base}/#/experiments/{experiment}/runs   (Ctrl-C stops it and its workers)", flush=True)
+        except OSError:
+            print(f"MLflow UI: {base} (no {EXPERIMENT!r} experiment in {args.db} yet; Ctrl-C stops it)", flush=True)
+        server.wait()
+        return server.returncode or 0
+    except KeyboardInterrupt:
+        left = stop_group(server)
+        print("stopped the MLflow UI and its workers" + (f" ({len(left)} needed SIGKILL)" if left else ""))
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
