@@ -11,6 +11,7 @@ from catdog_lab.config import compose
 from catdog_lab.models.factory import build_from_arch, load_model
 from catdog_lab.models.outputs import n_outputs, probabilities
 from catdog_lab.stages.compare import compare
+from catdog_lab.stages.publish import publish
 from catdog_lab.stages.split import split
 from catdog_lab.stages.train import train
 from catdog_lab.stages.visualize import visualize
@@ -39,9 +40,15 @@ def test_n_classes_through_every_stage(tmp_path, n):
         net, bundle = load_model(tmp_path / "models" / f"{stage}.pt")
         assert bundle["classes"] == classes and bundle["class_counts"]["test"] == {c: 2 for c in classes}
         assert net(torch.zeros(2, 3, 48, 48)).shape == (2, n)          # one logit per class
+    published = publish(cfg)             # the model cards and the registered pyfunc models: publish's
+    for stage in ("scratch", "augmented", "features", "features_augmented", "finetune"):
         card = (tmp_path / "models" / f"{stage}.md").read_text()
         assert f"{n} classes: " + ", ".join(f"`{c}`" for c in classes) in card
         assert "| " + classes[-1] + " | 4 | 2 | 2 |" in card
+        assert f"Output: {n} logits, softmax" in card
+    import mlflow
+    info = mlflow.models.get_model_info(published["models"]["finetune"]["registered"]["model_uri"])
+    assert info.signature.outputs.input_names() == ["label", "probability", *[f"p_{c}" for c in classes], "error"]
     vis = visualize(cfg)
     assert vis["figures"] >= 8
     summary = compare(cfg)
@@ -79,6 +86,26 @@ def test_n_classes_through_every_stage(tmp_path, n):
     assert (tmp_path / "eval/worst_mistakes.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_clipped_loss_for_any_number_of_classes():
+    """<stage>.loss_clip: Keras 2.0.8 clips p to [clip, 1 - clip], for its binary and its categorical
+    cross-entropy alike: a confidently wrong image's loss stops at -log(clip), with no gradient."""
+    from catdog_lab.models.outputs import loss
+    clip = 1e-7
+    wrong = torch.tensor([[40.0, 0.0, 0.0]], requires_grad=True)          # sure of class 0, truly class 2
+    clipped = loss(wrong, torch.tensor([2]), clip)
+    assert clipped.item() == pytest.approx(-torch.log(torch.tensor(clip)).item(), rel=1e-5)
+    clipped.backward()
+    assert not wrong.grad.abs().any()
+    unclipped = loss(torch.tensor([[40.0, 0.0, 0.0]]), torch.tensor([2]))
+    assert unclipped.item() == pytest.approx(40.0, abs=1e-4)
+    fine = torch.tensor([[0.3, -0.2, 1.1], [2.0, 0.1, -1.0]])                # inside the clip: the same loss
+    assert loss(fine, torch.tensor([2, 0]), clip).item() == pytest.approx(loss(fine, torch.tensor([2, 0])).item())
+    z = torch.tensor([40.0, -3.0])                                           # two classes: one logit, as before
+    assert loss(z, torch.tensor([0, 1]), clip).item() == pytest.approx(
+        (-torch.log(torch.tensor(clip)).item() + torch.nn.functional.softplus(torch.tensor(3.0)).item()) / 2,
+        rel=1e-4)
+
+
 def test_two_classes_stay_one_logit_and_sigmoid():
     assert n_outputs(2) == 1 and n_outputs(3) == 3
     arch = {"kind": "convnet", "image_size": 48, "dropout": 0.0, "filters": [4, 4], "pool_last": True, "hidden": 0}
@@ -90,6 +117,7 @@ def test_two_classes_stay_one_logit_and_sigmoid():
     assert torch.allclose(probabilities(three(x)).sum(1), torch.ones(4))
 
 
+@pytest.mark.integration                  # starts catdog-predict as a process
 def test_evaluate_from_the_command_line(tmp_path, tiny_split):
     import subprocess
     import sys
