@@ -161,6 +161,10 @@ def test_every_shipped_backbone_runs_the_transfer_stages(tmp_path, raw_images, n
     spec = backbone_spec(cfg)
     _, bundle = load_model(tmp_path / "models" / "finetune.pt")
     assert bundle["arch"]["backbone_spec"] == spec.record() and bundle["arch"]["trainable"] == list(spec.trainable)
+    from catdog_lab.stages.publish import publish
+    with open_dict(cfg):
+        cfg.tracking.enabled = False              # the cards alone: no MLflow registry needed for them
+    publish(cfg)                                  # model cards are the publish stage's
     card = (tmp_path / "models" / "finetune.md").read_text()
     assert f"{spec.title} with its top blocks ({', '.join(spec.trainable)}) fine-tuned" in card
 

@@ -59,7 +59,10 @@ from catdog_lab.tracking import StageRun, metric_name, stage_run
 # Warnings every training stage would print for an expected situation (a fresh `dvc repro` prints none):
 # - the checkpoint folder holds meta.json (and last.ckpt when a killed run resumes) before `fit`, by design;
 # - per-step logging coarser than a short epoch: the history is kept per epoch (History), not per step;
-# - Lightning's own use of a torch API that torch has deprecated (nothing this project calls).
+# - Lightning's own use of a torch API that torch has deprecated (nothing this project calls);
+# - a transfer net's frozen layers in eval mode when training starts: TransferNet.train keeps them so on
+#   purpose (a frozen BatchNorm must not update its statistics), and Lightning keeps the modes it finds.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 warnings.filterwarnings("ignore",
                         message=r"The number of training batches \(\d+\) is smaller than the logging interval")
