@@ -137,7 +137,7 @@ def bench_scratch_epoch(args) -> dict:
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
 
-    from catdog_lab.models.classifier import BinaryClassifier
+    from catdog_lab.models.classifier import Classifier
     from catdog_lab.models.components.convnet import BookConvNet
 
     images, labels = data(args, args.images)
@@ -154,7 +154,7 @@ def bench_scratch_epoch(args) -> dict:
             self.times.append(time.perf_counter() - self.t)
 
     torch.manual_seed(0)
-    module = BinaryClassifier(BookConvNet(150), lr=1e-4, channels_last=True)
+    module = Classifier(BookConvNet(150), lr=1e-4, channels_last=True)
     loader = DataLoader(TensorDataset(images, labels), batch_size=20, shuffle=True,
                         generator=torch.Generator().manual_seed(0))
     timer = EpochTimer()
@@ -234,7 +234,7 @@ def bench_transfer_epochs(args) -> dict:
     from torch.utils.data import DataLoader, TensorDataset
 
     from catdog_lab.data.augment import BatchAugment
-    from catdog_lab.models.classifier import BinaryClassifier
+    from catdog_lab.models.classifier import Classifier
     from catdog_lab.models.components.backbones import build_vgg16
     from catdog_lab.models.components.transfer import TransferNet
     from catdog_lab.models.features import module_outputs
@@ -256,7 +256,7 @@ def bench_transfer_epochs(args) -> dict:
                 t = time.perf_counter()
                 val_inputs = module_outputs(net.frozen_part(), val_images, 32, torch.device("cpu"), desc="frozen")
                 once = time.perf_counter() - t
-            module = BinaryClassifier(net, 2e-5, augment, channels_last=True, eval_from_frozen=cached)
+            module = Classifier(net, 2e-5, augment, channels_last=True, eval_from_frozen=cached)
             trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                                  enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
             t = time.perf_counter()

@@ -70,6 +70,25 @@ def results(repo: Path) -> dict:
     return {"metrics": metrics, "models": models}
 
 
+def compare_results(before: dict, after: dict) -> tuple[list[str], list[str]]:
+    """(differences, metrics added): every model hash and every metric the earlier run recorded must be
+    equal; a metric key only the later commit writes (a new figure) is listed apart, a stage or model
+    missing on either side is a difference."""
+    diffs, added = [], []
+    for name in sorted(set(before["models"]) | set(after["models"])):
+        if before["models"].get(name) != after["models"].get(name):
+            diffs.append(f"models.{name}: {before['models'].get(name)} -> {after['models'].get(name)}")
+    for stage in sorted(set(before["metrics"]) | set(after["metrics"])):
+        old, new = before["metrics"].get(stage), after["metrics"].get(stage)
+        if old is None or new is None:
+            diffs.append(f"metrics.{stage}: {old} -> {new}")
+            continue
+        diffs += [f"metrics.{stage}.{key}: {old[key]} -> {new.get(key)}" for key in sorted(old)
+                  if new.get(key) != old[key]]
+        added += [f"{stage}.{key}" for key in sorted(set(new) - set(old))]
+    return diffs, added
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ref", default="HEAD",
@@ -113,9 +132,9 @@ def main() -> int:
         args.json.write_text(json.dumps(found, indent=1))
     if args.diff:
         before = json.loads(args.diff.read_text())
-        diffs = [f"{part}.{name}: {before[part].get(name)} -> {found[part].get(name)}"
-                 for part in ("metrics", "models") for name in sorted(set(before[part]) | set(found[part]))
-                 if before[part].get(name) != found[part].get(name)]
+        diffs, added = compare_results(before, found)
+        if added:      # a figure the earlier commit did not record is new, not moved: listed apart
+            print(f"\n{len(added)} metric(s) only in {found['ref']}: {', '.join(added)}")
         print(f"\n{len(diffs)} difference(s) from {before['ref']} to {found['ref']}"
               + "".join(f"\n  {d}" for d in diffs))
         return 1 if diffs else 0

@@ -39,6 +39,17 @@ def make_dataset(root: Path, per_class: int = 12, start: int = 1) -> Path:
     return root
 
 
+def make_class_folders(root: Path, classes, per_class: int = 12, size=(64, 56)) -> Path:
+    """One folder per class (toy photos of class k of N), a few of them one folder deeper."""
+    for label in classes:
+        for i in range(per_class):
+            sub = "deeper/" if i % 4 == 3 else ""
+            image = toy_photo(label, i, size[0], size[1], classes=tuple(classes))
+            (root / label / sub).mkdir(parents=True, exist_ok=True)
+            image.save(root / label / sub / f"{i}.jpg", format="JPEG")
+    return root
+
+
 def tiny_overrides(tmp: Path, raw: Path, extra: list[str] | None = None) -> list[str]:
     return [
         f"data.source.path={raw}", "data.split.train=6", "data.split.validation=3", "data.split.test=3",

@@ -1,8 +1,9 @@
 """Checks of what a training stage wrote (tests/test_train.py, tests/test_vgg.py).
 
 The reference is the saved model file itself, evaluated here by hand on every image of the cached test
-split, computed as BinaryClassifier's test step does (models/classifier.py): a logit > 0 is a dog, the
-accuracy and the BCE-with-logits loss are means over the images. The stage's reported test/acc and
+split, computed as Classifier's test step does (models/classifier.py): two classes, a logit > 0 is the
+second class and the loss BCE-with-logits; more classes, the largest logit and cross-entropy; the
+accuracy and the loss are means over the images. The stage's reported test/acc and
 test/loss (rounded to 6 decimals in metrics/<stage>.json) must be these figures: the file on disk is the
 model that was tested, not merely a model that loads.
 """
@@ -15,10 +16,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from catdog_lab.models.outputs import class_metrics, confusion_matrix
+
 HISTORY_COLUMNS = ["epoch", "train/loss", "train/acc", "val/loss", "val/acc", "seconds"]
 METRICS_KEYS = {"test/acc", "test/loss", "test/acc_last", "test/acc_best", "val/acc", "val/loss", "select",
                 "selected_epoch", "best_epoch", "epochs", "seed", "test_images", "profile", "seconds_per_epoch",
-                "epoch_seconds", "recipe_hash", "fit_seconds", "wall_time_s", "device", "devices", "precision"}
+                "epoch_seconds", "recipe_hash", "fit_seconds", "wall_time_s", "device", "devices", "precision",
+                "classes", "test/macro_f1", "test/per_class", "test/confusion"}
 # rounding to 6 decimals (<= 5e-7) and float32 differences between Lightning's channels-last forward and
 # this plain one (~1e-7 of the value, more with two threads, which split the convolutions otherwise: a deep
 # random base, ResNet-50's, gives losses of ~5.67 and differed by 1.9e-5 = 3.3e-6 of the value with
@@ -39,11 +43,18 @@ def evaluate_saved_model(model_path: str | Path, cache_dir: str | Path) -> dict:
     net, bundle = load_model(model_path)
     test = load_cached_split(cache_dir, "test")
     labels = test["labels"]
+    n_classes = len(bundle["classes"])
+    assert test["classes"] == bundle["classes"]
     with torch.no_grad():
-        logits = net(test["images"].float())          # uint8 RGB N x 3 x H x W -> one logit per image
-    assert logits.shape == labels.shape, (logits.shape, labels.shape)
-    return {"acc": ((logits > 0).long() == labels).float().mean().item(),
-            "loss": F.binary_cross_entropy_with_logits(logits, labels.float()).item(),
+        logits = net(test["images"].float())          # uint8 RGB N x 3 x H x W -> one logit (or C) per image
+    if n_classes == 2:                                # the book's single logit, by hand
+        assert logits.shape == labels.shape, (logits.shape, labels.shape)
+        guesses, loss = (logits > 0).long(), F.binary_cross_entropy_with_logits(logits, labels.float())
+    else:
+        assert logits.shape == (len(labels), n_classes), logits.shape
+        guesses, loss = logits.argmax(1), F.cross_entropy(logits, labels)
+    return {"acc": (guesses == labels).float().mean().item(), "loss": loss.item(),
+            "confusion": confusion_matrix(labels, guesses, n_classes).tolist(),
             "images": len(labels), "logits": logits, "bundle": bundle}
 
 
@@ -52,6 +63,10 @@ def assert_metrics_match_model(metrics: dict, by_hand: dict) -> None:
     assert metrics["test_images"] == by_hand["images"]
     assert _close(metrics["test/acc"], by_hand["acc"]), (metrics["test/acc"], by_hand["acc"])
     assert _close(metrics["test/loss"], by_hand["loss"]), (metrics["test/loss"], by_hand["loss"])
+    assert metrics["test/confusion"] == by_hand["confusion"]
+    assert metrics["classes"] == by_hand["bundle"]["classes"]
+    by_class = class_metrics(torch.tensor(by_hand["confusion"]), metrics["classes"])
+    assert metrics["test/per_class"] == by_class["per_class"]
 
 
 def assert_fast_dev_run_outputs(cfg, stage: str, returned: dict) -> None:
@@ -64,7 +79,9 @@ def assert_fast_dev_run_outputs(cfg, stage: str, returned: dict) -> None:
     metrics_path = Path(paths.metrics) / f"{stage}.json"
     history_path = Path(paths.plots) / f"{stage}.csv"
     curves_path = Path(paths.reports) / "curves" / f"{stage}.png"
-    for path in (model_path, metrics_path, history_path, curves_path):
+    confusion_png = Path(paths.reports) / "confusion" / f"{stage}.png"
+    confusion_csv = Path(paths.plots) / f"{stage}_confusion.csv"
+    for path in (model_path, metrics_path, history_path, curves_path, confusion_png, confusion_csv):
         assert path.is_file(), path
     assert not (Path(paths.models) / f"{stage}.md").exists()     # the model card is the publish stage's
 
@@ -93,9 +110,16 @@ def assert_fast_dev_run_outputs(cfg, stage: str, returned: dict) -> None:
     from catdog_lab.stages import plain
     assert metrics["recipe_hash"] == recipe_hash(plain(cfg), stage)
 
-    with Image.open(curves_path) as image:               # a real PNG, not an empty or truncated file
-        assert image.format == "PNG" and min(image.size) > 100, (image.format, image.size)
-        image.load()
+    for png in (curves_path, confusion_png):
+        with Image.open(png) as image:                   # a real PNG, not an empty or truncated file
+            assert image.format == "PNG" and min(image.size) > 100, (image.format, image.size)
+            image.load()
+    # DVC's confusion plot: one (actual, predicted) row per test image, adding up to the matrix
+    with open(confusion_csv, newline="", encoding="utf-8") as f:
+        pairs = [(row["actual"], row["predicted"]) for row in csv.DictReader(f)]
+    classes = metrics["classes"]
+    assert len(pairs) == metrics["test_images"]
+    assert [[pairs.count((a, p)) for p in classes] for a in classes] == metrics["test/confusion"]
 
     # a smoke run leaves no resume state and never enters the seed ledger (compare's error bars)
     assert not (Path(paths.checkpoints) / stage).exists()
@@ -110,8 +134,10 @@ def assert_fast_dev_run_outputs(cfg, stage: str, returned: dict) -> None:
     # (the run's latest test/* is Lightning's own unrounded log at step 1, after the rounded summary at step 0)
     for key in ("test/acc", "test/loss"):
         assert _close(run.data.metrics[key], metrics[key]), (key, run.data.metrics[key], metrics[key])
+    for label in metrics["classes"]:
+        assert run.data.metrics[f"test/recall/{label}"] == metrics["test/per_class"][label]["recall"]
     # the tag by which `publish` finds the run that made this very model file
     from catdog_lab.data.sources import sha256_file
     assert run.data.tags["model_sha256"] == sha256_file(model_path)
-    for folder, name in (("curves", f"{stage}.png"), ("history", f"{stage}.csv")):
+    for folder, name in (("curves", f"{stage}.png"), ("history", f"{stage}.csv"), ("confusion", f"{stage}.png")):
         assert f"{folder}/{name}" in {a.path for a in client.list_artifacts(run.info.run_id, folder)}, name

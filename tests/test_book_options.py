@@ -13,7 +13,7 @@ from catdog_lab.data.augment import BatchAugment
 from catdog_lab.data.sampler import StreamBatchSampler, buffer_shuffle
 from catdog_lab.data.split import make_split
 from catdog_lab.errors import ConfigError, DataError
-from catdog_lab.models.classifier import binary_cross_entropy
+from catdog_lab.models.outputs import binary_cross_entropy
 from catdog_lab.schema import Augmentation, Data, check
 from catdog_lab.settings import stage_settings
 

@@ -249,6 +249,7 @@ def test_split_run_name_comes_from_the_counts_made():
     from catdog_lab.stages.split import run_name
 
     assert run_name({"train": {"cat": 100, "dog": 100}, "validation": {"cat": 50, "dog": 50},
-                     "test": {"cat": 50, "dog": 50}}) == "0 split: 100/50/50 per class"
+                     "test": {"cat": 50, "dog": 50}}) == "0 split: 2 classes, 100/50/50 per class"
     assert run_name({"train": {"cat": 800, "dog": 790}, "validation": {"cat": 100, "dog": 98},
-                     "test": {"cat": 100, "dog": 99}}) == "0 split: 1590/198/199 images (train/validation/test)"
+                     "test": {"cat": 100, "dog": 99}}) == \
+        "0 split: 2 classes, 1590/198/199 images (train/validation/test)"

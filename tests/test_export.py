@@ -9,7 +9,7 @@ from omegaconf import open_dict
 
 from catdog_lab.data.images import open_rgb
 from catdog_lab.data.split import resize_to_tensor
-from catdog_lab.export import export, run_exported
+from catdog_lab.export import export, exported_classes, run_exported
 from catdog_lab.models.components.preprocess import Preprocess
 from catdog_lab.models.factory import load_model, save_model
 from catdog_lab.stages.train import train
@@ -43,7 +43,9 @@ def test_onnx_and_torchscript_match_pytorch_on_photos(tiny_split, tmp_path):
             assert info["max_logit_diff"] <= 1e-4
             p, logit = run_exported(info["path"], images, fmt)           # a batch of 5: the batch size is free
             assert logit.shape == (5,) and (logit - logits).abs().max() <= 1e-4, (model, fmt)
-            assert torch.allclose(p, torch.sigmoid(logits), atol=1e-5)
+            assert p.shape == (5, 2) and torch.allclose(p[:, 1], torch.sigmoid(logits), atol=1e-5)
+            assert torch.allclose(p.sum(1), torch.ones(5), atol=1e-6)
+            assert exported_classes(info["path"]) == ["cat", "dog"]
     bgr_logits = run_exported(tmp_path / "exported" / "bgr.pt.onnx", images, "onnx")[1]
     assert (bgr_logits - run_exported(tmp_path / "exported" / "scratch.pt.onnx", images, "onnx")[1]).abs().max() > 1e-3
 

@@ -43,7 +43,7 @@ def test_predict_prints_table_saves_gradcam_and_reports_bad_files(scratch_model,
     proc = _run("--model", scratch_model, "--gradcam", "--out", tmp_path / "overlays", good, bad, tmp_path / "nope.jpg")
     assert proc.returncode == 1                           # some files failed, the good one is still classified
     header, line = proc.stdout.strip().splitlines()
-    assert header.split() == ["file", "label", "probability", "p(dog)"]
+    assert header.split() == ["file", "label", "probability", "p(cat)", "p(dog)"]
     assert line.startswith(f"{good} ") and line.split()[1] in ("cat", "dog") and line.rstrip().endswith(".png")
     assert len(list((tmp_path / "overlays").glob("photo_gradcam_*.png"))) == 1
     errors = proc.stderr.strip().splitlines()
@@ -76,6 +76,7 @@ def test_predict_folders_globs_formats_and_exit_codes(scratch_model, tmp_path):
             x = resize_to_tensor(open_rgb(Path(r["file"]), 10 ** 8)[0], 48).unsqueeze(0).float()
             assert r["p_dog"] == pytest.approx(float(torch.sigmoid(net(x))[0]), abs=1e-5)
             assert r["probability"] == pytest.approx(r["p_dog"] if r["label"] == "dog" else 1 - r["p_dog"])
+            assert r["p_cat"] + r["p_dog"] == pytest.approx(1.0, abs=1e-6)
 
     proc = _run("--model", scratch_model, "--format", "csv", str(photos / "**" / "*.jpg"))
     assert proc.returncode == 1

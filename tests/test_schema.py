@@ -31,6 +31,8 @@ def test_choices_spelled_in_the_schema_are_the_codes():
     from catdog_lab.data.augment import FILLS, INTERPOLATIONS
     from catdog_lab.models.components.heads import ACTIVATIONS
     assert set(typing.get_args(schema.Fill)) == set(FILLS)
+    from catdog_lab.data.discover import LAYOUTS
+    assert typing.get_args(schema.Layout) == LAYOUTS
     assert set(typing.get_args(schema.Interpolation)) == set(INTERPOLATIONS)
     from catdog_lab.data.augment import RESAMPLINGS
     from catdog_lab.data.split import SPLIT_ORDERS

@@ -2,5 +2,7 @@
 
 __version__ = "0.1.0"
 
-CLASSES = ("cat", "dog")  # label 0 = cat, 1 = dog (Keras' alphabetical order); the model's logit is "dog"
+# the book's data (the kaggle layout): label 0 = cat, 1 = dog (Keras' alphabetical order), the one logit is "dog".
+# Other data bring their own classes (data/discover.py); the split and every model file record them.
+BOOK_CLASSES = ("cat", "dog")
 SPLITS = ("train", "validation", "test")  # the data split's parts, in the order they are cached

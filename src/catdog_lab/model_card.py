@@ -78,18 +78,27 @@ def _describe(spec: dict) -> str:
     return text + (f", std {std}" if std != [1, 1, 1] else "")
 
 
-def _data_lines(config: dict) -> list[str]:
+def _data_lines(config: dict, classes) -> list[str]:
     data = config["data"]
     split_dir = read_path(config, "split")          # the workspace's, or a Hydra CLI job's upstream
-    counts = {split: int(data["split"][split]) for split in ("train", "validation", "test")}
+    report_path = split_dir / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
     source = data["source"]["path"]
     # a folder name, never a machine path: the card is published
     where = f"a local copy (`{Path(str(source)).name}`)" if source else "Microsoft's download of the Kaggle photos"
-    lines = [f"- Photos: Kaggle Dogs vs. Cats, {where}; {counts['train']}/{counts['validation']}/{counts['test']} "
-             f"per class for train/validation/test (seeded shuffle, `data.split.seed` = {data['split']['seed']}), "
-             f"decoded once at {data['image_size']}x{data['image_size']} px."]
-    report = split_dir / "report.json"
-    skipped = json.loads(report.read_text()).get("skipped") if report.exists() else None
+    what = "Kaggle Dogs vs. Cats" if report.get("layout", "kaggle") == "kaggle" else "one folder per class"
+    lines = [f"- Photos: {what}, {where}; {len(classes)} classes: {', '.join(f'`{name}`' for name in classes)} "
+             + (f"(seeded shuffle per class, `data.split.seed` = {data['split']['seed']})"
+                if data["split"].get("order", "shuffle") == "shuffle" else "(each class in file-id order)")
+             + f", decoded once at "
+             f"{data['image_size']}x{data['image_size']} px."]
+    counts = report.get("counts")
+    if counts:
+        lines += ["", "| class | train | validation | test |", "|---|---:|---:|---:|"]
+        lines += [f"| {name} | " + " | ".join(str(counts[split].get(name, 0))
+                                              for split in ("train", "validation", "test")) + " |" for name in classes]
+        lines.append("")
+    skipped = report.get("skipped")
     lines.append(f"- Split manifest (`data/split/manifest.csv`, file/class/split/sha256 per photo): hash "
                  f"`{manifest_hash(split_dir) or 'unknown'}`" + (f"; {skipped} unusable files skipped." if skipped
                                                                  is not None else "."))
@@ -119,13 +128,18 @@ def render_card(config: dict, stage: str, model_path: Path, metrics: dict, regis
     wrong = round((1 - float(metrics["test/acc"])) * int(metrics.get("test_images") or 0))
     reg = (f"`{registered['name']}` version {registered['version']} in the MLflow registry "
            f"(`{registered['model_uri']}`)") if registered else "not registered (MLflow tracking was off)"
+    classes = list(bundle.get("classes", ("cat", "dog")))
+    book = classes == ["cat", "dog"]
+    output = ("Output: one logit, sigmoid = p(dog)." if book else
+              f"Output: one logit, sigmoid = p({classes[1]}) (p({classes[0]}) = 1 - that)." if len(classes) == 2 else
+              f"Output: {len(classes)} logits, softmax = the probability of each class in the order above.")
     lines = [
         f"# Model card: `{stage}`",
         "",
         f"{description}. File `models/{stage}.pt` ({n_params:,} parameters); {reg}.",
         "",
         "## Data",
-        *_data_lines(config),
+        *_data_lines(config, classes),
         "",
         "## Recipe",
         f"- Stage `{stage}`, profile `{metrics.get('profile', '')}`, seed {metrics.get('seed')}: {settings}{weights}.",
@@ -137,26 +151,42 @@ def render_card(config: dict, stage: str, model_path: Path, metrics: dict, regis
         f"- Test accuracy {_pct(metrics.get('test/acc'))} on {metrics.get('test_images')} images "
         f"(test loss {float(metrics.get('test/loss', float('nan'))):.3f}); validation accuracy "
         f"{_pct(metrics.get('val/acc'))} (the one used to pick a champion).",
+        f"- Macro-F1 {float(metrics['test/macro_f1']):.3f}; per class on the test split:" if "test/macro_f1" in metrics
+        else "- Per-class figures: not recorded.",
+        *_class_lines(metrics),
         f"- {_seed_spread(config, stage, metrics)}.",
         f"- Training: {metrics.get('fit_seconds')} s fitting, {metrics.get('wall_time_s')} s for the whole stage "
         f"({metrics.get('seconds_per_epoch')} s/epoch) on {_hardware(metrics)}; torch {torch.__version__}.",
         "",
         "## Intended use",
-        "- A photo of one cat or one dog, any size (it is resized to "
+        f"- A photo of one {' or one '.join(classes) if len(classes) <= 3 else 'of: ' + ', '.join(classes)}, "
+        "any size (it is resized to "
         f"{image_size}x{image_size}, EXIF orientation applied). Input: RGB 0-255 pixels; the "
-        f"model does its own preprocessing ({_describe(spec)}). "
-        "Output: one logit, sigmoid = p(dog).",
+        f"model does its own preprocessing ({_describe(spec)}). " + output,
         "- A teaching model for the book's chapter, not a product: check it on your own photos first.",
         "",
         "## Known limits",
         f"- {wrong} of the {metrics.get('test_images')} test photos are misclassified; `visualize` shows the "
         "fine-tuned model's mistakes in `reports/figures/misclassified_finetune_gallery.png` (with Grad-CAM).",
-        "- Two classes only: a photo with no cat or dog, or with both, still gets `cat` or `dog`, often with "
-        "high probability. p(dog) is not calibrated for such inputs.",
+        f"- {len(classes)} classes only: a photo of none of them, or of several, still gets one of "
+        f"{', '.join(f'`{name}`' for name in classes)}, often with high probability. The probabilities are not "
+        "calibrated for such inputs.",
         "- Trained on Kaggle pet photos (mostly centred, well-lit, one animal); small, occluded or "
-        "unusually posed animals, drawings and close crops are outside that data.",
+        "unusually posed animals, drawings and close crops are outside that data." if book else
+        "- Trained on the photos listed in the split manifest only: what they do not show (other lighting, "
+        "framing, sources) is outside that data.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _class_lines(metrics: dict) -> list[str]:
+    per_class = metrics.get("test/per_class")
+    if not per_class:
+        return []
+    rows = ["", "| class | test images | precision | recall | F1 |", "|---|---:|---:|---:|---:|"]
+    rows += [f"| {name} | {f['images']} | {_pct(f['precision'])} | {_pct(f['recall'])} | {f['f1']:.3f} |"
+             for name, f in per_class.items()]
+    return rows + [""]
 
 
 def write_card(config: dict, stage: str, model_path: Path, metrics: dict, registered: dict | None = None,

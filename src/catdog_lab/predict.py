@@ -1,9 +1,13 @@
-"""catdog-predict: cat or dog, with the probability, for files, folders and globs, in batches.
+"""catdog-predict: the top class and every class's probability, for files, folders and globs, in batches.
 
     catdog-predict photo.jpg other.jpg                 # models/finetune.pt
     catdog-predict --stage scratch photos/ 'more/**/*.jpg' --format csv > predictions.csv
     catdog-predict --model models:/catdog-finetune@champion photos/      # from the MLflow registry
     catdog-predict --model path/to/model.pt --gradcam --out overlays/ photo.jpg
+    catdog-predict --evaluate labelled/ --out eval/    # a folder of class folders: accuracy, recall, mistakes
+
+The classes are the model file's (cat, dog for the book's data): each result has `label`, its
+`probability`, and `p_<class>` for every class.
 
 Exit code: 0 when every image was classified, 1 when any file failed (each one is reported and the
 others are still classified), 2 for a usage error (no model, bad option).
@@ -23,17 +27,26 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from catdog_lab import CLASSES
+from catdog_lab import BOOK_CLASSES
 from catdog_lab.data.images import IMAGE_SUFFIXES, open_rgb
 from catdog_lab.data.split import resize_to_tensor
 from catdog_lab.errors import UserError, exit_on_user_error
 from catdog_lab.models.factory import load_model
+from catdog_lab.models.outputs import probabilities
 
 # on a CPU, small batches in channels_last run fastest (the book's convnet, 1 thread: 100 img/s at batch 8,
 # 60 at batch 32, 35-44 in the default layout; VGG16: flat over batch size, +15% from channels_last)
 BATCH_SIZE = 8
 FORMATS = ("table", "json", "csv")
-FIELDS = ("file", "label", "probability", "p_dog", "error")
+
+
+def fields(classes) -> tuple[str, ...]:
+    """The columns of a result: file, label, probability (of the label), p_<class> per class, error."""
+    return ("file", "label", "probability", *probability_columns(classes), "error")
+
+
+def probability_columns(classes) -> list[str]:
+    return [f"p_{name}" for name in classes]
 
 
 @functools.cache
@@ -74,11 +87,12 @@ class Predictor:
 
     def __init__(self, net: torch.nn.Module, image_size: int, batch_size: int = BATCH_SIZE,
                  workers: int | None = None, max_pixels: int | None = None, min_side: int | None = None,
-                 max_aspect: float | None = None):
+                 max_aspect: float | None = None, classes=BOOK_CLASSES):
         """max_pixels: larger images are skipped as possible decompression bombs; min_side, max_aspect: smaller
         or more elongated ones are refused (None: data.max_image_pixels, data.min_image_side,
-        data.max_aspect_ratio)."""
+        data.max_aspect_ratio). classes: label i's name (the model file's `classes`)."""
         self.net = net.eval().to(memory_format=torch.channels_last)
+        self.classes = tuple(classes)
         self.size, self.batch_size = int(image_size), int(batch_size)
         self.workers = workers or min(4, os.cpu_count() or 1)
         self.max_pixels = int(config_defaults().data.max_image_pixels if max_pixels is None else max_pixels)
@@ -88,7 +102,7 @@ class Predictor:
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> "Predictor":
         net, bundle = load_model(path)
-        return cls(net, int(bundle["arch"]["image_size"]), **kwargs)
+        return cls(net, int(bundle["arch"]["image_size"]), classes=bundle["classes"], **kwargs)
 
     def decode(self, source: Path | bytes) -> torch.Tensor | str:
         """uint8 3 x S x S, decoded the way the split stage decodes the training photos, or the reason not."""
@@ -97,12 +111,18 @@ class Predictor:
         image, note = open_rgb(source, self.max_pixels, self.min_side, self.max_aspect)
         return note if image is None else resize_to_tensor(image, self.size)
 
-    def p_dog(self, batch: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """N x C: every class's probability (rows sum to 1)."""
         with torch.inference_mode():
-            return torch.sigmoid(self.net(batch.float().contiguous(memory_format=torch.channels_last))).flatten()
+            return probabilities(self.net(batch.float().contiguous(memory_format=torch.channels_last)))
+
+    def empty_result(self, error: str) -> dict:
+        return {"label": None, "probability": None, **dict.fromkeys(probability_columns(self.classes)),
+                "error": error}
 
     def predict(self, sources: Sequence[Path | bytes], keep_tensors: bool = False) -> Iterator[dict]:
-        """One result per source, in order: {"label", "probability", "p_dog", "error"} (+ "tensor")."""
+        """One result per source, in order: {"label", "probability", "p_<class>" for each class, "error",
+        "index": the label's index} (+ "tensor")."""
         chunks = [sources[i:i + self.batch_size] for i in range(0, len(sources), self.batch_size)]
         with ThreadPoolExecutor(self.workers) as pool:
             pending = [pool.submit(self.decode, source) for source in chunks[0]] if chunks else []
@@ -112,15 +132,16 @@ class Predictor:
                 pending = ([pool.submit(self.decode, source) for source in chunks[i + 1]] if i + 1 < len(chunks)
                            else [])
                 good = [item for item in decoded if isinstance(item, torch.Tensor)]
-                probs = iter(self.p_dog(torch.stack(good)).tolist()) if good else iter(())
+                probs = iter(self.probabilities(torch.stack(good)).tolist()) if good else iter(())
                 for item in decoded:
                     if not isinstance(item, torch.Tensor):
-                        yield {"label": None, "probability": None, "p_dog": None, "error": item}
+                        yield self.empty_result(item)
                         continue
-                    p_dog = next(probs)
-                    label = CLASSES[int(p_dog > 0.5)]
-                    result = {"label": label, "probability": p_dog if label == "dog" else 1 - p_dog, "p_dog": p_dog,
-                              "error": None}
+                    row = next(probs)
+                    # two classes: the book's p > 0.5 (p = p(second class)); ties go to the first class
+                    top = max(range(len(row)), key=lambda i: (row[i], -i)) if len(row) > 2 else int(row[1] > 0.5)
+                    result = {"label": self.classes[top], "probability": row[top],
+                              **dict(zip(probability_columns(self.classes), row)), "error": None, "index": top}
                     yield result | ({"tensor": item} if keep_tensors else {})
 
 
@@ -134,9 +155,10 @@ def resolve_model(spec: str | Path, tracking_uri: str | None = None) -> Path:
 
 def predict_files(model_path: Path | str, files: list[Path], gradcam: bool = False, out: Path | None = None,
                   alpha: float | None = None, batch_size: int = BATCH_SIZE, tracking_uri: str | None = None,
-                  max_pixels: int | None = None, gradcam_layer: str | None = None) -> tuple[list[dict], list[str]]:
-    """alpha, max_pixels, gradcam_layer: None takes visualize.gradcam_alpha, data.max_image_pixels,
-    visualize.gradcam_layer from conf/."""
+                  max_pixels: int | None = None, gradcam_layer: str | None = None
+                  ) -> tuple[list[dict], list[str], tuple[str, ...]]:
+    """(results, errors, the model's classes). alpha, max_pixels, gradcam_layer: None takes
+    visualize.gradcam_alpha, data.max_image_pixels, visualize.gradcam_layer from conf/."""
     predictor = Predictor.from_file(resolve_model(model_path, tracking_uri), batch_size=batch_size,
                                     max_pixels=max_pixels)
     if gradcam:
@@ -149,10 +171,107 @@ def predict_files(model_path: Path | str, files: list[Path], gradcam: bool = Fal
             errors.append(f"{path}: {result['error']}")
         elif gradcam:
             image = result.pop("tensor").unsqueeze(0)
-            target = int(result["p_dog"] > 0.5)
-            result["gradcam"] = str(_save_gradcam(predictor.net, layer, image, target, path, out, alpha))
+            result["gradcam"] = str(_save_gradcam(predictor.net, layer, image, result["index"], path, out, alpha,
+                                                  predictor.classes))
         results.append(result)
-    return results, errors
+    return results, errors, predictor.classes
+
+
+def evaluate_folder(model_path: Path | str, folder: Path, out: Path, batch_size: int = BATCH_SIZE,
+                    tracking_uri: str | None = None, max_pixels: int | None = None, worst: int = 16) -> dict:
+    """Score a model on a labelled folder of class folders (any source; folder names = the model's class
+    names): accuracy, each class's recall, the confusion matrix, and a contact sheet of the most confident
+    mistakes. Writes <out>/evaluation.json, <out>/confusion.png, <out>/worst_mistakes.png."""
+    from catdog_lab.data.discover import discover
+    from catdog_lab.io import write_json
+    from catdog_lab.models.outputs import class_metrics, confusion_matrix
+    from catdog_lab.plots import plot_confusion
+
+    predictor = Predictor.from_file(resolve_model(model_path, tracking_uri), batch_size=batch_size,
+                                    max_pixels=max_pixels)
+    classes = predictor.classes
+    found = discover(Path(folder), "folders", min_classes=1)
+    unknown = [name for name in found.classes if name not in classes]
+    if len(unknown) == len(found.classes):
+        raise UserError(f"--evaluate {folder}: none of its folders ({', '.join(found.classes)}) is a class of the "
+                        f"model ({', '.join(classes)})")
+    cands = [cand for cand in found.candidates if cand.label in classes]
+    results = list(predictor.predict([cand.path for cand in cands], keep_tensors=True))
+    scored = [(cand, result) for cand, result in zip(cands, results) if not result["error"]]
+    labels = torch.tensor([classes.index(cand.label) for cand, _ in scored], dtype=torch.long)
+    guesses = torch.tensor([result["index"] for _, result in scored], dtype=torch.long)
+    figures = class_metrics(confusion_matrix(labels, guesses, len(classes)), classes)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_confusion(figures["confusion"], classes, out / "confusion.png", f"{Path(folder).name}")
+    wrong = sorted(((cand, result) for cand, result in scored if result["label"] != cand.label),
+                   key=lambda pair: -pair[1]["probability"])
+    _contact_sheet(wrong[:worst], out / "worst_mistakes.png")
+    summary = {
+        "folder": str(folder), "model": str(model_path), "classes": list(classes), "images": len(scored),
+        "accuracy": figures["acc"], "macro_f1": figures["macro_f1"],
+        "recall": {name: figures["per_class"][name]["recall"] for name in classes},
+        "images_per_class": {name: figures["per_class"][name]["images"] for name in classes},
+        "confusion": figures["confusion"], "mistakes": len(wrong),
+        "worst_mistakes": [{"file": cand.rel, "true": cand.label, "predicted": result["label"],
+                            "probability": round(result["probability"], 6)} for cand, result in wrong[:worst]],
+        "unreadable": [{"file": cand.rel, "error": result["error"]} for cand, result in zip(cands, results)
+                       if result["error"]],
+        "left_out": {"not_model_classes": unknown, **{k: v for k, v in found.report().items()
+                                                      if k in ("not_classes", "outside_class_folders", "not_images")}},
+        "figures": {"confusion": str(out / "confusion.png"), "worst_mistakes": str(out / "worst_mistakes.png")},
+    }
+    write_json(out / "evaluation.json", summary)
+    return summary
+
+
+def _contact_sheet(pairs: list, path: Path) -> None:
+    """The most confident mistakes, each titled with its file, true class and what the model said."""
+    from catdog_lab.io import atomic_path
+    from catdog_lab.plots import plt
+
+    cols = 4
+    rows = max(1, -(-len(pairs) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (cand, result) in zip(axes.flat, pairs):
+        ax.imshow(result["tensor"].permute(1, 2, 0).numpy())
+        ax.set_title(f"{Path(cand.rel).name}\ntrue {cand.label}, said {result['label']} "
+                     f"({100 * result['probability']:.0f}%)", fontsize=8)
+    if not pairs:
+        axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
+    fig.suptitle("Most confident mistakes")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def render_evaluation(summary: dict, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(summary, indent=2)
+    classes = summary["classes"]
+    if fmt == "csv":
+        lines = ["class,images,recall," + ",".join(f"predicted_{name}" for name in classes)]
+        lines += [f"{name},{summary['images_per_class'][name]},{summary['recall'][name]:.6f},"
+                  + ",".join(map(str, row)) for name, row in zip(classes, summary["confusion"])]
+        return "\n".join(lines)
+    corner = "true \\ predicted"
+    width = max(len(corner), *map(len, classes))
+    lines = [f"{summary['folder']}: {summary['images']} images, accuracy {100 * summary['accuracy']:.1f}%, "
+             f"macro-F1 {summary['macro_f1']:.3f}, {summary['mistakes']} mistakes",
+             "", f"{'class':<{width}}  images  recall"]
+    lines += [f"{name:<{width}}  {summary['images_per_class'][name]:>6}  {100 * summary['recall'][name]:5.1f}%"
+              for name in classes]
+    lines += ["", f"{corner:<{width}}  " + "  ".join(f"{name:>{max(5, len(name))}}" for name in classes)]
+    lines += [f"{name:<{width}}  " + "  ".join(f"{count:>{max(5, len(other))}}" for count, other in zip(row, classes))
+              for name, row in zip(classes, summary["confusion"])]
+    left = summary["left_out"]
+    if left["not_model_classes"] or summary["unreadable"]:
+        lines += ["", f"left out: folders not classes of the model: {', '.join(left['not_model_classes']) or 'none'}; "
+                      f"unreadable files: {len(summary['unreadable'])} (evaluation.json)"]
+    lines += ["", f"figures: {summary['figures']['confusion']}, {summary['figures']['worst_mistakes']}"]
+    return "\n".join(lines)
 
 
 def _gradcam_layer(net, name: str | None) -> torch.nn.Module:
@@ -170,46 +289,54 @@ def _gradcam_layer(net, name: str | None) -> torch.nn.Module:
     return net.features[net.layer_index[name]]
 
 
-def _save_gradcam(net, layer, image, target: int, path: Path, out: Path | None, alpha: float) -> Path:
+def _save_gradcam(net, layer, image, target: int, path: Path, out: Path | None, alpha: float, classes) -> Path:
     from catdog_lab.plots import plt
     from catdog_lab.viz.attributions import gradcam
     from catdog_lab.viz.figures import overlay
 
     cam = gradcam(net, layer, image, target)[0]
-    dest = (out or path.parent) / f"{path.stem}_gradcam_{CLASSES[target]}.png"
+    dest = (out or path.parent) / f"{path.stem}_gradcam_{classes[target]}.png"
     dest.parent.mkdir(parents=True, exist_ok=True)
     plt.imsave(dest, overlay(image[0], cam, alpha))
     return dest
 
 
-def render(results: list[dict], fmt: str) -> str:
+def render(results: list[dict], fmt: str, classes=BOOK_CLASSES) -> str:
     """table: the classified files (failures go to stderr); json / csv: every file, `error` empty when fine."""
+    columns = fields(classes)
     if fmt == "json":
-        return json.dumps([{key: result.get(key) for key in FIELDS + (("gradcam",) if "gradcam" in result else ())}
+        return json.dumps([{key: result.get(key) for key in columns + (("gradcam",) if "gradcam" in result else ())}
                            for result in results], indent=2)
     if fmt == "csv":
         import io
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=[*FIELDS, "gradcam"], extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=[*columns, "gradcam"], extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for result in results:
             writer.writerow({key: ("" if result.get(key) is None else
                                    (f"{result[key]:.6f}" if isinstance(result[key], float) else result[key]))
-                             for key in (*FIELDS, "gradcam")})
+                             for key in (*columns, "gradcam")})
         return buf.getvalue().rstrip("\n")
     ok = [result for result in results if not result["error"]]
     width = max([len("file")] + [len(result["file"]) for result in ok])
-    lines = [f"{'file':<{width}}  label  probability  p(dog)"]
+    label_width = max(len("label"), *map(len, classes))
+    heads = [f"p({name})" for name in classes]
+    lines = [f"{'file':<{width}}  {'label':<{label_width}}  probability  " + "  ".join(f"{h:>8}" for h in heads)]
     for result in ok:
         extra = f"  Grad-CAM: {result['gradcam']}" if "gradcam" in result else ""
-        lines.append(f"{result['file']:<{width}}  {result['label']:<5}  {100 * result['probability']:10.1f}%  "
-                     f"{result['p_dog']:.4f}{extra}")
+        lines.append(f"{result['file']:<{width}}  {result['label']:<{label_width}}  "
+                     f"{100 * result['probability']:10.1f}%  "
+                     + "  ".join(f"{result[column]:>{len(head)}.4f}" if len(head) > 8 else f"{result[column]:>8.4f}"
+                                 for column, head in zip(probability_columns(classes), heads)) + extra)
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="catdog-predict", description=__doc__.split("\n")[0])
-    parser.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    parser.add_argument("images", nargs="*", help="image files, folders (searched recursively) or glob patterns")
+    parser.add_argument("--evaluate", type=Path, metavar="DIR",
+                        help="score the model on DIR, a folder of class folders named like the model's classes: "
+                             "accuracy, recall per class, confusion matrix, worst mistakes (figures in --out)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--stage", default="finetune", help="use models/<stage>.pt (default: finetune)")
     group.add_argument("--model", help="a model file written by a training stage, or models:/<name>@<alias>")
@@ -228,12 +355,24 @@ def main(argv: list[str] | None = None) -> None:
         if value is not None and value < 1:
             parser.error(f"{option}: must be a positive integer, got {value}")
     model = args.model or Path("models") / f"{args.stage}.pt"
+    if args.evaluate is not None:
+        if args.images:
+            parser.error("--evaluate DIR takes no other images")
+        if not args.evaluate.is_dir():
+            parser.error(f"--evaluate: {args.evaluate} is not a folder")
+        summary = exit_on_user_error(evaluate_folder, model, args.evaluate, args.out or Path("evaluation"),
+                                     batch_size=args.batch_size, tracking_uri=args.tracking_uri,
+                                     max_pixels=args.max_pixels)
+        print(render_evaluation(summary, args.format))
+        return
+    if not args.images:
+        parser.error("give images, folders or glob patterns (or --evaluate DIR)")
     files, input_errors = expand_inputs(args.images)
-    results, errors = exit_on_user_error(predict_files, model, files, args.gradcam, args.out,
+    results, errors, classes = exit_on_user_error(predict_files, model, files, args.gradcam, args.out,
                                          batch_size=args.batch_size, tracking_uri=args.tracking_uri,
                                          max_pixels=args.max_pixels, gradcam_layer=args.gradcam_layer)
     if results:
-        print(render(results, args.format))
+        print(render(results, args.format, classes))
     for error in input_errors + errors:
         print(f"error: {error}", file=sys.stderr)
     if input_errors or errors:

@@ -41,7 +41,8 @@ def figure_index(reports: Path) -> list[dict]:
     return [entry for entry in entries if (reports / "figures" / entry["file"]).exists()]
 
 
-def build_html(reports: Path, source: Path, profile: str, rows: list[dict], table: str, settings: str) -> Path:
+def build_html(reports: Path, source: Path, profile: str, rows: list[dict], table: str, settings: str,
+               split_dir: Path | None = None, metrics_dir: Path | None = None) -> Path:
     """reports/index.html, written into `reports`. Curves and figures belong to earlier stages: under DVC
     they sit next to the page (`source` = `reports`); in a CLI job (cli.py) they stay in the workspace or
     upstream run (`source`, read_path), and the page links there relatively."""
@@ -64,6 +65,7 @@ def build_html(reports: Path, source: Path, profile: str, rows: list[dict], tabl
         if (source / "curves" / f"{stage}.png").exists():
             parts.append(_figure(link(f"curves/{stage}.png"), f"{stage}: {titles.get(stage, '')}",
                                  "raw per-epoch values (dots) and the book's EMA smoothing, factor 0.8 (lines)"))
+    parts += _data_and_classes(split_dir, metrics_dir, source, link)
     figures = figure_index(source)
     if figures:
         parts.append("<h2>What the convnets learned</h2>")
@@ -73,6 +75,45 @@ def build_html(reports: Path, source: Path, profile: str, rows: list[dict], tabl
     path = reports / "index.html"
     write_text(path, "\n".join(parts))
     return path
+
+
+def _data_and_classes(split_dir: Path | None, metrics_dir: Path | None, source: Path, link) -> list[str]:
+    """The split's classes and counts, and each stage's per-class test figures with its confusion matrix."""
+    parts = []
+    report_path = Path(split_dir or "/nonexistent") / "report.json"
+    if split_dir is not None and report_path.exists():
+        report = json.loads(report_path.read_text())
+        counts = report.get("counts", {})
+        classes = report.get("classes") or list(counts.get("train", {}))
+        rows = ["<table><thead><tr><th>class</th><th>train</th><th>validation</th><th>test</th></tr></thead><tbody>"]
+        rows += [f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{counts.get(split, {}).get(name, 0)}</td>"
+                                                             for split in ("train", "validation", "test")) + "</tr>"
+                 for name in classes]
+        parts += ["<h2>Data: classes and split</h2>",
+                  f"<p>{len(classes)} classes ({html.escape(report.get('layout', 'kaggle'))} layout), images per "
+                  f"class and split; {report.get('skipped', 0)} files skipped (data/split/report.json).</p>",
+                  "".join(rows + ["</tbody></table>"])]
+    if metrics_dir is None:
+        return parts
+    metrics_dir = Path(metrics_dir)
+    stages = [(stage, json.loads((metrics_dir / f"{stage}.json").read_text())) for stage in TRAINING_STAGES
+              if (metrics_dir / f"{stage}.json").exists()]
+    stages = [(stage, m) for stage, m in stages if m.get("test/per_class")]
+    if stages:
+        parts.append("<h2>Per class: precision, recall, confusion matrix (test split)</h2>")
+    for stage, m in stages:
+        rows = [f"<h3>{html.escape(stage)}: accuracy {100 * float(m['test/acc']):.1f}%, macro-F1 "
+                f"{float(m['test/macro_f1']):.3f}</h3>",
+                "<table><thead><tr><th>class</th><th>images</th><th>precision</th><th>recall</th><th>F1</th></tr>"
+                "</thead><tbody>"]
+        rows += [f"<tr><td>{html.escape(name)}</td><td>{f['images']}</td><td>{100 * f['precision']:.1f}%</td>"
+                 f"<td>{100 * f['recall']:.1f}%</td><td>{f['f1']:.3f}</td></tr>"
+                 for name, f in m["test/per_class"].items()]
+        parts.append("".join(rows + ["</tbody></table>"]))
+        if (source / "confusion" / f"{stage}.png").exists():
+            parts.append(_figure(link(f"confusion/{stage}.png"), f"{stage}: confusion matrix",
+                                 "rows: true class, columns: predicted; each cell's count and share of its row"))
+    return parts
 
 
 def referenced_files(html_path: Path) -> list[Path]:

@@ -68,14 +68,20 @@ class Problem(ValueError):
 
 
 # --------------------------------------------------------------------------- conf/data/dogs_vs_cats.yaml
+Layout = Literal["kaggle", "folders"]                          # data/discover.py LAYOUTS
+
+
 class Source(Section):
     path: str | None
+    layout: Layout
     url: str | None
     sha256: str | None
     download_dir: str
 
     @model_validator(mode="after")
     def _somewhere(self):
+        if self.path is None and self.layout == "folders":
+            raise Problem("null; set it to the folder (or .zip) holding one folder per class", "path")
         if self.path is None and not self.url:
             raise Problem("empty, and data.source.path is null: nowhere to get images from", "url")
         return self
@@ -86,11 +92,16 @@ class Split(Section):
     train: PositiveInt | OpenFraction
     validation: PositiveInt | OpenFraction
     test: PositiveInt | OpenFraction
+    # [train, validation, test] fractions of each class instead of the counts (null: the counts)
+    fractions: Annotated[tuple[OpenFraction, OpenFraction, OpenFraction], Field(strict=False)] | None = None
     seed: int
     order: SplitOrder
 
     @model_validator(mode="after")
     def _one_kind(self):
+        if self.fractions is not None and sum(self.fractions) > 1 + 1e-9:
+            raise Problem(f"must be null or [train, validation, test], each in (0, 1), adding up to at most 1, "
+                          f"e.g. [0.7,0.15,0.15]; got {list(self.fractions)}", "fractions")
         values = {name: getattr(self, name) for name in ("train", "validation", "test")}
         fractions = [name for name, value in values.items() if isinstance(value, float)]
         if fractions and len(fractions) < 3:
@@ -104,12 +115,20 @@ class Split(Section):
 
 class Data(Section):
     source: Source
+    classes: Names | None = None                               # null: every class found (data/discover.py)
     split: Split
     workers: Literal["auto"] | PositiveInt
     image_size: Annotated[int, Field(ge=48)]                   # four conv/pool blocks need 48 pixels
     max_image_pixels: PositiveInt
     min_image_side: PositiveInt                                # smaller images: skipped by split, refused by predict
     max_aspect_ratio: Annotated[float, Field(ge=1)]            # long side / short side, likewise
+
+    @model_validator(mode="after")
+    def _two_classes(self):
+        if self.classes is not None and len(self.classes) < 2:
+            raise Problem(f"must be null (every class folder) or a list of at least two class names, e.g. "
+                          f"[cats,dogs,birds]; got {list(self.classes)}", "classes")
+        return self
 
 
 # ------------------------------------------------------------------------------------ conf/config.yaml

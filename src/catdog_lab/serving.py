@@ -8,11 +8,11 @@ dependencies listed in its requirements.
 
 Request: a table with one column `image`, each cell a base64-encoded image file (JPEG, PNG...), e.g.
     {"dataframe_split": {"columns": ["image"], "data": [["/9j/4AAQ..."]]}}
-Answer: one row per image, {"label": "cat"|"dog", "probability": p(label), "p_dog": p(dog), "error": ""}.
-A bad image gets a row with its `error` and no label; the other images are still classified. A request
-in which nothing can be classified (every image bad, no image, no `image` column) is refused: HTTP 400
-with a one-line reason (MLflow's own messages for a malformed request are cut to one line too, see
-`_one_line_errors`).
+Answer: one row per image, {"label": the top class, "probability": p(label), "p_<class>": p(class) for each
+of the model's classes (p_cat, p_dog for the book's), "error": ""}. A bad image gets a row with its `error`
+and no label; the other images are still classified. A request in which nothing can be classified (every
+image bad, no image, no `image` column) is refused: HTTP 400 with a one-line reason (MLflow's own messages
+for a malformed request are cut to one line too, see `_one_line_errors`).
 """
 from __future__ import annotations
 
@@ -48,16 +48,22 @@ class CatDogPyfunc:
         decoded = [_image_bytes(cell) for cell in frame[INPUT_COLUMN]]
         good = [image for image in decoded if isinstance(image, bytes)]
         results = iter(self.predictor.predict(good))
+        columns = output_columns(self.predictor.classes)
         rows = []
         for image in decoded:
-            result = next(results) if isinstance(image, bytes) else {"label": None, "probability": None,
-                                                                      "p_dog": None, "error": image}
-            rows.append({"label": result["label"] or "", "probability": result["probability"],
-                         "p_dog": result["p_dog"], "error": result["error"] or ""})
+            result = next(results) if isinstance(image, bytes) else self.predictor.empty_result(image)
+            rows.append({column: result[column] for column in columns}
+                        | {"label": result["label"] or "", "error": result["error"] or ""})
         if all(row["error"] for row in rows):       # nothing to answer: the request itself is bad
             reasons = "; ".join(f"image {i}: {row['error']}" for i, row in enumerate(rows[:3]))
             raise bad_request(reasons + (f"; ... ({len(rows)} images, none readable)" if len(rows) > 3 else ""))
-        return pd.DataFrame(rows, columns=["label", "probability", "p_dog", "error"])
+        return pd.DataFrame(rows, columns=columns)
+
+
+def output_columns(classes) -> list[str]:
+    """label, probability, p_<class> per class, error: predict.py's fields without the file."""
+    from catdog_lab.predict import fields
+    return [name for name in fields(classes) if name != "file"]
 
 
 def bad_request(reason: str):
@@ -131,13 +137,20 @@ def _load_pyfunc(data_path: str, model_config: dict | None = None) -> CatDogPyfu
                         config.get("max_aspect_ratio"))
 
 
-def signature():
+def signature(classes=("cat", "dog")):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
     return ModelSignature(inputs=Schema([ColSpec("string", INPUT_COLUMN)]),
-                          outputs=Schema([ColSpec("string", "label"), ColSpec("double", "probability"),
-                                          ColSpec("double", "p_dog"), ColSpec("string", "error")]))
+                          outputs=Schema([ColSpec("string" if name in ("label", "error") else "double", name)
+                                          for name in output_columns(classes)]))
+
+
+def model_classes(model_path: Path) -> list[str]:
+    """The classes a model file records (the book's cat, dog for files written before other classes)."""
+    from catdog_lab import BOOK_CLASSES
+    from catdog_lab.io import torch_load
+    return list(torch_load(model_path).get("classes", BOOK_CLASSES))
 
 
 def jpeg_base64(image_chw) -> str:
@@ -168,12 +181,14 @@ def decoding_config(data) -> dict:
 def pyfunc_flavour(model_path: Path, input_example: str | None, model_config: dict) -> dict:
     """mlflow.pyfunc.log_model's arguments for a stage model in this flavour (model_registry.register logs
     it): the `.pt` bundle, this module as loader, the package as code, the signature, one base64 photo as
-    input example, pinned requirements, and `model_config` (`decoding_config`: the run's decoding limits)."""
+    input example, pinned requirements, and `model_config` (`decoding_config`: the run's decoding limits). The
+signature's output columns name the model file's classes (p_<class> each)."""
     example = None
     if input_example is not None:
         import pandas as pd
         example = pd.DataFrame({INPUT_COLUMN: [input_example]})
     return {"loader_module": __name__, "data_path": str(model_path),
-            "code_paths": [str(Path(__file__).resolve().parent)], "signature": signature(),
+            "code_paths": [str(Path(__file__).resolve().parent)],
+            "signature": signature(model_classes(Path(model_path))),
             "input_example": example, "pip_requirements": _requirements(),
             "model_config": dict(model_config)}

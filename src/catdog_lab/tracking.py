@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import random
+import re
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -199,6 +200,11 @@ class StageRun:
         if self.enabled:
             for k, v in tags.items():
                 retry(lambda k=k, v=v: self.client.set_tag(self.run_id, k, str(v)))
+
+
+def metric_name(name: str) -> str:
+    """A class (folder) name made safe for an MLflow metric key (letters, digits, _ - . / and spaces)."""
+    return re.sub(r"[^\w\-. /]", "_", name)
 
 
 @contextlib.contextmanager

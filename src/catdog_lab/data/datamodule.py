@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from catdog_lab import SPLITS
+from catdog_lab import BOOK_CLASSES, SPLITS
 from catdog_lab.data.cache import MappedImages, open_images
 from catdog_lab.data.sampler import StreamBatchSampler
 from catdog_lab.errors import DataError
@@ -31,6 +31,13 @@ def load_cached_split(directory: Path, split: str) -> dict:
     return data
 
 
+def split_classes(directory: Path) -> tuple[str, ...]:
+    """The class names of the split cached in `directory`, in label order (a cache written before other
+    classes existed holds the book's cat/dog)."""
+    path = Path(directory) / "test.pt"
+    if not path.exists():
+        raise DataError(f"{path} not found: run the split stage first (dvc repro split)")
+    return tuple(torch_load(path).get("classes", BOOK_CLASSES))
 class ResidentTensors(Dataset):
     """(inputs, labels) held whole on one device (the decoded uint8 images of a split, or its features):
     a batch is one index into the tensors where they live, so a GPU run copies nothing per step. Serves

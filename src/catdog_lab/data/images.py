@@ -1,48 +1,15 @@
-"""Reading one photo safely: label from its name, bad files reported (never a crash)."""
+"""Reading one photo safely: bad files reported (never a crash). Which files are photos of which class:
+data/discover.py."""
 from __future__ import annotations
 
 import io
 import math
-import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from catdog_lab import CLASSES
-
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
-_KAGGLE_NAME = re.compile(r"^(cat|dog)\.(\d+)\.[A-Za-z]+$", re.IGNORECASE)
-_PET_FOLDER = {"cat": "cat", "cats": "cat", "dog": "dog", "dogs": "dog"}
-
-
-@dataclass(frozen=True)
-class Candidate:
-    path: Path        # absolute
-    rel: str          # relative to the source root, posix
-    label: str        # "cat" | "dog"
-    key: tuple        # stable sort key (numeric id where there is one)
-
-
-def find_candidates(root: Path) -> list[Candidate]:
-    """Images whose class is known: Kaggle names (cat.12.jpg) or PetImages-style Cat/ Dog/ folders."""
-    found = []
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES and not _KAGGLE_NAME.match(path.name):
-            continue
-        rel = path.relative_to(root).as_posix()
-        match = _KAGGLE_NAME.match(path.name)
-        if match:
-            label, ident = match.group(1).lower(), int(match.group(2))
-        elif path.parent.name.lower() in _PET_FOLDER:
-            label = _PET_FOLDER[path.parent.name.lower()]
-            ident = int(path.stem) if path.stem.isdigit() else path.stem
-        else:
-            continue
-        key = (0, ident, rel) if isinstance(ident, int) else (1, 0, rel)
-        found.append(Candidate(path=path, rel=rel, label=label, key=key))
-    return found
 
 
 def open_rgb(source: Path | bytes, max_pixels: int, min_side: int = 1,
@@ -150,6 +117,3 @@ def _upright(img: Image.Image) -> Image.Image:
     except Exception:       # PIL raises assorted errors on broken EXIF (struct.error, KeyError, ...)
         return img
 
-
-def label_index(label: str) -> int:
-    return CLASSES.index(label)

@@ -2,12 +2,15 @@
 
 Outputs (all written atomically):
   <paths.split>/manifest.csv       file, class, split, sha256   (file relative to the source folder)
-  <paths.split>/skipped.csv        file, class, reason          (unusable files, never a crash)
-  <paths.split>/report.json        counts, conversions, source
+  <paths.split>/skipped.csv        file, class, reason          (unusable files, photos under two classes)
+  <paths.split>/report.json        classes, counts per class and split, what was left out and why, source
   <paths.cache>/<split>.images.npy uint8 N x 3 x S x S, streamed to disk (see data/cache.py)
-  <paths.cache>/<split>.pt         {"labels": int64 N, "files": [...], "images_file": "<split>.images.npy"}
+  <paths.cache>/<split>.pt         {"labels": int64 N, "classes": [...], "files": [...],
+                                    "images_file": "<split>.images.npy"}
 
-`data.split.<split>` is a count per class (1000) or a fraction of each class's usable photos (0.8).
+`data.split.<split>` is a count per class (1000) or a fraction of each class's usable photos (0.8);
+`data.split.fractions` ([train, validation, test]) switches to fractions without editing the counts.
+Label i is `classes[i]`: the kaggle layout's (cat, dog), or the class folders' (data/discover.py).
 Photos are decoded by `data.workers` processes; the result does not depend on how many.
 """
 from __future__ import annotations
@@ -24,9 +27,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from catdog_lab import CLASSES, SPLITS
+from catdog_lab import SPLITS
 from catdog_lab.data.cache import ImageWriter, cache_files
-from catdog_lab.data.images import Candidate, find_candidates, label_index, open_rgb
+from catdog_lab.data.discover import Candidate, discover, stream_name
+from catdog_lab.data.images import open_rgb
 from catdog_lab.data.sources import sha256_file
 from catdog_lab.errors import DataError
 from catdog_lab.io import torch_save, write_csv, write_json
@@ -63,6 +67,14 @@ def _decoded(cands: list[Candidate], limits: tuple, image_size: int, pool: Proce
     yield from zip(cands, results)
 
 
+def split_counts(split) -> dict:
+    """{train, validation, test}: data.split's counts per class, or `data.split.fractions` when set
+    (`split`: the checked section, schema.Split)."""
+    if split.fractions is not None:
+        return {name: float(value) for name, value in zip(SPLITS, split.fractions)}
+    return {name: getattr(split, name) for name in SPLITS}
+
+
 def class_counts(counts: dict, usable: int | None) -> dict[str, int]:
     """Counts per split for one class: the given counts, or fractions of `usable` photos (rounded down)."""
     if all(isinstance(count, int) and not isinstance(count, bool) for count in counts.values()):
@@ -74,17 +86,17 @@ SPLIT_ORDERS = ("shuffle", "index")
 
 
 def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels: int, cache_dir: Path,
-               workers: int = 1, min_side: int = 1, max_aspect: float = math.inf, order: str = "shuffle") -> dict:
+               workers: int = 1, layout: str = "kaggle", classes=None, min_side: int = 1,
+               max_aspect: float = math.inf, order: str = "shuffle") -> dict:
     """min_side, max_aspect: data.min_image_side and data.max_aspect_ratio (the defaults check neither);
     images outside them are skipped and listed, like unreadable ones.
     `order`: shuffle (each class's photos in a seeded random order) | index (sorted by file id, as the
     book's copy loop: the lowest ids train, the next validate, the next test)."""
     if order not in SPLIT_ORDERS:
         raise DataError(f"data.split.order: must be one of {', '.join(SPLIT_ORDERS)}, got {order!r}")
-    candidates = find_candidates(root)
-    if not candidates:
-        raise DataError(f"no cat/dog images found under {root} (expected cat.<id>.jpg files or Cat/ Dog/ folders)")
-    by_class: dict[str, list[Candidate]] = {label: [] for label in CLASSES}
+    found = discover(root, layout, classes)
+    names, candidates = found.classes, found.candidates      # this split's classes, in label order
+    by_class: dict[str, list[Candidate]] = {label: [] for label in names}
     for cand in candidates:
         by_class[cand.label].append(cand)
     as_fractions = not all(isinstance(count, int) and not isinstance(count, bool) for count in counts.values())
@@ -94,18 +106,19 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
     cache_dir.mkdir(parents=True, exist_ok=True)
     skipped, converted, inspected = [], [], Counter()
     usable: dict[str, list[tuple[Candidate, str]]] = {}
-    total = need * len(CLASSES) if need else len(candidates)
+    total = need * len(names) if need else len(candidates)
     progress = tqdm(total=total, desc=f"split: check + decode ({workers} worker{'s' * (workers > 1)})",
                     unit="img", mininterval=1.0)
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
-        for label in CLASSES:
+        for position, label in enumerate(names):
             ordered = sorted(by_class[label], key=lambda cand: cand.key)
             if order == "shuffle":
-                random.Random(f"{seed}:{label}").shuffle(ordered)     # per-class stream: stable for a seed
+                # per-class stream: stable for a seed (named by the class's position, see stream_name)
+                random.Random(f"{seed}:{stream_name(position, len(names))}").shuffle(ordered)
             usable[label] = []
             # decoded pixels go straight to a per-class scratch file: memory stays bounded
-            with open(cache_dir / f".{label}.pixels.tmp", "wb") as scratch:
+            with open(cache_dir / f".{names.index(label)}.pixels.tmp", "wb") as scratch:
                 limits = (max_pixels, min_side, max_aspect)
                 for cand, (pixels, note, sha) in _decoded(ordered, limits, image_size, pool):
                     if need is not None and len(usable[label]) == need:
@@ -123,21 +136,25 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
                 raise DataError(
                     f"class {label!r}: only {len(usable[label])} usable images under {root} "
                     f"({len(ordered)} found, {sum(1 for row in skipped if row['class'] == label)} unusable), "
-                    f"but data.split asks for {need} ({counts['train']}+{counts['validation']}+{counts['test']})")
+                    f"but data.split asks for {need} ({counts['train']}+{counts['validation']}+{counts['test']}); "
+                    f"to split each class by fractions instead: data.split.fractions=[0.7,0.15,0.15]")
     finally:
         progress.close()
         if pool:
             pool.shutdown(cancel_futures=True)
 
-    per_class = {label: class_counts(counts, len(usable[label])) for label in CLASSES}
-    for label in CLASSES:
+    per_class = {label: class_counts(counts, len(usable[label])) for label in names}
+    for label in names:
         if min(per_class[label].values()) < 1:
             raise DataError(f"class {label!r}: {len(usable[label])} usable images give an empty split with "
                             f"data.split {dict(counts)}")
-    manifest = _write_cache(cache_dir, usable, per_class, image_size)
+    skipped += [{"file": file, "class": "/".join(row["classes"]), "reason": "same photo under classes "
+                 + ", ".join(row["classes"])} for row in found.conflicts for file in row["files"]]
+    manifest = _write_cache(cache_dir, usable, per_class, image_size, names)
     report = {
-        "counts": {split: {label: per_class[label][split] for label in CLASSES} for split in SPLITS},
-        "candidates": {label: len(by_class[label]) for label in CLASSES},
+        **found.report(),
+        "counts": {split: {label: per_class[label][split] for label in names} for split in SPLITS},
+        "candidates": {label: len(by_class[label]) for label in names},
         "inspected": dict(inspected),
         "skipped": len(skipped),
         "skipped_reasons": dict(Counter(row["reason"].split(":")[0] for row in skipped)),
@@ -146,36 +163,43 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
         "image_size": image_size,
     }
     print(f"[split] {len(manifest)} images in the split, {len(skipped)} skipped, {len(converted)} converted")
+    print(f"[split] {len(names)} classes: " + ", ".join(
+        f"{label} {'/'.join(str(per_class[label][split]) for split in SPLITS)}" for label in names)
+        + " (train/validation/test)")
+    left_out = found.left_out_line()
+    if left_out:
+        print(f"[split] {left_out}")
     return {"manifest": manifest, "skipped": skipped, "report": report}
 
 
-def _write_cache(cache_dir: Path, usable: dict, per_class: dict, image_size: int) -> list[dict]:
+def _write_cache(cache_dir: Path, usable: dict, per_class: dict, image_size: int, names) -> list[dict]:
     """Copy each class's scratch file into the per-split .npy files (a partial file never stays)."""
     record = 3 * image_size * image_size
-    manifest, starts = [], {label: 0 for label in CLASSES}
+    manifest, starts = [], {label: 0 for label in names}
     try:
         for split in SPLITS:
             meta_path, images_path = cache_files(cache_dir, split)
-            writer = ImageWriter(images_path, sum(per_class[label][split] for label in CLASSES), image_size)
+            writer = ImageWriter(images_path, sum(per_class[label][split] for label in names), image_size)
             labels, files = [], []
             try:
-                for label in CLASSES:
+                for label in names:
                     first, count = starts[label], per_class[label][split]
-                    _copy_records(cache_dir / f".{label}.pixels.tmp", first * record, count * record, writer)
+                    _copy_records(cache_dir / f".{names.index(label)}.pixels.tmp", first * record, count * record,
+                                  writer)
                     for cand, sha in usable[label][first:first + count]:
                         manifest.append({"file": cand.rel, "class": label, "split": split, "sha256": sha})
-                        labels.append(label_index(label))
+                        labels.append(names.index(label))
                         files.append(cand.rel)
                     starts[label] += count
             except BaseException:
                 writer.abort()
                 raise
             writer.close()
-            torch_save({"labels": torch.tensor(labels, dtype=torch.long), "files": files,
+            torch_save({"labels": torch.tensor(labels, dtype=torch.long), "classes": list(names), "files": files,
                         "images_file": images_path.name}, meta_path)
     finally:
-        for label in CLASSES:
-            (cache_dir / f".{label}.pixels.tmp").unlink(missing_ok=True)
+        for label in names:
+            (cache_dir / f".{names.index(label)}.pixels.tmp").unlink(missing_ok=True)
     return manifest
 
 

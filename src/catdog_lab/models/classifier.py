@@ -1,37 +1,30 @@
-"""One LightningModule for every training stage: binary logit, BCE, accuracy, RMSprop.
+"""One LightningModule for every training stage: logits, loss, accuracy, RMSprop, and the test's confusion
+matrix.
 
-Stages differ only by the wrapped `net`, the optional batch augmentation, and the learning rate.
+Two classes: one logit and binary cross-entropy (the book's sigmoid output); three or more: one logit per
+class and cross-entropy (models/outputs.py). Stages differ only by the wrapped `net`, the optional batch
+augmentation, and the learning rate.
 """
 from __future__ import annotations
 
-import math
-
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-
-def binary_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, clip: float | None = None) -> torch.Tensor:
-    """Mean BCE of a logit. `clip`: Keras 2.0.8's `binary_crossentropy`, which clips the sigmoid's output to
-    [clip, 1 - clip] (clip = K.epsilon() = 1e-7) and takes the logit of that: the same as clamping the logit
-    to +-log((1 - clip) / clip) = +-16.1, where the loss stops at 16.1 and its gradient is zero (as
-    tf.clip_by_value's). None: the unclipped loss (PyTorch's, and tf.keras' since it reads the logit)."""
-    if clip:
-        bound = math.log((1 - clip) / clip)
-        logits = logits.clamp(-bound, bound)
-    return F.binary_cross_entropy_with_logits(logits, targets)
+from catdog_lab.models import outputs
 
 
-class BinaryClassifier(pl.LightningModule):
+class Classifier(pl.LightningModule):
     def __init__(self, net: nn.Module, lr: float, augment: nn.Module | None = None, channels_last: bool = True,
-                 eval_from_frozen: bool = False, loss_clip: float | None = None):
+                 n_classes: int = 2, eval_from_frozen: bool = False, loss_clip: float | None = None):
         super().__init__()
         self.net, self.augment, self.lr, self.loss_clip = net, augment, lr, loss_clip
-        self.channels_last = channels_last
+        self.channels_last, self.n_classes = channels_last, n_classes
         # validation and test batches hold the frozen layers' outputs, not images (train.py; the net's
         # `forward_from_frozen` runs the rest): the same logits without the frozen layers' cost every epoch
         self.eval_from_frozen = eval_from_frozen
+        self.confusion: torch.Tensor | None = None     # the last test's confusion matrix (rows: true class)
+        self._test_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
 
@@ -50,14 +43,17 @@ class BinaryClassifier(pl.LightningModule):
         if augment and self.augment is not None:
             x = self.augment(x)                  # a fresh random view of every image, every epoch
         logits = self._logits(x, from_frozen=self.eval_from_frozen and prefix != "train")
-        loss = binary_cross_entropy(logits, y.float(), self.loss_clip)
-        acc = ((logits > 0).long() == y).float().mean()
+        loss = outputs.loss(logits, y, self.loss_clip)
+        guesses = outputs.predicted(logits)
+        acc = (guesses == y).float().mean()
         loss_in_bar = prefix == "train"          # the progress bar shows the training loss, every split's accuracy
         # sync_dist: with several devices the epoch figures are averaged over ranks (a no-op on one device)
         self.log(f"{prefix}/loss", loss, on_step=False, on_epoch=True, prog_bar=loss_in_bar, batch_size=len(y),
                  sync_dist=True)
         self.log(f"{prefix}/acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y),
                  sync_dist=True)
+        if prefix == "test":
+            self._test_pairs.append((y.detach().cpu(), guesses.detach().cpu()))
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -68,6 +64,15 @@ class BinaryClassifier(pl.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
+
+    def on_test_epoch_start(self):
+        self._test_pairs = []
+
+    def on_test_epoch_end(self):
+        labels = torch.cat([y for y, _ in self._test_pairs]) if self._test_pairs else torch.zeros(0, dtype=torch.long)
+        guesses = torch.cat([g for _, g in self._test_pairs]) if self._test_pairs else labels
+        self.confusion = outputs.confusion_matrix(labels, guesses, self.n_classes)
+        self._test_pairs = []
 
     def configure_optimizers(self):
         params = [p for p in self.net.parameters() if p.requires_grad]

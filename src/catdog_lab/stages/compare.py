@@ -31,6 +31,14 @@ def load_book(path: Path = BOOK_FILE) -> dict:
 EDITION_LABELS = {"first_edition": "1st ed.", "second_edition": "2nd ed."}
 
 
+def is_book_data(split_dir: Path) -> bool:
+    """Is the split the book's cats and dogs (the kaggle layout)? Only then do the book's figures belong
+    beside ours. A split written before layouts existed is the book's."""
+    path = Path(split_dir) / "report.json"
+    report = json.loads(path.read_text()) if path.exists() else {}
+    return report.get("layout", "kaggle") == "kaggle" and report.get("classes", ["cat", "dog"]) == ["cat", "dog"]
+
+
 def gather(metrics_dir: Path) -> dict[str, dict]:
     found = {}
     for stage in TRAINING_STAGES:
@@ -82,8 +90,9 @@ def _eval_images(cfg, runs: list[dict], split: str) -> int | None:
     """Our images behind a figure: the test images the runs recorded, or the validation split's size."""
     if split == "test":
         return int(runs[-1].get("test_images") or 0) or None
-    counts = OmegaConf.select(cfg, "data.split.validation")
-    return 2 * int(counts) if isinstance(counts, int) and not isinstance(counts, bool) else None
+    counts = OmegaConf.select(cfg, "data.split.validation")       # per class; the runs record their classes
+    classes = len(runs[-1].get("classes") or ("cat", "dog"))
+    return classes * int(counts) if isinstance(counts, int) and not isinstance(counts, bool) else None
 
 
 def build_rows(cfg, metrics: dict, book: dict) -> list[dict]:
@@ -120,7 +129,7 @@ def build_rows(cfg, metrics: dict, book: dict) -> list[dict]:
             "book_images": book_images, "other_edition": other, "book2_acc": ref2.get("acc"),
             "book2_split": ref2.get("split"), "compared_on": on, "ours_compared": _mean(ours),
             "band_low": band["low"], "band_high": band["high"], "seed_spread": band["seed_spread"],
-            "verdict": verdict(band, ref.get("acc")),
+            "verdict": verdict(band, ref.get("acc")), "macro_f1": _mean([r.get("test/macro_f1") for r in runs]),
             "difference": (_mean(ours) - ref["acc"]) if ref.get("acc") is not None else None,
             "settings": {k: settings.get(k) for k in COMPARED_KEYS if k in settings},
         })
@@ -152,6 +161,8 @@ def _verdict_cell(row: dict) -> str:
 
 def markdown_table(rows: list[dict], missing: list[str] = ()) -> str:
     """The ladder: ours and the book's, the verdict like with like; `missing` stages as "not run yet"."""
+    if not any(r["book_acc"] is not None or r["book2_acc"] is not None for r in rows):
+        return _table_without_book(rows, missing)
     edition = EDITION_LABELS.get(rows[0]["edition"], rows[0]["edition"]) if rows else "book"
     other = EDITION_LABELS.get(rows[0]["other_edition"], "") if rows else ""
     columns = ["stage", "seeds", "our test acc (mean ± sd)", "95% interval of the mean", "our val acc (mean)",
@@ -169,6 +180,24 @@ def markdown_table(rows: list[dict], missing: list[str] = ()) -> str:
                  f"{_pct(r['book2_acc'])} ({r['book2_split'] or '–'})", str(r["epochs"]), r["select"] or "–",
                  _duration(r["epoch_seconds"])]
         body[r["stage"]] = "| " + " | ".join(cells) + " |"
+    for stage in missing:
+        body[stage] = f"| {stage} | 0 | not run yet |" + " – |" * (len(columns) - 3)
+    ladder = sorted(body, key=lambda s: TRAINING_STAGES.index(s) if s in TRAINING_STAGES else len(TRAINING_STAGES))
+    return "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + [body[s] for s in ladder])
+
+
+def _table_without_book(rows: list[dict], missing: list[str] = ()) -> str:
+    """The ladder on data other than the book's: ours only, with macro-F1 (classes may be unbalanced)."""
+    columns = ["stage", "seeds", "our test acc (mean ± sd)", "95% interval of the mean", "macro-F1",
+               "our val acc (mean)", "epochs", "kept epoch", "training time (epochs summed)"]
+    body = {}
+    for r in rows:
+        sd = f" ± {100 * r['test_std']:.1f}" if r["test_std"] is not None else ""
+        interval = "–" if r["low"] is None else f"{100 * r['low']:.1f}–{100 * r['high']:.1f}%"
+        f1 = "–" if r.get("macro_f1") is None else f"{r['macro_f1']:.3f}"
+        body[r["stage"]] = (f"| {r['stage']} | {r['n']} | {_pct(r['test_acc'])}{sd} | {interval} | {f1} | "
+                            f"{_pct(r['val_acc'])} | {r['epochs']} | {r['select'] or '–'} | "
+                            f"{_duration(r['epoch_seconds'])} |")
     for stage in missing:
         body[stage] = f"| {stage} | 0 | not run yet |" + " – |" * (len(columns) - 3)
     ladder = sorted(body, key=lambda s: TRAINING_STAGES.index(s) if s in TRAINING_STAGES else len(TRAINING_STAGES))
@@ -229,7 +258,8 @@ def plot_ladder(rows: list[dict], path: Path) -> None:
     ax.set_ylabel("accuracy (%)")
     ax.set_xlim(-0.6, len(rows) - 0.4)
     ax.set_ylim(bottom, 100)
-    ax.set_title("Cats vs dogs: the chapter's accuracy ladder")
+    ax.set_title("Cats vs dogs: the chapter's accuracy ladder" if any(r["book_acc"] is not None for r in rows)
+                 else "The chapter's accuracy ladder on this data")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
@@ -245,7 +275,8 @@ def compare(cfg) -> dict:
     # reads the training stages' metrics (read_path: the workspace, or upstream in a CLI job), writes its own
     reports, metrics_dir = Path(cfg.paths.reports), Path(cfg.paths.metrics)
     metrics = gather(read_path(cfg, "metrics"))
-    rows = build_rows(cfg, metrics, load_book())
+    # the book's figures sit beside ours only on the book's data
+    rows = build_rows(cfg, metrics, load_book() if is_book_data(read_path(cfg, "split")) else {})
     missing = [stage for stage in TRAINING_STAGES if stage not in {r["stage"] for r in rows}]
     table, settings = markdown_table(rows, missing), settings_table(rows)
     tracking = tracking_for(cfg)
@@ -278,7 +309,8 @@ def compare(cfg) -> dict:
         if r["difference"] is not None:
             summary[f"{r['stage']}/vs_book"] = round(r["difference"], 4)
     write_json(metrics_dir / "compare.json", summary)
-    html = build_html(reports, read_path(cfg, "reports"), str(cfg.get("profile", "")), rows, table, settings)
+    html = build_html(reports, read_path(cfg, "reports"), str(cfg.get("profile", "")), rows, table, settings,
+                      split_dir=read_path(cfg, "split"), metrics_dir=read_path(cfg, "metrics"))
     with pipeline_run(tracking) as run:
         run.log_metrics({k.replace("/", "."): v for k, v in summary.items() if v is not None})
         run.set_tags({f"{r['stage']}.verdict": r["verdict"] for r in rows})

@@ -27,19 +27,21 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
+from catdog_lab import BOOK_CLASSES
 from catdog_lab.config import params_hash, read_path
 from catdog_lab.data.augment import BatchAugment
-from catdog_lab.data.datamodule import TensorDataModule
+from catdog_lab.data.datamodule import TensorDataModule, split_classes
 from catdog_lab.data.sources import sha256_file
 from catdog_lab.data.split import manifest_hash
 from catdog_lab.errors import DataError
 from catdog_lab.history import History
-from catdog_lab.io import read_csv, write_json
-from catdog_lab.models.classifier import BinaryClassifier
+from catdog_lab.io import read_csv, write_csv, write_json
+from catdog_lab.models.classifier import Classifier
 from catdog_lab.models.components.backbones import build_backbone, weights_dtype
 from catdog_lab.models.factory import build_from_arch, build_head, load_model, save_model, transfer_from_head
 from catdog_lab.models.features import Features, device_for, extract_features, frozen_outputs
-from catdog_lab.plots import plot_curves
+from catdog_lab.models.outputs import class_metrics, n_outputs
+from catdog_lab.plots import confusion_rows, plot_confusion, plot_curves
 from catdog_lab.registry import TRAINING_STAGES
 from catdog_lab.seeds import recipe_hash
 from catdog_lab.seeds import record as record_seed
@@ -52,7 +54,7 @@ from catdog_lab.settings import (
     validate_stage,
 )
 from catdog_lab.stages import plain, tracking_for
-from catdog_lab.tracking import StageRun, stage_run
+from catdog_lab.tracking import StageRun, metric_name, stage_run
 
 # Warnings every training stage would print for an expected situation (a fresh `dvc repro` prints none):
 # - the checkpoint folder holds meta.json (and last.ckpt when a killed run resumes) before `fit`, by design;
@@ -79,11 +81,12 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
     trainer, checkpoint, history = make_trainer(trainer_args, settings.epochs, ckpt_dir,
                                                 Path(cfg.paths.plots) / f"{stage}.csv", fast_dev_run)
     writer = trainer.is_global_zero      # global rank 0: writes every output and owns the MLflow run
-    data, net, features = build_data_and_net(cfg, settings, trainer_args, writer=writer,
+    classes = split_classes(read_path(cfg, "cache"))
+    data, net, features = build_data_and_net(cfg, settings, trainer_args, writer=writer, classes=classes,
                                              frozen_store=_frozen_store(cfg, stage) if writer else None)
     augment = BatchAugment.from_config(settings.augmentation) if settings.augment else None
-    module = BinaryClassifier(net, settings.lr, augment, trainer_args.channels_last,
-                              eval_from_frozen=bool(data.eval_inputs), loss_clip=settings.loss_clip)
+    module = Classifier(net, settings.lr, augment, trainer_args.channels_last, n_classes=len(classes),
+                        eval_from_frozen=bool(data.eval_inputs), loss_clip=settings.loss_clip)
     resume_key = params_hash(cfg, [*RESUME_KEYS, stage])
     resume_from, resume_run = resume_point(ckpt_dir, resume_key, fast_dev_run, writer)
 
@@ -108,9 +111,9 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
         rows = epoch_rows(history)
         test_results = test_last_and_best(test_trainer(trainer_args, trainer), module, data, checkpoint, rows,
                                           settings.select, fast_dev_run)
-        model_path = save_kept_model(cfg, settings, module, test_results)
+        model_path = save_kept_model(cfg, settings, module, test_results, classes)
         metrics = stage_metrics(cfg, settings, test_results, rows, len(data.datasets["test"]), fit_seconds,
-                                started, trainer.world_size, features)
+                                started, trainer.world_size, features, classes)
         write_outputs(cfg, stage, mlflow_run, model_path, metrics, rows, fast_dev_run)
     shutil.rmtree(ckpt_dir, ignore_errors=True)         # finished: nothing left to resume
     shutil.rmtree(_frozen_store(cfg, stage), ignore_errors=True)
@@ -144,6 +147,7 @@ def make_trainer(trainer_args: TrainerSettings, epochs: int, ckpt_dir: Path, his
 
 
 def build_data_and_net(cfg, settings: StageSettings, trainer_args: TrainerSettings, writer: bool,
+                       classes=BOOK_CLASSES,
                        frozen_store: Path | None = None) -> tuple[TensorDataModule, torch.nn.Module, Features | None]:
     """The stage's data and its network before training: a dense head on cached conv-base features
     (`model: head`, the features computed first if needed), or a net over the image cache, optionally
@@ -158,13 +162,13 @@ def build_data_and_net(cfg, settings: StageSettings, trainer_args: TrainerSettin
         data = TensorDataModule(features.folder, inputs_key="features", **loader)
         data.setup()
         net = build_head(data.datasets["train"].tensors[0][0].numel(), settings.hidden, settings.dropout,
-                         settings.activation, init=settings.init)
+                         settings.activation, init=settings.init, outputs=n_outputs(len(classes)))
         return data, net, features
     upstream = read_path(cfg, "models") / f"{settings.init_from}.pt" if settings.init_from else None
     if upstream is not None and not upstream.is_file():    # said before building the net: VGG16 may download
         raise DataError(f"{settings.name}.init_from: {upstream} not found: train {settings.init_from} first "
                         f"(`dvc repro {settings.init_from}`, or `upstream=<its job folder>` on the CLI)")
-    net = build_from_arch(model_arch(cfg, settings.name), init=settings.init)
+    net = build_from_arch(model_arch(cfg, settings.name), init=settings.init, outputs=n_outputs(len(classes)))
     if upstream is not None:
         source, _ = load_model(upstream, weights=settings.init_from_weights)
         missing = net.load_state_dict(source.state_dict(), strict=False)
@@ -231,21 +235,22 @@ def epoch_rows(history: History) -> list[dict]:
     return read_csv(history.csv_path) if history.csv_path.exists() else []
 
 
-def test_last_and_best(trainer: pl.Trainer, module: BinaryClassifier, data: TensorDataModule,
+def test_last_and_best(trainer: pl.Trainer, module: Classifier, data: TensorDataModule,
                        checkpoint: ModelCheckpoint, rows: list[dict], select: str, fast_dev_run) -> dict:
     """Test the last epoch and the epoch of lowest validation loss (one test when they coincide), and leave
     the module holding the `select`ed one's weights.
 
     Returns {"last": test metrics, "best": ..., "last_epoch", "best_epoch", "kept_epoch", "kept": test
-    metrics of the kept epoch, "last_state": the last epoch's state dict}.
+    metrics of the kept epoch (with its "confusion" matrix), "last_state": the last epoch's state dict}.
     """
     last_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     last_epoch, best_epoch = (int(rows[-1]["epoch"]) if rows else None), _best_epoch(rows)
-    last = best = trainer.test(module, datamodule=data, verbose=False)[0]
+    last = best = trainer.test(module, datamodule=data, verbose=False)[0] | {"confusion": module.confusion}
     best_path = checkpoint.best_model_path if checkpoint.best_model_path and not fast_dev_run else None
     if best_path and best_epoch != last_epoch:
         # Lightning restores the best checkpoint's weights into `module` before testing
-        best = trainer.test(module, datamodule=data, ckpt_path=best_path, verbose=False, weights_only=True)[0]
+        best = trainer.test(module, datamodule=data, ckpt_path=best_path, verbose=False,
+                            weights_only=True)[0] | {"confusion": module.confusion}
     else:
         best_epoch = last_epoch
     if select == "last":
@@ -255,26 +260,31 @@ def test_last_and_best(trainer: pl.Trainer, module: BinaryClassifier, data: Tens
             "last_state": last_state}
 
 
-def save_kept_model(cfg, settings: StageSettings, module: BinaryClassifier, test_results: dict) -> Path:
+def save_kept_model(cfg, settings: StageSettings, module: Classifier, test_results: dict,
+                    classes=BOOK_CLASSES) -> Path:
     """models/<stage>.pt: the kept epoch's net as an image -> logit model (a head on cached features is
     wrapped with its conv base), plus the last epoch's weights when a later stage starts from them."""
     net = module.net.float().to(memory_format=torch.contiguous_format).cpu()
     arch = model_arch(cfg, settings.name)
     if settings.model == "head":
         net = transfer_from_head(net, build_backbone(backbone_spec(cfg)),
-                                 int(cfg.data.image_size), settings.hidden, settings.dropout, settings.activation)
+                                 int(cfg.data.image_size), settings.hidden, settings.dropout, settings.activation,
+                                 n_outputs(len(classes)))
         arch |= {"kind": "transfer", "trainable": []}
     keep_last = (test_results["kept_epoch"] != test_results["last_epoch"]
                  and _continued_from_last(cfg, settings.name))
     path = Path(cfg.paths.models) / f"{settings.name}.pt"
     save_model(path, settings.name, arch, net,
-               last_state=_net_state(test_results["last_state"]) if keep_last else None)
+               last_state=_net_state(test_results["last_state"]) if keep_last else None,
+               classes=classes, class_counts=_split_counts(cfg))
     return path
 
 
 def stage_metrics(cfg, settings: StageSettings, test_results: dict, rows: list[dict], test_images: int,
-                  fit_seconds: float, started: float, devices: int, features: Features | None) -> dict:
-    """metrics/<stage>.json: both test accuracies, the kept epoch's validation figures, and the timings."""
+                  fit_seconds: float, started: float, devices: int, features: Features | None,
+                  classes=BOOK_CLASSES) -> dict:
+    """metrics/<stage>.json: both test accuracies, the kept epoch's validation figures, the kept epoch's
+    test figures per class (precision, recall, F1, macro-F1, confusion matrix), and the timings."""
     kept_epoch = test_results["kept_epoch"]
     kept_row = next((r for r in rows if int(r["epoch"]) == kept_epoch), rows[-1] if rows else {})
     epochs_run = len(rows)
@@ -301,6 +311,9 @@ def stage_metrics(cfg, settings: StageSettings, test_results: dict, rows: list[d
         metrics["weights_dtype"] = weights_dtype(str(cfg.backbone.weights))
     if features is not None and features.images_per_second:
         metrics["extract_images_per_second"] = round(features.images_per_second, 2)
+    per_class = class_metrics(test_results["kept"]["confusion"], classes)
+    metrics |= {"classes": list(classes), "test/macro_f1": per_class["macro_f1"],
+                "test/per_class": per_class["per_class"], "test/confusion": per_class["confusion"]}
     return metrics
 
 
@@ -314,16 +327,36 @@ def write_outputs(cfg, stage: str, mlflow_run: StageRun, model_path: Path, metri
     curves = Path(cfg.paths.reports) / "curves" / f"{stage}.png"
     if rows:
         plot_curves(rows, curves, stage)
+    confusion_png, confusion_csv = confusion_paths(cfg, stage)
+    plot_confusion(metrics["test/confusion"], metrics["classes"], confusion_png, stage)
+    write_csv(confusion_csv, confusion_rows(metrics["test/confusion"], metrics["classes"]), ["actual", "predicted"])
     # val/acc and val/loss already have one point per epoch (Lightning's logger): log only the summaries
     mlflow_run.log_metrics({k: v for k, v in metrics.items() if k not in ("val/acc", "val/loss")})
+    mlflow_run.log_metrics({f"test/{kind}/{metric_name(label)}": figures[kind]
+                            for label, figures in metrics["test/per_class"].items()
+                            for kind in ("precision", "recall")})
     # `publish` logs the model to the run that made this very file: it finds the run by this tag
     if mlflow_run.enabled:
         mlflow_run.set_tags({"model_sha256": sha256_file(model_path)})
     mlflow_run.log_artifact(curves, "curves")
+    mlflow_run.log_artifact(confusion_png, "confusion")
     mlflow_run.log_artifact(Path(cfg.paths.plots) / f"{stage}.csv", "history")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+def confusion_paths(cfg, stage: str) -> tuple[Path, Path]:
+    """The stage's confusion matrix: a figure (reports/confusion/<stage>.png) and DVC's confusion-plot rows
+    (plots/<stage>_confusion.csv: actual, predicted)."""
+    return (Path(cfg.paths.reports) / "confusion" / f"{stage}.png",
+            Path(cfg.paths.plots) / f"{stage}_confusion.csv")
+
+
+def _split_counts(cfg) -> dict:
+    """{split: {class: images}} from the split report (empty when an older split wrote none)."""
+    path = read_path(cfg, "split") / "report.json"
+    return json.loads(path.read_text()).get("counts", {}) if path.exists() else {}
+
+
 def _continued_from_last(cfg, stage: str) -> bool:
     """Does a later stage start from this stage's last epoch (`init_from: <stage>`, `init_from_weights: last`)?"""
     return any(cfg[t].get("init_from") == stage and cfg[t].get("init_from_weights") == "last" for t in TRAINING_STAGES)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from catdog_lab import BOOK_CLASSES
 from catdog_lab.config import read_path
 from catdog_lab.data.datamodule import load_cached_split
 from catdog_lab.io import write_json
@@ -47,13 +48,14 @@ def visualize(cfg) -> dict:
     index = FigureIndex(out)
     test = load_cached_split(read_path(cfg, "cache"), "test")
     images, labels, files = test["images"], test["labels"], test["files"]
+    classes = tuple(test.get("classes", BOOK_CLASSES))
     models = read_path(cfg, "models")
     metrics: dict = {}
     # nets go to the GPU when there is one (trainer.accelerator); images stay on the CPU for plotting
     device = device_for(str(cfg.trainer.accelerator))
 
     with stage_run(tracking_for(cfg), "visualize") as run:
-        # 1. primer on the first test cat
+        # 1. primer on the first test image of the first class (a cat, in the book's data)
         cat = int((labels == 0).nonzero()[0])
         plot_primer(images[cat], index, seed=settings.seed)
 
@@ -85,9 +87,9 @@ def visualize(cfg) -> dict:
         # 4-7. Grad-CAM, attributions, sanity check, misclassified gallery on the transfer model
         stage = settings.transfer_model
         layer = tuned.features[tuned.layer_index[settings.gradcam_layer]]
-        p_dog = views.predict_dog_probability(tuned, images)
-        chosen = views.select_images(labels, p_dog, per_class=settings.images_per_class)
-        shown = {"images": images[chosen], "labels": labels[chosen], "p_dog": p_dog[chosen]}
+        probs = views.predict_probabilities(tuned, images)
+        chosen = views.select_images(labels, probs, per_class=settings.images_per_class)
+        shown = {"images": images[chosen], "labels": labels[chosen], "probs": probs[chosen], "classes": classes}
         views.plot_gradcam(tuned, layer, layer_name=settings.gradcam_layer, stage=stage, **shown,
                            alpha=settings.gradcam_alpha, index=index)
         views.plot_attributions(tuned, layer, stage=stage, **shown, ig_steps=settings.ig_steps,
@@ -96,14 +98,16 @@ def visualize(cfg) -> dict:
         sanity_idx = torch.linspace(0, len(images) - 1, min(settings.sanity_images, len(images))).long().tolist()
         sanity = views.plot_sanity(tuned, layer, stage=stage, images=images[sanity_idx], index=index,
                                    seed=settings.seed)
-        wrong = views.plot_gallery(tuned, layer, stage=stage, images=images, labels=labels, p_dog=p_dog, files=files,
-                                   alpha=settings.gradcam_alpha, max_images=settings.gallery_max, index=index)
+        wrong = views.plot_gallery(tuned, layer, stage=stage, images=images, labels=labels, probs=probs, files=files,
+                                   alpha=settings.gradcam_alpha, max_images=settings.gallery_max, index=index,
+                                   classes=classes)
         index.write()
 
         metrics = {"sanity/gradcam_spearman": _finite(sanity["gradcam"]["mean"]),
                    "sanity/saliency_spearman": _finite(sanity["saliency"]["mean"]),
                    "sanity/constant_maps": sanity["gradcam"]["constant_maps"] + sanity["saliency"]["constant_maps"],
-                   "misclassified": wrong, "test/acc": round(float(((p_dog > 0.5).long() == labels).float().mean()), 4),
+                   "misclassified": wrong,
+                   "test/acc": round(float((views.predicted(probs) == labels).float().mean()), 4),
                    "figures": len(index.entries), "wall_time_s": round(time.perf_counter() - t0, 1)}
         write_json(Path(cfg.paths.metrics) / "visualize.json", metrics)
         run.log_metrics(metrics)

@@ -20,9 +20,10 @@ def on_net_device(net: nn.Module, images: torch.Tensor, target=None):
 
 
 class TwoLogits(nn.Module):
-    """Our nets output one logit z = log p(dog)/p(cat). Captum needs a target column: this returns
+    """A two-class net outputs one logit z = log p(dog)/p(cat). Captum needs a target column: this returns
     [cat logit, dog logit] = [-z, z] (sigmoid(-z) = p(cat)), so `target=0` explains "cat" and
-    `target=1` explains "dog" explicitly."""
+    `target=1` explains "dog" explicitly. A net of three or more classes already has one logit per class:
+    passed through, `target=k` explains class k."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -30,7 +31,7 @@ class TwoLogits(nn.Module):
 
     def forward(self, x):
         z = self.net(x)
-        return torch.stack([-z, z], dim=1)
+        return torch.stack([-z, z], dim=1) if z.dim() == 1 else z
 
 
 def gradcam(net: nn.Module, layer: nn.Module, images: torch.Tensor, target: int | torch.Tensor,

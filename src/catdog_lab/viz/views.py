@@ -3,57 +3,73 @@ from __future__ import annotations
 
 import torch
 
-from catdog_lab import CLASSES
+from catdog_lab import BOOK_CLASSES
+from catdog_lab.models.outputs import probabilities
 from catdog_lab.plots import plt
-from catdog_lab.viz.attributions import CAT, DOG, gradcam, integrated_gradients, occlusion, on_net_device, saliency
+from catdog_lab.viz.attributions import gradcam, integrated_gradients, occlusion, on_net_device, saliency
 from catdog_lab.viz.figures import FigureIndex, image_grid, normalise, overlay, to_image
 from catdog_lab.viz.sanity import randomisation_check, randomised_copy
 
 
 @torch.inference_mode()
-def predict_dog_probability(net, images: torch.Tensor, batch_size: int = 50) -> torch.Tensor:
-    """p(dog) per image, on the CPU (computed on the net's device)."""
-    return torch.cat([torch.sigmoid(net(on_net_device(net, images[i:i + batch_size])[0])).cpu()
+def predict_probabilities(net, images: torch.Tensor, batch_size: int = 50) -> torch.Tensor:
+    """N x C class probabilities, on the CPU (computed on the net's device)."""
+    return torch.cat([probabilities(net(on_net_device(net, images[i:i + batch_size])[0])).cpu()
                       for i in range(0, len(images), batch_size)])
 
 
-def select_images(labels: torch.Tensor, p_dog: torch.Tensor, per_class: int) -> list[int]:
+def predicted(probs: torch.Tensor) -> torch.Tensor:
+    """The top class per image (two classes: p(second) > 0.5, the book's threshold; a tie is the first)."""
+    return probs.argmax(dim=1)
+
+
+def select_images(labels: torch.Tensor, probs: torch.Tensor, per_class: int) -> list[int]:
     """Per class: `per_class` correct predictions and up to `per_class` wrong ones (test-split order)."""
-    predicted = (p_dog > 0.5).long()
+    guesses = predicted(probs)
     chosen = []
-    for label in (0, 1):
+    for label in range(probs.shape[1]):
         for correct in (True, False):
-            hits = ((labels == label) & ((predicted == labels) == correct)).nonzero().flatten().tolist()
+            hits = ((labels == label) & ((guesses == labels) == correct)).nonzero().flatten().tolist()
             chosen += hits[:per_class]
     return chosen
 
 
-def _title(label: int, p_dog: float) -> str:
-    guess = CLASSES[int(p_dog > 0.5)]
-    return f"true {CLASSES[label]}, says {guess} (p(dog)={p_dog:.2f})" + ("" if guess == CLASSES[label] else " ✗")
+def _title(label: int, probs: torch.Tensor, classes) -> str:
+    guess = int(probs.argmax())
+    return (f"true {classes[label]}, says {classes[guess]} (p={float(probs[guess]):.2f})"
+            + ("" if guess == label else " ✗"))
 
 
-def plot_gradcam(net, layer, layer_name: str, stage: str, images, labels, p_dog, alpha: float,
-                 index: FigureIndex) -> None:
-    cams = {target: gradcam(net, layer, images, target) for target in (CAT, DOG)}
+def plot_gradcam(net, layer, layer_name: str, stage: str, images, labels, probs, alpha: float,
+                 index: FigureIndex, classes=BOOK_CLASSES) -> None:
+    """Per image: the photo, Grad-CAM for the predicted class, and Grad-CAM for the true class when the
+    prediction is wrong, else for the runner-up class (with two classes: the other one, as the book's
+    cat-and-dog pair of maps)."""
+    guesses = predicted(probs)
+    runner_up = probs.argsort(dim=1, descending=True)[:, 1]
+    second = torch.where(guesses == labels, runner_up, labels)
+    cams = {"first": gradcam(net, layer, images, guesses), "second": gradcam(net, layer, images, second)}
     fig, axes = plt.subplots(len(images), 3, figsize=(9, 3 * len(images)), squeeze=False)
     for i in range(len(images)):
         axes[i, 0].imshow(to_image(images[i]))
-        axes[i, 0].set_title(_title(int(labels[i]), float(p_dog[i])), fontsize=8)
-        for j, (target, name) in enumerate(((CAT, "cat"), (DOG, "dog")), start=1):
-            axes[i, j].imshow(overlay(images[i], cams[target][i], alpha))
-            axes[i, j].set_title(f"Grad-CAM for the {name} logit", fontsize=8)
+        axes[i, 0].set_title(_title(int(labels[i]), probs[i], classes), fontsize=8)
+        axes[i, 1].imshow(overlay(images[i], cams["first"][i], alpha))
+        axes[i, 1].set_title(f"Grad-CAM for {classes[int(guesses[i])]} (predicted)", fontsize=8)
+        axes[i, 2].imshow(overlay(images[i], cams["second"][i], alpha))
+        kind = "runner-up" if int(guesses[i]) == int(labels[i]) else "true class"
+        axes[i, 2].set_title(f"Grad-CAM for {classes[int(second[i])]} ({kind})", fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
-    fig.suptitle(f"Grad-CAM of {stage} at {layer_name} (cat logit = -dog logit)", fontsize=10)
+    fig.suptitle(f"Grad-CAM of {stage} at {layer_name}", fontsize=10)
     index.save(fig, f"gradcam_{stage}_{layer_name}.png", f"Grad-CAM of {stage} at {layer_name}",
-               "Test images of both classes, correct and wrong predictions; heatmaps for the cat and the dog "
-               f"logit blended over the photo (alpha {alpha}); Captum LayerGradCam with ReLU, upsampled.")
+               "Test images of every class, correct and wrong predictions; heatmaps for the predicted class and "
+               "for the true class (wrong predictions) or the runner-up (right ones), blended over the photo "
+               f"(alpha {alpha}); Captum LayerGradCam with ReLU, upsampled.")
 
 
-def plot_attributions(net, layer, stage: str, images, labels, p_dog, ig_steps: int, window: int, stride: int,
-                      index: FigureIndex) -> None:
-    target = (p_dog > 0.5).long()                   # explain what the model decided
+def plot_attributions(net, layer, stage: str, images, labels, probs, ig_steps: int, window: int, stride: int,
+                      index: FigureIndex, classes=BOOK_CLASSES) -> None:
+    target = predicted(probs)                       # explain what the model decided
     maps = {
         "Grad-CAM": gradcam(net, layer, images, target),
         "Saliency |∂logit/∂pixel|": saliency(net, images, target),
@@ -64,7 +80,7 @@ def plot_attributions(net, layer, stage: str, images, labels, p_dog, ig_steps: i
                              squeeze=False)
     for i in range(len(images)):
         axes[i, 0].imshow(to_image(images[i]))
-        axes[i, 0].set_title(_title(int(labels[i]), float(p_dog[i])), fontsize=8)
+        axes[i, 0].set_title(_title(int(labels[i]), probs[i], classes), fontsize=8)
         for j, (name, attribution) in enumerate(maps.items(), start=1):
             axes[i, j].imshow(normalise(attribution[i]).cpu().numpy(), cmap="inferno")
             axes[i, j].set_title(name, fontsize=8)
@@ -78,7 +94,7 @@ def plot_attributions(net, layer, stage: str, images, labels, p_dog, ig_steps: i
 
 def plot_sanity(net, layer, stage: str, images, index: FigureIndex, seed: int) -> dict:
     random_net = randomised_copy(net, seed)
-    target = (predict_dog_probability(net, images) > 0.5).long()
+    target = predicted(predict_probabilities(net, images))
     layer_random = _same_layer(net, random_net, layer)
     checks = {
         # |signed Grad-CAM|: the ReLU'd map of a random net is often all zero, and a sign flip (cat = -dog)
@@ -112,26 +128,39 @@ def _same_layer(net, other, layer):
     return dict(other.named_modules())[name]
 
 
-def plot_gallery(net, layer, stage: str, images, labels, p_dog, files, alpha: float, max_images: int,
-                 index: FigureIndex) -> int:
-    wrong = ((p_dog > 0.5).long() != labels).nonzero().flatten().tolist()
-    shown = wrong[:max_images]
+def plot_gallery(net, layer, stage: str, images, labels, probs, files, alpha: float, max_images: int,
+                 index: FigureIndex, classes=BOOK_CLASSES) -> int:
+    """The misclassified test images, grouped by true class (a block of rows per class, up to `max_images`
+    each), with the Grad-CAM of the class the model predicted."""
+    guesses = predicted(probs)
     cols = 4
-    rows = max(1, (len(shown) + cols - 1) // cols)
+    blocks = []                                   # (class, its wrong images shown, how many it has wrong)
+    for label, name in enumerate(classes):
+        wrong = ((labels == label) & (guesses != labels)).nonzero().flatten().tolist()
+        blocks.append((name, wrong[:max_images], len(wrong)))
+    rows = sum(max(1, -(-len(shown) // cols)) for _, shown, _ in blocks)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    if shown:
-        wrong_images = images[shown]
-        cams = gradcam(net, layer, wrong_images, (p_dog[shown] > 0.5).long())
-        for ax, i, cam, image in zip(axes.flat, shown, cams, wrong_images):
-            ax.imshow(overlay(image, cam, alpha))
-            ax.set_title(f"{files[i]}\n{_title(int(labels[i]), float(p_dog[i]))}", fontsize=7)
-    fig.suptitle(f"{stage}: {len(wrong)} misclassified test images ({len(shown)} shown), "
+    row = 0
+    for name, shown, count in blocks:
+        block_rows = max(1, -(-len(shown) // cols))
+        cells = [axes[row + k // cols, k % cols] for k in range(block_rows * cols)]
+        if shown:
+            cams = gradcam(net, layer, images[shown], guesses[shown])
+            for ax, i, cam in zip(cells, shown, cams):
+                ax.imshow(overlay(images[i], cam, alpha))
+                ax.set_title(f"{files[i]}\n{_title(int(labels[i]), probs[i], classes)}", fontsize=7)
+        cells[0].text(-0.1, 0.5, f"true {name}:\n{count} wrong", transform=cells[0].transAxes, rotation=90,
+                      ha="right", va="center", fontsize=9)
+        row += block_rows
+    total = sum(count for _, _, count in blocks)
+    fig.suptitle(f"{stage}: {total} misclassified test images, by true class (up to {max_images} each), "
                  "Grad-CAM of the predicted class", fontsize=10)
     index.save(fig, f"misclassified_{stage}_gallery.png", f"Misclassified by {stage}",
-               f"The test images {stage} gets wrong, with p(dog) and the Grad-CAM of the class it predicted.")
-    return len(wrong)
+               f"The test images {stage} gets wrong, by true class, with the predicted class's probability and "
+               "Grad-CAM.")
+    return total
 
 
 def plot_filter_grid(patterns: torch.Tensor, title: str, file: str, caption: str, index: FigureIndex) -> None:

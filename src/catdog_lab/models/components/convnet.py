@@ -1,4 +1,4 @@
-"""The book's small convnets, from scratch. Output: one logit.
+"""The book's small convnets, from scratch. Output: one logit (two classes) or one per class (`outputs`).
 
 1st edition (listing 5.5, + Dropout in 5.13): Conv(32)-Pool-Conv(64)-Pool-Conv(128)-Pool-Conv(128)-Pool-
 Flatten-[Dropout]-Dense(512, relu)-Dense(1): `filters=(32, 64, 128, 128), pool_last=True, hidden=512`.
@@ -21,7 +21,7 @@ class BookConvNet(nn.Module):
     (BCE with logits): same model, stabler."""
 
     def __init__(self, image_size: int = 150, dropout: float = 0.0, filters=BOOK1["filters"],
-                 pool_last: bool = True, hidden: int = 512):
+                 pool_last: bool = True, hidden: int = 512, outputs: int = 1):
         super().__init__()
         self.preprocess = rescale_01()
         layers, side, cin = [], image_size, 3
@@ -37,11 +37,16 @@ class BookConvNet(nn.Module):
             raise ValueError(f"image_size {image_size} is too small for {len(filters)} conv/pool blocks")
         self.features = nn.Sequential(*layers)
         flat = cin * side * side
-        dense = [nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, 1)] if hidden else [nn.Linear(flat, 1)]
+        dense = ([nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, outputs)] if hidden
+                 else [nn.Linear(flat, outputs)])
         self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), *dense)
+        self.outputs = outputs
 
     def forward(self, x):
-        return self.classifier(self.features(self.preprocess(x))).squeeze(1)
+        # N logits for one output (the book's), N x C for several (decided in Python: no Squeeze in an
+        # exported graph that would fail on C > 1)
+        out = self.classifier(self.features(self.preprocess(x)))
+        return out.squeeze(1) if self.outputs == 1 else out
 
     # Named layers as in Keras' model.summary(), for the visualisations
     def named_feature_layers(self) -> dict[str, nn.Module]:

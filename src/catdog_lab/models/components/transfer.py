@@ -14,14 +14,14 @@ from catdog_lab.models.components.heads import DenseHead
 
 class TransferNet(nn.Module):
     def __init__(self, backbone: Backbone, image_size: int, hidden: int = 256, dropout: float = 0.0,
-                 trainable: list[str] | tuple[str, ...] = (), activation: str = "relu"):
+                 trainable: list[str] | tuple[str, ...] = (), activation: str = "relu", outputs: int = 1):
         super().__init__()
         self.layer_index, self.block_index = backbone.layers, backbone.blocks
         self.gradcam_layer = backbone.gradcam_layer
         self.preprocess = backbone.preprocess
         self.features = backbone.features
         channels, height, width = backbone.output_shape(image_size)
-        self.head = DenseHead(channels * height * width, hidden, dropout, activation)
+        self.head = DenseHead(channels * height * width, hidden, dropout, activation, outputs)
         self.set_trainable(trainable)
 
     def set_trainable(self, trainable) -> None:
