@@ -28,7 +28,9 @@ def test_ddp_two_cpu_processes_write_once_and_test_the_full_set(tiny_split, tmp_
     assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*.pt")) == ["models/scratch.pt"]
     metrics = json.loads((run / "metrics/scratch.json").read_text())
     assert metrics["devices"] == 2
-    assert len(list((tmp_path / "metrics/seeds/scratch").glob("*/seed-*.json"))) == 1
+    # one ledger entry (rank 0's), in the CLI job's own folder: a CLI job never writes the workspace's ledger
+    assert len(list((run / "metrics/seeds/scratch").glob("*/seed-*.json"))) == 1
+    assert not (tmp_path / "metrics/seeds").exists()
 
     client = MlflowClient(tracking_uri=tiny_split.tracking.uri)
     exp = client.get_experiment_by_name(tiny_split.tracking.experiment)
