@@ -38,7 +38,7 @@ from catdog_lab.registry import TRAINING_STAGES  # noqa: E402
 PROFILES = ("book", "book2")
 SEEDS = (1337, 1338, 1339)
 STAGES = ("split", *TRAINING_STAGES, "compare")      # visualize is not part of the matrix
-H100_RUN = SCRIPTS.parent / "results" / "book_profile_h100"
+H100_RUN = SCRIPTS.parent / "results" / "archive" / "book_profile_h100"
 
 
 def profile_overrides(bundle: Path, profile: str, overrides: list[str]) -> list[str]:
@@ -142,7 +142,7 @@ def dry_run(out: Path, profiles: list[str], seeds: list[int], jobs: int, per_cla
 
 
 # ----------------------------------------------------------------------------------------------- estimate
-# The H100 run in results/book_profile_h100 used the recipe of commit 11ce264: an epoch was one pass over
+# The H100 run in results/archive/book_profile_h100 used the recipe of commit 11ce264: an epoch was one pass over
 # the 2,000 training images at the stage's batch size, and validation one pass over the 1,000 at batch
 # max(batch, 64) (that commit's data/datamodule.py).
 OLD_TRAIN_IMAGES, OLD_VAL_IMAGES, OLD_EVAL_BATCH = 2000, 1000, 64
@@ -241,7 +241,7 @@ def estimate(profiles: list[str], seeds: list[int]) -> dict:
 
 
 def print_estimate(est: dict, seeds: list[int]) -> None:
-    print("ESTIMATE (derived from results/book_profile_h100 on an H100, old recipe; nothing here was run)")
+    print("ESTIMATE (derived from results/archive/book_profile_h100 on an H100, old recipe; nothing here was run)")
     print("| profile | stage | epochs | batches/epoch | work/batch vs H100 run | s (one process) | GPU-busy s |")
     print("|---|---|---|---|---|---|---|")
     for r in est["per_stage"]:
