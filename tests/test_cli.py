@@ -94,7 +94,8 @@ def test_cli_finetune_sweep_reads_upstream_and_returns_validation_metric(tmp_pat
     assert len(returned) == 2
     for job, value in zip(sorted((tmp_path / "sweep").glob("[0-9]")), returned):
         assert _files(job) == {"models/finetune.pt", "metrics/finetune.json", "plots/finetune.csv",
-                               "reports/curves/finetune.png"}
+                               "plots/finetune_confusion.csv", "reports/curves/finetune.png",
+                               "reports/confusion/finetune.png"}
         tuned = torch_load(job / "models/finetune.pt")["state_dict"]
         assert torch.equal(tuned["features.0.weight"], bundle["state_dict"]["features.0.weight"])
         metrics = json.loads((job / "metrics/finetune.json").read_text())
@@ -157,7 +158,9 @@ def test_cli_features_job_reuses_the_workspace_conv_base_outputs(tmp_path, raw_i
     ledger = {f for f in written if f.startswith("metrics/seeds/features/")}     # the job keeps its own ledger
     assert len(ledger) == 1 and written - ledger == {"models/features.pt",
                                                      "metrics/features.json", "plots/features.csv",
-                                                     "reports/curves/features.png"}
+                                                     "plots/features_confusion.csv",
+                                                     "reports/curves/features.png",
+                                                     "reports/confusion/features.png"}
     # another backbone setting makes the cache stale: the job computes its own, in its own folder
     other = _catdog(["stage=features", *overrides, "backbone.feature_batch_size=4",
                      f"hydra.run.dir={tmp_path}/run2"], ws)

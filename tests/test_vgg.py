@@ -181,8 +181,10 @@ def test_forward_from_frozen_outputs_gives_the_whole_nets_logits():
         with torch.no_grad():
             assert torch.allclose(net.forward_from_frozen(frozen), net(images.float()), rtol=1e-4, atol=1e-5)
     net.train()                 # a net about to train keeps its modes (Lightning does not reset them)
+    modes = [module.training for module in net.modules()]
+    assert any(modes) and not all(modes)        # head and block5 train, the frozen prefix stays in eval mode
     module_outputs(net.frozen_part(), images, 2, torch.device("cpu"))
-    assert all(module.training for module in net.modules())
+    assert [module.training for module in net.modules()] == modes
 
 
 def test_transfer_stages_validate_on_frozen_outputs_with_the_same_results(tiny_split, tmp_path, monkeypatch):
