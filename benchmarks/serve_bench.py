@@ -17,16 +17,13 @@ import argparse
 import base64
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predict_bench import model_files, photos  # noqa: E402  (the benchmarks' shared photos and models)
+from predict_bench import model_files, photos, rate, timed  # noqa: E402  (the benchmarks' shared photos and models)
 
 BIN = Path(sys.executable).parent
 
@@ -36,34 +33,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
-def serve(model_uri: str, env: dict, log: Path) -> tuple[subprocess.Popen, int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-                               "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=open(log, "wb"),
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                return server, port
-        except OSError:
-            if server.poll() is not None:
-                break
-            time.sleep(0.5)
-    os.killpg(server.pid, 15)
-    sys.exit(f"error: the model server did not start: {log.read_text()[-2000:]}")
-
-
 def post(port: int, cells: list[str]) -> float:
     body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[c] for c in cells]}}).encode()
     request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
                                      headers={"Content-Type": "application/json"})
-    started = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=300) as r:
-        rows = json.loads(r.read())["predictions"]
-    seconds = time.perf_counter() - started
+    answer = []
+
+    def request_once() -> None:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            answer.append(response.read())
+
+    seconds = timed(request_once)
+    rows = json.loads(answer[0])["predictions"]
     assert len(rows) == len(cells) and all(row["error"] == "" for row in rows), rows[:2]
     return seconds
 
@@ -74,7 +55,7 @@ def bench(name: str, model: Path, files: list[Path], args, tmp: Path) -> None:
     from catdog_lab.config import compose
     from catdog_lab.model_registry import register
     from catdog_lab.predict import Predictor
-    from catdog_lab.serving import decoding_config, pyfunc_flavour
+    from catdog_lab.serving import decoding_config, pyfunc_flavour, start_server, stop_server
 
     uri = f"sqlite:///{tmp}/mlflow.db"
     mlflow.set_tracking_uri(uri)
@@ -90,11 +71,14 @@ def bench(name: str, model: Path, files: list[Path], args, tmp: Path) -> None:
 
     predictor = Predictor.from_file(model)
     list(predictor.predict(files[:8]))                       # warm-up
-    started = time.perf_counter()
-    assert all(result["error"] is None for result in predictor.predict(files))
-    predict_rate = len(files) / (time.perf_counter() - started)
+    results = []
+    predict_rate = rate(len(files), timed(lambda: results.extend(predictor.predict(files))))
+    assert all(result["error"] is None for result in results)
 
-    server, port = serve(registered["model_uri"], env, tmp / f"{name}.log")
+    try:
+        server, port = start_server(registered["model_uri"], env, tmp / f"{name}.log")
+    except RuntimeError as e:
+        sys.exit(f"error: {e}")
     try:
         post(port, cells[:1])
         post(port, cells[:args.batch])                       # warm-up: first requests build the net's caches
@@ -102,8 +86,7 @@ def bench(name: str, model: Path, files: list[Path], args, tmp: Path) -> None:
         batches = [cells[i:i + args.batch] for i in range(0, len(cells) - args.batch + 1, args.batch)]
         batched = [post(port, batch) for batch in batches]
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=60)
+        stop_server(server)
     for kind, times, per in (("single", single, 1), (f"batch {args.batch}", batched, args.batch)):
         print(f"{name:8s} {kind:8s} {len(times):4d} requests  p50 {1000 * percentile(times, 50):7.1f} ms  "
               f"p99 {1000 * percentile(times, 99):7.1f} ms  {len(times) / sum(times):6.1f} req/s  "

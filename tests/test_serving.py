@@ -2,10 +2,8 @@
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,7 +13,7 @@ import yaml
 from omegaconf import open_dict
 
 from catdog_lab.model_registry import crown_champion
-from catdog_lab.serving import _load_pyfunc, one_line
+from catdog_lab.serving import _load_pyfunc, one_line, start_server, stop_server
 from catdog_lab.stages import tracking_for
 from catdog_lab.stages.compare import compare
 from catdog_lab.stages.publish import publish
@@ -23,12 +21,6 @@ from catdog_lab.stages.train import train
 from conftest import SHARED_DATA, make_photo
 
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _predict_json(args: list[str], env=None) -> list[dict]:
@@ -100,22 +92,8 @@ def test_trained_model_is_registered_crowned_and_served(tiny_split, tmp_path):
     # catdog-predict reads the same registered model through the alias
     assert _predict_json(["--model", "models:/catdog-scratch@champion", *map(str, files)], env=env) == expected
 
-    port = _free_port()
-    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", "models:/catdog-scratch@champion",
-                               "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    server, port = start_server("models:/catdog-scratch@champion", env, tmp_path / "server.log", timeout_s=180)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert server.poll() is None, server.stdout.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the model server did not answer /ping within 180 s"
-            time.sleep(1)
         cells = [[base64.b64encode(f.read_bytes()).decode("ascii")] for f in files] + [["bm90IGFuIGltYWdl"]]
         body = json.dumps({"dataframe_split": {"columns": ["image"], "data": cells}}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
@@ -123,8 +101,7 @@ def test_trained_model_is_registered_crowned_and_served(tiny_split, tmp_path):
         with urllib.request.urlopen(request, timeout=60) as r:
             answer = json.loads(r.read())["predictions"]
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+        stop_server(server)
     assert len(answer) == len(files) + 1
     for got, want in zip(answer, expected):
         assert got["label"] == want["label"] and got["error"] == ""

@@ -12,9 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import struct
-import subprocess
 import sys
 import time
 import urllib.error
@@ -32,12 +30,6 @@ pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
 CLIENTS, REQUESTS = 8, 100
 DEADLINE_S = 900                    # the whole test, server start included
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -65,7 +57,7 @@ def served_model(tmp_path):
     from catdog_lab.model_registry import register
     from catdog_lab.models.factory import build_from_arch, save_model
     from catdog_lab.predict import Predictor
-    from catdog_lab.serving import decoding_config, pyfunc_flavour
+    from catdog_lab.serving import decoding_config, pyfunc_flavour, start_server, stop_server
     from catdog_lab.settings import model_arch
 
     cfg = compose(["data.image_size=48"])
@@ -78,37 +70,16 @@ def served_model(tmp_path):
     run = client.create_run(client.create_experiment("load", artifact_location=(tmp_path / "art").as_uri()))
     registered = register(run.info.run_id, "scratch", model, pyfunc_flavour(model, None, decoding_config(cfg.data)))
 
-    port = _free_port()
     # as the README serves it: the venv's bin on the server's PATH (it starts uvicorn by name), no activation
     env = {"PATH": f"{BIN}{os.pathsep}/usr/bin:/bin", "HOME": os.environ.get("HOME", str(tmp_path)),
            "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"} | \
         ({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {})
-    log = open(tmp_path / "server.log", "wb")
-    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", registered["model_uri"], "--env-manager",
-                               "local", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server, port = start_server(registered["model_uri"], env, tmp_path / "server.log")
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the model server did not answer /ping within 300 s"
-            time.sleep(1)
         yield port, server, Predictor.from_file(model, max_pixels=cfg.data.max_image_pixels,
                                                 min_side=cfg.data.min_image_side, max_aspect=cfg.data.max_aspect_ratio)
     finally:
-        os.killpg(server.pid, 15)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, 9)
-            server.wait(timeout=30)
-        log.close()
+        stop_server(server)
 
 
 def _post(port: int, body: bytes, content_type: str = "application/json") -> tuple[int, bytes]:

@@ -192,3 +192,54 @@ signature's output columns name the model file's classes (p_<class> each)."""
             "signature": signature(model_classes(Path(model_path))),
             "input_example": example, "pip_requirements": _requirements(),
             "model_config": dict(model_config)}
+
+
+def start_server(model_uri: str, env: dict, log: Path, timeout_s: float = 300.0):
+    """`mlflow models serve` of `model_uri` on a free loopback port, as the README serves it; returns
+    (process, port) once `/ping` answers. The process leads its own session: stop it with
+    `os.killpg(process.pid, signal.SIGTERM)` (uvicorn's workers go with it). `env` must put the venv's bin on
+    PATH (the server execs `uvicorn` by name). Raises RuntimeError with the end of `log` (the server's
+    output) if it exits or does not answer within `timeout_s`. Used by the serving tests and benchmark."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with open(log, "wb") as out:
+        server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", model_uri,
+                                   "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+                                  env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
+                if response.status == 200:
+                    return server, port
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            reason = (f"exited with {server.returncode}" if server.poll() is not None
+                      else f"did not answer /ping within {timeout_s:.0f} s")
+            if server.poll() is None:
+                os.killpg(server.pid, signal.SIGTERM)
+            raise RuntimeError(f"the model server {reason}: {Path(log).read_text(errors='replace')[-3000:]}")
+        time.sleep(0.5)
+
+
+def stop_server(server, grace_s: float = 60.0) -> None:
+    """Stops a `start_server` process group: SIGTERM, then SIGKILL after `grace_s`."""
+    import signal
+    import subprocess
+
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
