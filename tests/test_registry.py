@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from catdog_lab.config import LAYOUT, PROJECT_ROOT
+from catdog_lab.config import LAYOUT, PROJECT_ROOT, compose
 from catdog_lab.entry import stage_function
 from catdog_lab.errors import ConfigError
 from catdog_lab.registry import REGISTRY, STAGES, TRAINING_STAGES, WRITTEN
@@ -36,7 +36,7 @@ def test_training_stages_have_titles_and_a_config_section(tiny_cfg):
 
 def test_run_names_number_the_stages_in_pipeline_order():
     assert REGISTRY["split"].run_name == "0 split: photos split per class"     # renamed with its counts once made
-    assert REGISTRY["finetune"].run_name == "5 finetune: VGG16 block5 fine-tuned (5.3.2)"
+    assert REGISTRY["finetune"].for_config(compose([])).run_name == "5 finetune: VGG16 block5 fine-tuned (5.3.2)"
     assert [REGISTRY[n].run_name.split()[0] for n in STAGES] == [str(i) for i in range(len(STAGES))]
 
 
@@ -51,3 +51,14 @@ def test_stage_functions_resolve():
 
     assert stage_function("split") is split and stage_function("compare") is compare
     assert callable(stage_function("finetune"))
+
+
+def test_run_names_and_titles_name_the_configured_backbone():
+    """Not "VGG16" for a ResNet: {backbone} is the backbone's title, {top} the blocks finetune unfreezes."""
+    resnet = compose(["backbone=resnet50"])
+    assert REGISTRY["features"].for_config(resnet).run_name == "3 features: ResNet-50 feature extraction (5.3.1)"
+    assert REGISTRY["finetune"].for_config(resnet).title == "Fine-tuned ResNet-50 layer4"
+    assert REGISTRY["finetune"].for_config(compose(["finetune.trainable=[block5_conv3]"])).title == \
+        "Fine-tuned VGG16 block5"
+    for name in STAGES:             # every placeholder is filled, whatever the config holds
+        assert "{" not in REGISTRY[name].for_config(resnet).run_name + (REGISTRY[name].for_config({}).title or "")

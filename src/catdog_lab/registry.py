@@ -10,7 +10,7 @@ Standard library only: config.py and every entry point import it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import import_module
 from typing import Callable
 
@@ -18,13 +18,14 @@ from typing import Callable
 @dataclass(frozen=True)
 class Stage:
     name: str
-    summary: str               # the MLflow run name, after the stage's number and name (split: its counts, once made)
+    summary: str               # the MLflow run name, after the stage's number and name (split: its counts, once made;
+                               # {backbone}, {top}: see `for_config`)
     listing: str | None        # the book's section (1st edition), where the stage has one
     module: str                # the module holding `function`
     function: str              # fn(cfg) -> dict, or fn(cfg, stage) -> dict for a training stage
     writes: tuple[str, ...]    # the `paths.*` keys it writes into
     trains: bool = False       # a training stage: fn(cfg, stage), a model file, a row in compare's table
-    title: str | None = None   # a training stage's row in compare's table (the accuracy ladder)
+    title: str | None = None   # a training stage's row in compare's table (the accuracy ladder); {backbone}, {top}
     description: str | None = None   # a training stage's one-line description in its model card ({backbone}:
                                      # the backbone's title, {trainable}: its unfrozen blocks)
 
@@ -39,6 +40,16 @@ class Stage:
     @property
     def run_name(self) -> str:
         return f"{self.index} {self.name}: {self.summary}" + (f" ({self.listing})" if self.listing else "")
+
+    def for_config(self, config) -> Stage:
+        """The row with {backbone} (the backbone's title, e.g. VGG16) and {top} (the blocks `finetune` unfreezes,
+        e.g. block5) filled in from a resolved config (a DictConfig or plain mapping)."""
+        backbone = config.get("backbone") or {}
+        trainable = (config.get("finetune") or {}).get("trainable") or backbone.get("trainable") or []
+        names = {"backbone": backbone.get("title") or backbone.get("name") or "the backbone",
+                 "top": "+".join(dict.fromkeys(str(name).split("_")[0] for name in trainable)) or "top"}
+        return replace(self, summary=self.summary.format(**names),
+                       title=self.title.format(**names) if self.title else self.title)
 
     def load(self) -> Callable[[object], dict | None]:
         """The stage as fn(cfg)."""
@@ -57,14 +68,14 @@ REGISTRY: dict[str, Stage] = {s.name: s for s in (
     Stage("augmented", "+ data augmentation and dropout", "5.2.5", _TRAIN, "train", TRAINED, trains=True,
           title="+ data augmentation, dropout",
           description="The book's small convnet with data augmentation and dropout"),
-    Stage("features", "VGG16 feature extraction", "5.3.1", _TRAIN, "train", ("features", *TRAINED), trains=True,
-          title="VGG16 fast feature extraction",
+    Stage("features", "{backbone} feature extraction", "5.3.1", _TRAIN, "train", ("features", *TRAINED),
+          trains=True, title="{backbone} fast feature extraction",
           description="{backbone} conv base (frozen) + dense head trained on its cached features"),
-    Stage("features_augmented", "frozen VGG16 + augmentation", "5.3.1", _TRAIN, "train", TRAINED, trains=True,
-          title="Frozen VGG16 + augmentation",
+    Stage("features_augmented", "frozen {backbone} + augmentation", "5.3.1", _TRAIN, "train", TRAINED, trains=True,
+          title="Frozen {backbone} + augmentation",
           description="{backbone} conv base (frozen) + dense head trained end to end on augmented images"),
-    Stage("finetune", "VGG16 block5 fine-tuned", "5.3.2", _TRAIN, "train", TRAINED, trains=True,
-          title="Fine-tuned VGG16 block5",
+    Stage("finetune", "{backbone} {top} fine-tuned", "5.3.2", _TRAIN, "train", TRAINED, trains=True,
+          title="Fine-tuned {backbone} {top}",
           description="{backbone} with its top blocks ({trainable}) fine-tuned, started from features_augmented"),
     Stage("publish", "model cards, MLflow registry, champion", None, "catdog_lab.stages.publish", "publish",
           ("models",)),

@@ -87,6 +87,7 @@ class Tracking:
     params_hash: str = ""          # of the whole config: with the commit, the pipeline's id
     params: dict[str, Any] = field(default_factory=dict)     # the flattened config, logged on every stage run
     run_note: str = ""             # appended to the run name: a sweep job's overrides (set by the CLI only)
+    names: dict[str, Any] = field(default_factory=dict)      # backbone + finetune: what run names are filled with
 
     @classmethod
     def from_config(cls, settings: "TrackingSettings", params: dict) -> "Tracking":
@@ -97,7 +98,8 @@ class Tracking:
                    artifact_location=artifact_location(settings.artifact_location),
                    experiment=settings.experiment, profile=str(params.get("profile", "")),
                    params_hash=params_hash(params), params=flatten(params),
-                   run_note=settings.run_note)
+                   run_note=settings.run_note,
+                   names={key: params[key] for key in ("backbone", "finetune") if key in params})
 
 
 def pipeline_id(tracking: Tracking) -> str:
@@ -231,7 +233,7 @@ def stage_run(tracking: Tracking, stage: str, resume_run_id: str | None = None, 
                                   "run_kind": "stage", "git_commit": git_commit(), "params_hash": tracking.params_hash,
                                   "profile": tracking.profile}
         tags |= {k: str(v) for k, v in (extra_tags or {}).items()}
-        run_name = (REGISTRY[stage].run_name if stage in REGISTRY else stage) + \
+        run_name = (REGISTRY[stage].for_config(tracking.names).run_name if stage in REGISTRY else stage) + \
             (f" [{tracking.run_note}]" if tracking.run_note else "")
         run_id = retry(lambda: client.create_run(exp_id, run_name=run_name, tags=tags)).info.run_id
         params = [Param(k, str(v)[:6000]) for k, v in tracking.params.items()]

@@ -117,7 +117,7 @@ def build_rows(cfg, metrics: dict, book: dict) -> list[dict]:
         band = prediction_band(ours, _eval_images(cfg, runs, on), ref.get("acc"), book_images)
         durations = [epoch_seconds(r) for r in runs]
         rows.append({
-            "stage": stage, "title": REGISTRY[stage].title, "seeds": [r.get("seed") for r in runs],
+            "stage": stage, "title": REGISTRY[stage].for_config(cfg).title, "seeds": [r.get("seed") for r in runs],
             "test_acc": stats["mean"], "test_std": stats["std"], "low": stats["low"], "high": stats["high"],
             "interval_kind": stats["interval_kind"], "n": stats["n"], "test_images": test_images,
             "val_acc": _mean(vals), "test_loss": _mean([r.get("test/loss") for r in runs]),
