@@ -311,3 +311,12 @@ def test_prediction_band_by_hand():
     assert band["parts"]["our_images"] == pytest.approx(0.023812, abs=1e-5) == band["parts"]["book_images"]
     assert band["half"] == pytest.approx((0.099375 ** 2 + 2 * 0.023812 ** 2) ** 0.5, abs=1e-5)
     assert prediction_band([0.9], 1000, None, 1000)["low"] is None
+
+
+def test_the_introduction_speaks_of_the_book_only_on_the_books_data():
+    from catdog_lab.stages.compare import introduction
+    rows = [{"stage": "scratch", "test_images": 21}]
+    ours, books = introduction(rows, on_book_data=False), introduction(rows, on_book_data=True)
+    assert "book" not in ours.lower() and "verdict" not in ours and "VGG16" not in ours
+    assert "book_accuracy.yaml" in books and "*matches*" in books
+    assert "test split (21 images)" in ours and "test split (21 images)" in books
