@@ -11,16 +11,18 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent")]
 
 
+def _real_cfg(tmp, counts=()):
+    return compose([f"data.source.path={SHARED_DATA}", "trainer.progress_bar=false", *counts,
+                    f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"tracking.artifact_location={tmp}/mlartifacts",
+                    *[f"paths.{k}={tmp}/{k}" for k in ("split", "cache", "features", "models", "metrics", "plots",
+                                                        "reports", "checkpoints", "seeds")]])
+
+
 @pytest.fixture(scope="module")
 def real_split(tmp_path_factory):
     from catdog_lab.stages.split import split
-    tmp = tmp_path_factory.mktemp("real")
-    cfg = compose([f"data.source.path={SHARED_DATA}", "trainer.progress_bar=false",
-                   f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"tracking.artifact_location={tmp}/mlartifacts",
-                   *[f"paths.{k}={tmp}/{k}" for k in ("split", "cache", "features", "models", "metrics", "plots",
-                                                       "reports", "checkpoints", "seeds")]])
-    report = split(cfg)
-    return cfg, report
+    cfg = _real_cfg(tmp_path_factory.mktemp("real"))
+    return cfg, split(cfg)
 
 
 def test_real_split_is_the_books_split(real_split):
@@ -38,13 +40,18 @@ def test_real_split_is_the_books_split(real_split):
 
 
 @pytest.mark.skipif(shared_weights() is None, reason="the shared VGG16 weights file has not been built")
-def test_real_feature_extraction_reaches_95_percent(real_split):
+def test_real_feature_extraction_reaches_93_percent_on_a_third_of_the_photos(tmp_path):
+    """The features stage (Keras ImageNet VGG16, Caffe preprocessing, the book's head and 30 epochs) on real
+    photos: 300 training photos per class, tested on 250 per class (the conv base's pass over all 4,000 took
+    most of the suite's time). With all 2,000 training photos it reaches 95-97% (README)."""
+    from catdog_lab.stages.split import split
     from catdog_lab.stages.train import train
-    cfg, _ = real_split
+    cfg = _real_cfg(tmp_path, ["data.split.train=300", "data.split.validation=100", "data.split.test=250"])
     with open_dict(cfg):
         cfg.backbone.weights = str(shared_weights())
+    assert split(cfg)["counts"]["train"] == {"cat": 300, "dog": 300}
     metrics = train(cfg, "features")
-    print(f"features stage on real data: test/acc={metrics['test/acc']:.4f}, "
-          f"{metrics.get('extract_images_per_second')} img/s extraction, {metrics['wall_time_s']}s")
+    print(f"features stage on 600 real training photos: test/acc={metrics['test/acc']:.4f} on "
+          f"{metrics.get('test_images')} test photos, {metrics['wall_time_s']}s")
     assert metrics["epochs"] == 30
-    assert metrics["test/acc"] >= 0.95
+    assert metrics["test/acc"] >= 0.93

@@ -36,7 +36,8 @@ def test_champion_is_chosen_on_validation_never_on_test(tiny_cfg):
     metrics = {"scratch": {"val/acc": 0.90, "test/acc": 0.70, "val/loss": 0.3},
                "finetune": {"val/acc": 0.80, "test/acc": 0.99, "val/loss": 0.2},
                "augmented": {"val/acc": 0.90, "test/acc": 0.60, "val/loss": 0.4}}
-    line = crown_champion(metrics, Path(tiny_cfg.paths.models), tracking_for(tiny_cfg))
+    line, uri = crown_champion(metrics, Path(tiny_cfg.paths.models), tracking_for(tiny_cfg))
+    assert uri is None                                       # tracking off: no alias, nothing to serve by it
     # a tie on validation accuracy goes to the lower validation loss
     assert line.startswith("Champion: `scratch`, the highest validation accuracy (90.0%) of 3 stages")
     assert "no registry alias" in line
@@ -64,6 +65,10 @@ def test_trained_model_is_registered_crowned_and_served(tiny_split, tmp_path):
     run_artifacts = {f.path for f in client.list_artifacts(version.run_id, "model_card")}
     assert run_artifacts == {"model_card/scratch.md"}
     assert published["models"]["scratch"]["registered"]["version"] == "1"
+    # what the README's serve command asks for the champion's URI (whichever stage won)
+    asked = subprocess.run([str(BIN / "python"), "-m", "catdog_lab.model_registry", "champion", "--models",
+                            str(tmp_path / "models")], capture_output=True, text=True)
+    assert (asked.returncode, asked.stdout) == (0, "models:/catdog-scratch@champion\n"), asked.stderr
 
     summary = compare(cfg)
     assert summary["scratch/test_acc"] is not None
@@ -118,3 +123,10 @@ def test_refused_request_reasons_are_one_line():
     echo = "Invalid input. Ensure that input is a valid JSON formatted string. Error: 'x'\nInput: \n" + "{" * 10 ** 6
     assert one_line(echo) == "Invalid input. Ensure that input is a valid JSON formatted string. Error: 'x'"
     assert len(one_line("y" * 10 ** 6)) == 300 and one_line("") == "bad request"
+
+
+def test_asking_for_the_champion_without_one_is_one_line(tmp_path):
+    from catdog_lab.model_registry import main
+    assert main(["champion", "--models", str(tmp_path)]) == 1                  # no published.json yet
+    (tmp_path / "published.json").write_text(json.dumps({"champion": "...; tracking off", "champion_uri": None}))
+    assert main(["champion", "--models", str(tmp_path)]) == 1

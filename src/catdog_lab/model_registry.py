@@ -105,20 +105,21 @@ def champion_sentence(choice: tuple[str, float, int] | None) -> str:
             f"stage{'' if n == 1 else 's'} (chosen on validation, not test)")
 
 
-def crown_champion(metrics: dict[str, dict], models_dir: Path, tracking: Tracking) -> str:
+def crown_champion(metrics: dict[str, dict], models_dir: Path, tracking: Tracking) -> tuple[str, str | None]:
     """Pick the champion among the trained stages (choose_champion). With tracking on, set
-    `catdog-<stage>@champion` and remove the alias from the other stages' models. Returns one line."""
+    `catdog-<stage>@champion` and remove the alias from the other stages' models. Returns one line saying so,
+    and the champion's `models:/` URI (None when no alias was set)."""
     choice = choose_champion(metrics)
     line = champion_sentence(choice)
     if choice is None:
-        return line
+        return line, None
     if not tracking.enabled:
-        return line + "; tracking off, no registry alias set."
+        return line + "; tracking off, no registry alias set.", None
     stage = choice[0]
     client = mlflow_client(tracking)
     version = set_champion(client, stage, Path(models_dir) / f"{stage}.pt")
     if version is None:
-        return line + f"; `models/{stage}.pt` is not in the registry, no alias set."
+        return line + f"; `models/{stage}.pt` is not in the registry, no alias set.", None
     for other in metrics:
         if other != stage:
             try:
@@ -126,7 +127,8 @@ def crown_champion(metrics: dict[str, dict], models_dir: Path, tracking: Trackin
             except Exception as exc:        # that model or alias does not exist: nothing to remove
                 if not _missing(exc):
                     raise
-    return line + f": `models:/{registered_name(stage)}@{CHAMPION}` = version {version}."
+    uri = f"models:/{registered_name(stage)}@{CHAMPION}"
+    return line + f": `{uri}` = version {version}.", uri
 
 
 def published_champion(models_dir: Path, metrics: dict[str, dict]) -> str:
@@ -158,3 +160,29 @@ def registry_model_file(uri: str, tracking_uri: str | None = None) -> Path:
     if not found:
         raise DataError(f"{uri}: no .pt model file in it (not a catdog-lab model)")
     return found[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m catdog_lab.model_registry champion`: the champion's `models:/` URI, for `mlflow models serve`."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m catdog_lab.model_registry",
+                                     description="Print the registry URI of the model `publish` chose.")
+    parser.add_argument("what", choices=["champion"], help="champion: the models:/catdog-<stage>@champion URI")
+    parser.add_argument("--models", type=Path, default=Path("models"),
+                        help=f"the folder holding {PUBLISHED} (default: models)")
+    args = parser.parse_args(argv)
+    record = args.models / PUBLISHED
+    uri = json.loads(record.read_text()).get("champion_uri") if record.is_file() else None
+    if not uri:
+        print(f"error: no champion in the registry ({record} "
+              f"{'names none: tracking was off, or' if record.is_file() else 'is missing:'} run the `publish` stage "
+              "with tracking on)", file=sys.stderr)
+        return 1
+    print(uri)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -85,9 +85,9 @@ def publish(cfg) -> dict:
             else:
                 print(f"[publish] {stage}: model card {card} (tracking off: not registered)")
             published[stage] = {"model_sha256": digest, "registered": registered}
-        champion = crown_champion({stage: metrics for stage, (_, metrics) in models.items()},
-                                  read_path(cfg, "models"), tracking)
-        record = {"models": published, "champion": champion}
+        champion, champion_uri = crown_champion({stage: metrics for stage, (_, metrics) in models.items()},
+                                                read_path(cfg, "models"), tracking)
+        record = {"models": published, "champion": champion, "champion_uri": champion_uri}
         write_json(cards_dir / PUBLISHED, record)
         run.set_tags({"champion": champion})
         run.log_artifact(cards_dir / PUBLISHED, "published")
