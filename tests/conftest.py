@@ -11,6 +11,15 @@ from catdog_lab.data.toy import toy_photo
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+# Under pytest-xdist each worker gets its share of the cores for torch's threads (and, through
+# OMP_NUM_THREADS, the processes its tests start), rather than every worker using all of them at once:
+# oversubscribed OpenMP threads spin and the whole suite slows down.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    import torch
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SHARED_DATA = SHARED / "data" / "dogs-vs-cats-4000"
 SHARED_WEIGHTS_CANDIDATES = [
