@@ -231,7 +231,8 @@ def _contact_sheet(pairs: list, path: Path) -> None:
 
     cols = 4
     rows = max(1, -(-len(pairs) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
+    # constrained layout keeps each row's two-line titles clear of the images above (tight_layout did not)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.4 * rows), squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for ax, (cand, result) in zip(axes.flat, pairs):
@@ -241,7 +242,6 @@ def _contact_sheet(pairs: list, path: Path) -> None:
     if not pairs:
         axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle("Most confident mistakes")
-    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
