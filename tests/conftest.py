@@ -20,6 +20,19 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
+# The longest test files first (each file runs on one xdist worker, --dist loadfile): started last, one of them
+# left a worker running alone for the suite's last minutes. Durations from `--durations` on this 2-core CPU.
+LONGEST_FIRST = ("test_real_data.py",         # ~400 s: VGG16 over 1,300 real photos
+                 "test_dvc_pipeline.py",      # ~400 s: a tiny `dvc repro` in a repository copy, then more
+                 "test_classes_stages.py",    # ~200 s
+                 "test_cli.py",               # ~190 s
+                 "test_gpu_path.py")          # ~170 s
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))       # stable: the rest keep their order
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SHARED_DATA = SHARED / "data" / "dogs-vs-cats-4000"
 SHARED_WEIGHTS_CANDIDATES = [
