@@ -22,11 +22,11 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
 
 # The longest test files first (each file runs on one xdist worker, --dist loadfile): started last, one of them
 # left a worker running alone for the suite's last minutes. Durations from `--durations` on this 2-core CPU.
-LONGEST_FIRST = ("test_real_data.py",         # ~400 s: VGG16 over 1,300 real photos
+LONGEST_FIRST = ("test_real_data.py",         # ~400 s with CATDOG_REAL_ACCURACY=1 (VGG16 over 1,300 real photos)
                  "test_dvc_pipeline.py",      # ~400 s: a tiny `dvc repro` in a repository copy, then more
                  "test_classes_stages.py",    # ~200 s
                  "test_cli.py",               # ~190 s
-                 "test_gpu_path.py")          # ~170 s
+                 "test_gpu_path.py")          # ~150 s
 
 
 def pytest_collection_modifyitems(config, items):
