@@ -19,27 +19,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from catdog_lab.serving import stop_server
+
 EXPERIMENT = "catdog-lab"          # tracking.experiment in conf/tracking/mlflow.yaml
-
-
-def stop_group(process: subprocess.Popen, grace_s: float = 60) -> list[int]:
-    """SIGTERM to the process group, SIGKILL after `grace_s` to whatever is left; returns those pids."""
-    def members() -> list[int]:
-        out = subprocess.run(["ps", "-eo", "pid=,pgid="], capture_output=True, text=True).stdout.split()
-        return [int(pid) for pid, group in zip(out[::2], out[1::2]) if int(group) == process.pid]
-
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return []
-    deadline = time.monotonic() + grace_s
-    while members() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    left = members()
-    if left:
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-    return left
 
 
 def _interrupt(signum, frame):
@@ -79,7 +61,7 @@ def main() -> int:
         server.wait()
         return server.returncode or 0
     except KeyboardInterrupt:
-        left = stop_group(server)
+        left = stop_server(server)
         print("stopped the MLflow UI and its workers" + (f" ({len(left)} needed SIGKILL)" if left else ""))
         return 0
 

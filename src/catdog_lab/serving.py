@@ -196,11 +196,10 @@ signature's output columns name the model file's classes (p_<class> each)."""
 
 def start_server(model_uri: str, env: dict, log: Path, timeout_s: float = 300.0):
     """`mlflow models serve` of `model_uri` on a free loopback port, as the README serves it; returns
-    (process, port) once `/ping` answers. The process leads its own session: stop it with
-    `os.killpg(process.pid, signal.SIGTERM)` (uvicorn's workers go with it). `env` must put the venv's bin on
-    PATH (the server execs `uvicorn` by name). Raises RuntimeError with the end of `log` (the server's
-    output) if it exits or does not answer within `timeout_s`. Used by the serving tests and benchmark."""
-    import signal
+    (process, port) once `/ping` answers. The process leads its own session: `stop_server` stops it and
+    uvicorn's workers. `env` must put the venv's bin on PATH (the server execs `uvicorn` by name). Raises
+    RuntimeError with the end of `log` (the server's output) if it exits or does not answer within
+    `timeout_s`. Used by the serving tests and benchmark."""
     import socket
     import subprocess
     import sys
@@ -223,23 +222,42 @@ def start_server(model_uri: str, env: dict, log: Path, timeout_s: float = 300.0)
                     return server, port
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            reason = (f"exited with {server.returncode}" if server.poll() is not None
-                      else f"did not answer /ping within {timeout_s:.0f} s")
-            if server.poll() is None:
-                os.killpg(server.pid, signal.SIGTERM)
-            raise RuntimeError(f"the model server {reason}: {Path(log).read_text(errors='replace')[-3000:]}")
-        time.sleep(0.5)
+        if server.poll() is not None:
+            reason = f"exited with {server.returncode}"
+        elif time.monotonic() > deadline:
+            stop_server(server)
+            reason = f"did not answer /ping within {timeout_s:.0f} s"
+        else:
+            time.sleep(0.5)
+            continue
+        raise RuntimeError(f"the model server {reason}: {Path(log).read_text(errors='replace')[-3000:]}")
 
 
-def stop_server(server, grace_s: float = 60.0) -> None:
-    """Stops a `start_server` process group: SIGTERM, then SIGKILL after `grace_s`."""
+def stop_server(process, grace_s: float = 60.0) -> list[int]:
+    """Stops a server started in its own session (`start_server`, `mlflow ui`) with everything in its process
+    group (uvicorn's and huey's workers): SIGTERM, then SIGKILL after `grace_s` to whatever is left. Returns
+    the pids that needed SIGKILL."""
     import signal
     import subprocess
+    import time
 
-    os.killpg(server.pid, signal.SIGTERM)
+    def members() -> list[int]:
+        """The group's live processes: the leader is reaped first (poll), zombies are not counted (a zombie
+        stays in the list until its parent waits for it, so counting it made every stop wait `grace_s`)."""
+        process.poll()
+        out = subprocess.run(["ps", "-eo", "pid=,pgid=,stat="], capture_output=True, text=True).stdout.split()
+        return [int(pid) for pid, group, stat in zip(out[::3], out[1::3], out[2::3])
+                if int(group) == process.pid and not stat.startswith("Z")]
+
     try:
-        server.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=30)
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return []
+    deadline = time.monotonic() + grace_s
+    while members() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = members()
+    if left:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    return left
