@@ -131,12 +131,18 @@ def crown_champion(metrics: dict[str, dict], models_dir: Path, tracking: Trackin
     return line + f": `{uri}` = version {version}.", uri
 
 
+def published_record(models_dir: Path) -> dict | None:
+    """models/published.json as `publish` wrote it (models, the champion line, its URI); None before publish."""
+    path = Path(models_dir) / PUBLISHED
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def published_champion(models_dir: Path, metrics: dict[str, dict]) -> str:
     """The champion line `publish` wrote (models/published.json); without one (publish not run), the choice
     on these metrics, saying that no alias was set."""
-    record = Path(models_dir) / PUBLISHED
-    if record.is_file():
-        return json.loads(record.read_text())["champion"]
+    record = published_record(models_dir)
+    if record is not None:
+        return record["champion"]
     choice = choose_champion(metrics)
     line = champion_sentence(choice)
     return line if choice is None else line + "; not published (the `publish` stage sets the registry alias)."
@@ -173,11 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=Path("models"),
                         help=f"the folder holding {PUBLISHED} (default: models)")
     args = parser.parse_args(argv)
-    record = args.models / PUBLISHED
-    uri = json.loads(record.read_text()).get("champion_uri") if record.is_file() else None
+    record = published_record(args.models)
+    uri = record.get("champion_uri") if record else None
     if not uri:
-        print(f"error: no champion in the registry ({record} "
-              f"{'names none: tracking was off, or' if record.is_file() else 'is missing:'} run the `publish` stage "
+        print(f"error: no champion in the registry ({args.models / PUBLISHED} "
+              f"{'names none: tracking was off, or' if record else 'is missing:'} run the `publish` stage "
               "with tracking on)", file=sys.stderr)
         return 1
     print(uri)
