@@ -320,3 +320,39 @@ def test_the_introduction_speaks_of_the_book_only_on_the_books_data():
     assert "book" not in ours.lower() and "verdict" not in ours and "VGG16" not in ours
     assert "book_accuracy.yaml" in books and "*matches*" in books
     assert "test split (21 images)" in ours and "test split (21 images)" in books
+
+
+def _mean_row(stage, acc, n=3):
+    return {"stage": stage, "test_acc": acc, "n": n}
+
+
+def test_the_ladder_is_said_plainly_met_not_met_or_not_measured():
+    from catdog_lab.stages.compare import ladder, rung_sentence
+    rungs = ladder([_mean_row("scratch", 0.727), _mean_row("augmented", 0.840, 1), _mean_row("features", 0.959),
+                    _mean_row("features_augmented", 0.955, 1)])
+    assert [(r["lower"], r["upper"], r["status"]) for r in rungs] == [
+        ("scratch", "augmented", "met"), ("features", "features_augmented", "not met"),
+        ("features_augmented", "finetune", "not measured")]
+    assert rung_sentence(rungs[0]) == "`scratch` < `augmented`: **met** (72.7% vs 84.0%, +11.3 pts; 3 and 1 seed)"
+    assert rung_sentence(rungs[1], markup=False) == ("features <= features_augmented: not met (95.9% vs 95.5%, "
+                                                     "-0.4 pts; 3 and 1 seed)")
+    assert rung_sentence(rungs[2]) == "`features_augmented` <= `finetune`: not measured (finetune not run yet)"
+    # equal means: the transfer rungs allow a tie, scratch < augmented does not
+    tie = ladder([_mean_row(s, 0.9) for s in ("scratch", "augmented", "features", "features_augmented", "finetune")])
+    assert [r["status"] for r in tie] == ["not met", "met", "met"]
+    assert ladder([])[0]["why"] == "scratch and augmented not run yet"
+
+
+def test_compare_reports_the_ladder_in_markdown_metrics_and_html(fake_run, tmp_path):
+    (tmp_path / "metrics/finetune.json").unlink()
+    with open_dict(fake_run):
+        fake_run.tracking.enabled = False
+    summary = compare(fake_run)
+    md = (tmp_path / "reports/comparison.md").read_text()
+    assert "- `scratch` < `augmented`: **met** (70.0% vs 85.0%, +15.0 pts; 1 and 1 seed)" in md
+    assert "- `features_augmented` <= `finetune`: not measured (finetune not run yet)" in md
+    assert summary["ladder/features-features_augmented"] == "met"
+    assert summary["ladder/features_augmented-finetune"] == "not measured"
+    page = (tmp_path / "reports/index.html").read_text()
+    assert "<li>features &lt;= features_augmented: met (96.5% vs 97.5%, +1.0 pts; 1 and 1 seed)</li>" in page
+    assert "Our test accuracies are on the test split (1000 images)" in page

@@ -42,7 +42,8 @@ def figure_index(reports: Path) -> list[dict]:
 
 
 def build_html(reports: Path, source: Path, profile: str, rows: list[dict], table: str, settings: str,
-               split_dir: Path | None = None, metrics_dir: Path | None = None) -> Path:
+               split_dir: Path | None = None, metrics_dir: Path | None = None, ladder: list[str] = (),
+               intro: str = "") -> Path:
     """reports/index.html, written into `reports`. Curves and figures belong to earlier stages: under DVC
     they sit next to the page (`source` = `reports`); in a CLI job (cli.py) they stay in the workspace or
     upstream run (`source`, read_path), and the page links there relatively."""
@@ -54,11 +55,13 @@ def build_html(reports: Path, source: Path, profile: str, rows: list[dict], tabl
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>catdog-lab report</title>"
              f"<style>{CSS}</style></head><body>",
              "<h1>catdog-lab: Deep Learning with Python's cats vs dogs, rebuilt</h1>",
-             f"<p>Profile <b>{html.escape(profile)}</b>. Our accuracies are on the 1000-image "
-             "test split; the book's figures (1st and 2nd edition) on the split shown in brackets.</p>",
+             f"<p>Profile <b>{html.escape(profile)}</b>. {html.escape(intro)}</p>",
              "<h2>Accuracy ladder</h2>", _md_table_to_html(table)]
     if (reports / "accuracy.png").exists():
         parts.append(_figure("accuracy.png", "Our test accuracy per stage, with the book's numbers as markers"))
+    if ladder:      # compare.ladder: an introduction, then one sentence per rung
+        parts += [f"<p>{html.escape(ladder[0])}</p><ul>", *[f"<li>{html.escape(line)}</li>" for line in ladder[1:]],
+                  "</ul>"]
     parts += ["<h3>Settings that differ between stages</h3>", _md_table_to_html(settings), "<h2>Training curves</h2>"]
     titles = {row["stage"]: row["title"] for row in rows}
     for stage in TRAINING_STAGES:

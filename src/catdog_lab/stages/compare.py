@@ -136,6 +136,51 @@ def build_rows(cfg, metrics: dict, book: dict) -> list[dict]:
     return rows
 
 
+# The chapter's ladder: each rung's test accuracy above the one before, as the book's figures rise
+# (augmentation beats the small convnet; the frozen base with augmentation at least matches the cached
+# features, and fine-tuning at least matches that). (lower stage, upper stage, strict)
+LADDER = (("scratch", "augmented", True), ("features", "features_augmented", False),
+          ("features_augmented", "finetune", False))
+
+
+def ladder(rows: list[dict]) -> list[dict]:
+    """Each rung of LADDER on our test means: met, not met, or not measured (a stage not run yet)."""
+    means = {r["stage"]: r["test_acc"] for r in rows if r.get("test_acc") is not None}
+    seeds = {r["stage"]: r["n"] for r in rows}
+    rungs = []
+    for lower, upper, strict in LADDER:
+        rung = {"lower": lower, "upper": upper, "relation": "<" if strict else "<=",
+                "seeds": (seeds.get(lower), seeds.get(upper))}
+        absent = [s for s in (lower, upper) if s not in means]
+        if absent:
+            rung |= {"status": "not measured", "why": " and ".join(absent) + " not run yet", "difference": None}
+        else:
+            diff = means[upper] - means[lower]
+            rung |= {"status": "met" if (diff > 0 if strict else diff >= 0) else "not met", "why": "",
+                     "difference": diff, "means": (means[lower], means[upper])}
+        rungs.append(rung)
+    return rungs
+
+
+LADDER_INTRO = ("The chapter's ladder on our test means (the mean over each stage's seeds; the intervals above "
+                "say how far apart they could be):")
+
+
+def rung_sentence(r: dict, markup: bool = True) -> str:
+    """One rung said plainly, met or not (`markup`: Markdown code and bold)."""
+    code, bold = ("`", "**") if markup else ("", "")
+    claim = f"{code}{r['lower']}{code} {r['relation']} {code}{r['upper']}{code}"
+    if r["status"] == "not measured":
+        return f"{claim}: not measured ({r['why']})"
+    (lo, hi), (n_lo, n_hi) = r["means"], r["seeds"]
+    return (f"{claim}: {bold}{r['status']}{bold} ({_pct(lo)} vs {_pct(hi)}, {100 * r['difference']:+.1f} pts; "
+            f"{n_lo} and {n_hi} seed{'s' if n_hi != 1 else ''})")
+
+
+def ladder_text(rungs: list[dict]) -> str:
+    return "\n".join([LADDER_INTRO, ""] + [f"- {rung_sentence(r)}" for r in rungs])
+
+
 def test_split_size(rows: list[dict]) -> str:
     """" (N images)" from the runs' own test counts (metrics/<stage>.json `test_images`), per stage when they
     differ; "" when no run recorded it."""
@@ -301,8 +346,11 @@ def compare(cfg) -> dict:
     tracking = tracking_for(cfg)
     # the line `publish` wrote for the upstream models (read_path), like the metrics it reads: best val/acc
     champion = published_champion(read_path(cfg, "models"), metrics)
-    md = ("# Accuracy comparison\n\n" + introduction(rows, on_book_data=bool(book)) + "\n\n"
-          f"{table}\n\n{champion}\n\n## Settings that differ between stages\n\n{settings}\n")
+    rungs = ladder(rows)
+    intro = introduction(rows, on_book_data=bool(book))
+    md = ("# Accuracy comparison\n\n" + intro + "\n\n"
+          f"{table}\n\n{ladder_text(rungs)}\n\n{champion}\n\n"
+          f"## Settings that differ between stages\n\n{settings}\n")
     write_text(reports / "comparison.md", md)
     plot_ladder(rows, reports / "accuracy.png")
     summary = {}
@@ -314,12 +362,16 @@ def compare(cfg) -> dict:
         summary[f"{r['stage']}/compared_on"] = r["compared_on"]
         if r["difference"] is not None:
             summary[f"{r['stage']}/vs_book"] = round(r["difference"], 4)
+    summary |= {f"ladder/{r['lower']}-{r['upper']}": r["status"] for r in rungs}
     write_json(metrics_dir / "compare.json", summary)
     html = build_html(reports, read_path(cfg, "reports"), str(cfg.get("profile", "")), rows, table, settings,
-                      split_dir=read_path(cfg, "split"), metrics_dir=read_path(cfg, "metrics"))
+                      split_dir=read_path(cfg, "split"), metrics_dir=read_path(cfg, "metrics"),
+                      ladder=[LADDER_INTRO] + [rung_sentence(r, markup=False) for r in rungs],
+                      intro=intro.replace("`", "").replace("*", ""))
     with pipeline_run(tracking) as run:
         run.log_metrics({k.replace("/", "."): v for k, v in summary.items() if v is not None})
-        run.set_tags({f"{r['stage']}.verdict": r["verdict"] for r in rows})
+        run.set_tags({f"{r['stage']}.verdict": r["verdict"] for r in rows}
+                     | {f"ladder.{r['lower']}-{r['upper']}": r["status"] for r in rungs})
         for path in (reports / "comparison.md", reports / "accuracy.png", html):
             run.log_artifact(path, "comparison")
     print(md)
