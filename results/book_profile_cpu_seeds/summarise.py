@@ -24,7 +24,7 @@ print()
 print("| seed | test acc (last epoch, kept) | test acc (best val-loss epoch) | best epoch | val acc (kept) | s/epoch |")
 print("|---|---|---|---|---|---|")
 accs = []
-for f in sorted(glob.glob("metrics/seeds/scratch/5086ed481467/seed-*.json")):
+for f in sorted(glob.glob("metrics/seeds/scratch/171938e34be4/seed-*.json")):
     m = json.load(open(f)); accs.append(m["test/acc"])
     print(f"| {m['seed']} | {100*m['test/acc']:.1f}% | {100*m['test/acc_best']:.1f}% | {m['best_epoch']} | {100*m['val/acc']:.1f}% | {m['seconds_per_epoch']} |")
 print()

@@ -99,7 +99,8 @@ def choose_champion(metrics: dict[str, dict]) -> tuple[str, float, int] | None:
 def champion_sentence(choice: tuple[str, float, int] | None) -> str:
     """The champion line without its registry part (no trailing full stop unless there is no champion)."""
     if choice is None:
-        return "Champion: none (no stage has a validation accuracy)."
+        # the workspace holds no trained model's metrics (e.g. a report made from the seed ledger alone)
+        return "Champion: none (no trained model's metrics with a validation accuracy were found)."
     stage, acc, n = choice
     return (f"Champion: `{stage}`, the highest validation accuracy ({100 * acc:.1f}%) of {n} "
             f"stage{'' if n == 1 else 's'} (chosen on validation, not test)")
