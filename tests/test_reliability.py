@@ -158,6 +158,9 @@ def test_sigkilled_training_resumes_and_finishes_its_mlflow_run(tiny_split, tmp_
     assert sentinel.read_text() == str(tmp_path / "checkpoints/scratch/last.ckpt")
     assert (tmp_path / "checkpoints/scratch/last.ckpt").exists()
     assert len(history.read_text().strip().splitlines()) == 3                  # header + 2 epochs
+    # no bar without a terminal: one line per epoch instead, on stderr and flushed, so none died in a buffer
+    epoch_lines = [line for line in log.read_text().splitlines() if line.startswith("[scratch] epoch ")]
+    assert [line.split(":")[0] for line in epoch_lines] == ["[scratch] epoch 1/4", "[scratch] epoch 2/4"]
     assert not (tmp_path / "metrics/scratch.json").exists()
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
@@ -169,6 +172,10 @@ def test_sigkilled_training_resumes_and_finishes_its_mlflow_run(tiny_split, tmp_
                             str(cfg_path)], capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "[scratch] resuming from" in rerun.stdout
+    # the resumed run ends epoch 2 once more (Lightning restarts from the checkpoint taken at its validation
+    # end; its CSV row is rewritten), then 3 and 4: one line each, as the CSV has them
+    assert [line.split(":")[0] for line in rerun.stderr.splitlines() if line.startswith("[scratch] epoch ")] == [
+        "[scratch] epoch 2/4", "[scratch] epoch 3/4", "[scratch] epoch 4/4"]
     metrics = yaml.safe_load((tmp_path / "metrics/scratch.json").read_text())
     assert metrics["epochs"] == 4
     epochs = [line.split(",")[0] for line in history.read_text().strip().splitlines()[1:]]

@@ -58,6 +58,19 @@ def test_training_writes_outputs_and_logs_to_mlflow(tiny_split, tmp_path):
     assert "curves/scratch.png" in artifacts
 
 
+def test_without_a_terminal_each_epoch_prints_one_line_instead_of_a_bar(tiny_split, capfd):
+    cfg = tiny_split
+    with open_dict(cfg):
+        cfg.scratch.epochs = 2
+        cfg.trainer.progress_bar = True                 # asked for, but stdout is captured: not a terminal
+    train(cfg, "scratch")
+    out, err = capfd.readouterr()
+    lines = [line for line in err.splitlines() if line.startswith("[scratch] epoch ")]
+    assert [line.split(":")[0] for line in lines] == ["[scratch] epoch 1/2", "[scratch] epoch 2/2"]
+    assert "train loss" in lines[0] and "val loss" in lines[0] and lines[0].endswith(" left")
+    assert "Epoch 0" not in out + err                   # Lightning's bar: not drawn into a file
+
+
 def test_saved_model_reloads_and_predicts_the_same(tiny_split, tmp_path):
     """The model file is the model the stage tested: reloaded and run by hand over the test split, it gives
     the test/acc and test/loss of metrics/augmented.json (computed by Lightning on the module in memory)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -128,9 +129,12 @@ def make_trainer(trainer_args: TrainerSettings, epochs: int, ckpt_dir: Path, his
     """The fitting Trainer, with its checkpoint (best by val loss, and last) and per-epoch history."""
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min",
                                  save_top_k=1, save_last=True, every_n_epochs=trainer_args.checkpoint_every_n_epochs)
-    history = History(history_csv)
+    # a bar only on a terminal: into a log file it is carriage returns held in stdout's buffer for many
+    # epochs; there (and with the bar turned off) each epoch prints one line instead (history.epoch_line)
+    bar = trainer_args.progress_bar and sys.stdout.isatty()
+    history = History(history_csv, announce=not bar)
     callbacks = [checkpoint, history]
-    if trainer_args.progress_bar:
+    if bar:
         callbacks.append(TQDMProgressBar(refresh_rate=trainer_args.progress_refresh_rate))
     trainer = pl.Trainer(
         max_epochs=epochs, accelerator=trainer_args.accelerator, devices=trainer_args.devices,
@@ -139,7 +143,7 @@ def make_trainer(trainer_args: TrainerSettings, epochs: int, ckpt_dir: Path, his
         # every rank so that its reduced metrics are the full-set ones (data/datamodule.py)
         use_distributed_sampler=False,
         precision=trainer_args.resolved_precision(torch.cuda.is_available()), deterministic=trainer_args.deterministic,
-        logger=False, callbacks=callbacks, enable_progress_bar=trainer_args.progress_bar, enable_model_summary=False,
+        logger=False, callbacks=callbacks, enable_progress_bar=bar, enable_model_summary=False,
         num_sanity_val_steps=trainer_args.num_sanity_val_steps, log_every_n_steps=trainer_args.log_every_n_steps,
         fast_dev_run=fast_dev_run, default_root_dir=ckpt_dir,
     )
