@@ -172,6 +172,7 @@ def test_sigkilled_training_resumes_and_finishes_its_mlflow_run(tiny_split, tmp_
                             str(cfg_path)], capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "[scratch] resuming from" in rerun.stdout
+    assert "s of epochs in all, " in rerun.stdout and "s in this resumed run)" in rerun.stdout
     # the resumed run ends epoch 2 once more (Lightning restarts from the checkpoint taken at its validation
     # end; its CSV row is rewritten), then 3 and 4: one line each, as the CSV has them
     assert [line.split(":")[0] for line in rerun.stderr.splitlines() if line.startswith("[scratch] epoch ")] == [

@@ -118,8 +118,11 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
         write_outputs(cfg, stage, mlflow_run, model_path, metrics, rows, fast_dev_run)
     shutil.rmtree(ckpt_dir, ignore_errors=True)         # finished: nothing left to resume
     shutil.rmtree(_frozen_store(cfg, stage), ignore_errors=True)
+    # resumed: "in all" is the epochs' seconds across the runs, not this process's time alone
+    timing = (f"{metrics['wall_time_s']:.0f}s in all" if not resume_from or metrics["epoch_seconds"] is None else
+              f"{metrics['epoch_seconds']:.0f}s of epochs in all, {metrics['wall_time_s']:.0f}s in this resumed run")
     print(f"[{stage}] test accuracy {metrics['test/acc']:.4f} after {metrics['epochs']} epochs "
-          f"({metrics['seconds_per_epoch']} s/epoch, {metrics['wall_time_s']:.0f}s in all)")
+          f"({metrics['seconds_per_epoch']} s/epoch, {timing})")
     return metrics
 
 
