@@ -134,7 +134,7 @@ def make_trainer(trainer_args: TrainerSettings, epochs: int, ckpt_dir: Path, his
                                  save_top_k=1, save_last=True, every_n_epochs=trainer_args.checkpoint_every_n_epochs)
     # a bar only on a terminal: into a log file it is carriage returns held in stdout's buffer for many
     # epochs; there (and with the bar turned off) each epoch prints one line instead (history.epoch_line)
-    bar = trainer_args.progress_bar and sys.stdout.isatty()
+    bar = trainer_args.progress_bar and _bar_shows()
     history = History(history_csv, announce=not bar)
     callbacks = [checkpoint, history]
     if bar:
@@ -151,6 +151,12 @@ def make_trainer(trainer_args: TrainerSettings, epochs: int, ckpt_dir: Path, his
         fast_dev_run=fast_dev_run, default_root_dir=ckpt_dir,
     )
     return trainer, checkpoint, history
+
+
+def _bar_shows() -> bool:
+    """A terminal, or a Jupyter kernel (whose stdout is no tty but draws tqdm's bars as widgets)."""
+    isatty = getattr(sys.stdout, "isatty", None)
+    return bool(isatty and isatty()) or "ipykernel" in sys.modules
 
 
 def build_data_and_net(cfg, settings: StageSettings, trainer_args: TrainerSettings, writer: bool,
