@@ -25,8 +25,9 @@ def duration(seconds: float) -> str:
 
 
 def epoch_line(stage: str, row: dict, epochs: int, rows: list[dict]) -> str:
-    """`[finetune] epoch 4/100: train loss 0.1752, acc 0.9570; val loss 0.3286, acc 0.9590; 331 s, about 8 h 49
-    min left`. The time left is the median epoch so far (a paused or shared first epoch does not skew it)."""
+    """`[finetune] epoch 4/100: train loss 0.1752, acc 0.9570; val loss 0.3286, acc 0.9590; 340 s, about 8 h 58
+    min left` (tests/test_history.py). The time left is the median epoch so far (a paused or shared first
+    epoch does not skew it)."""
     def pair(split: str) -> str:
         loss, acc = row.get(f"{split}/loss"), row.get(f"{split}/acc")
         return f"{split} " + (", ".join(f"{name} {value:.4f}" for name, value in (("loss", loss), ("acc", acc))
