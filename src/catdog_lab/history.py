@@ -42,10 +42,9 @@ def epoch_line(stage: str, row: dict, epochs: int, rows: list[dict]) -> str:
 
 
 class History(pl.Callback):
-    def __init__(self, csv_path: str | Path, stage: str | None = None, announce: bool = False):
+    def __init__(self, csv_path: str | Path, announce: bool = False):
         """announce: print `epoch_line` after every epoch (to stderr, flushed: nothing held in a buffer)."""
-        self.csv_path, self.rows, self._t0 = Path(csv_path), [], None
-        self.stage, self.announce = stage or Path(csv_path).stem, announce
+        self.csv_path, self.rows, self._t0, self.announce = Path(csv_path), [], None, announce
 
     def on_train_start(self, trainer, pl_module):
         # Resuming: Lightning saved the checkpoint at validation end, before this epoch's row was added
@@ -74,7 +73,8 @@ class History(pl.Callback):
         if trainer.is_global_zero:          # several devices: every rank keeps the rows, one writes the file
             write_csv(self.csv_path, self.rows, COLUMNS)
             if self.announce:
-                print(epoch_line(self.stage, row, trainer.max_epochs, self.rows), file=sys.stderr, flush=True)
+                stage = self.csv_path.stem             # the CSV is plots/<stage>.csv
+                print(epoch_line(stage, row, trainer.max_epochs, self.rows), file=sys.stderr, flush=True)
 
     def state_dict(self):
         return {"rows": self.rows}
