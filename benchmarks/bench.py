@@ -281,7 +281,7 @@ def stage_times(run_dir: Path) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=2000, help="training images per epoch (sections 2-3)")
     p.add_argument("--epochs", type=int, default=2, help="epochs per trainer; the fastest after the first counts")
     p.add_argument("--feature-images", type=int, default=320, help="images through the conv base (section 1)")

@@ -61,6 +61,30 @@ def model_files(args, tmp: Path) -> dict[str, Path]:
     return files
 
 
+def add_photo_and_model_args(parser: argparse.ArgumentParser, images: int, vgg_images: int) -> None:
+    """The options every benchmark here shares: which photos and which two models (see `photos`, `model_files`)."""
+    parser.add_argument("--photos", help="a folder of photos (searched recursively); default: generated photos")
+    parser.add_argument("--images", type=int, default=images, help="photos for the scratch model")
+    parser.add_argument("--vgg-images", type=int, default=vgg_images, help="photos for the VGG16 model (slow on a CPU)")
+    parser.add_argument("--scratch", help="a scratch model file (default: random weights)")
+    parser.add_argument("--vgg", help="a VGG16 transfer model file (default: built from --weights)")
+    parser.add_argument("--weights", help="VGG16 conv-base weights file for the built model")
+    parser.add_argument("--skip-vgg", action="store_true", help="the scratch model only")
+
+
+def run_models(args, bench) -> None:
+    """`bench(name, model file, photos, args, tmp)` for the scratch model, then VGG16 on `--vgg-images` photos."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        files = photos(args, tmp)
+        if not files:
+            sys.exit(f"error: --photos: no images under {args.photos}")
+        models = model_files(args, tmp)
+        bench("scratch", models["scratch"], files, args, tmp)
+        if "vgg16" in models:
+            bench("vgg16", models["vgg16"], files[:args.vgg_images], args, tmp)
+
+
 def timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -131,32 +155,18 @@ def bench_model(name: str, path: Path, files: list[Path], args, tmp: Path) -> di
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--photos", help="a folder of photos (searched recursively); default: generated photos")
-    parser.add_argument("--images", type=int, default=1000, help="photos for the scratch model")
-    parser.add_argument("--vgg-images", type=int, default=200, help="photos for the VGG16 model (slow on a CPU)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_photo_and_model_args(parser, images=1000, vgg_images=200)
     parser.add_argument("--single-images", type=int, default=50, help="photos for the one-image-per-batch path")
     parser.add_argument("--batch-size", type=int, default=None, help="default: catdog-predict's")
     parser.add_argument("--repeat", type=int, default=2, help="rounds; the best of them counts")
     parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: catdog-predict's)")
-    parser.add_argument("--scratch", help="a scratch model file (default: random weights)")
-    parser.add_argument("--vgg", help="a VGG16 transfer model file (default: built from --weights)")
-    parser.add_argument("--weights", help="VGG16 conv-base weights file for the built model")
-    parser.add_argument("--skip-vgg", action="store_true")
     args = parser.parse_args(argv)
     from catdog_lab.predict import BATCH_SIZE, Predictor
     args.batch_size = args.batch_size or BATCH_SIZE
     print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores, "
           f"decode threads {args.workers or Predictor(torch.nn.Identity(), 1).workers}", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        files = photos(args, tmp)
-        if not files:
-            sys.exit(f"error: --photos: no images under {args.photos}")
-        models = model_files(args, tmp)
-        bench_model("scratch", models["scratch"], files, args, tmp)
-        if "vgg16" in models:
-            bench_model("vgg16", models["vgg16"], files[:args.vgg_images], args, tmp)
+    run_models(args, bench_model)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def detail(images: torch.Tensor) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", required=True, help="the split stage's image cache (paths.cache)")
     parser.add_argument("--split", default="validation")
     parser.add_argument("--images", type=int, default=1000)

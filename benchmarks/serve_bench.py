@@ -18,12 +18,11 @@ import base64
 import json
 import os
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predict_bench import model_files, photos, rate, timed  # noqa: E402  (the benchmarks' shared photos and models)
+from predict_bench import add_photo_and_model_args, rate, run_models, timed  # noqa: E402  (the benchmarks' shared photos and models)
 
 BIN = Path(sys.executable).parent
 
@@ -96,28 +95,14 @@ def bench(name: str, model: Path, files: list[Path], args, tmp: Path) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--photos", help="a folder of photos (searched recursively); default: generated photos")
-    parser.add_argument("--images", type=int, default=64, help="photos for the scratch model")
-    parser.add_argument("--vgg-images", type=int, default=32, help="photos for the VGG16 model (slow on a CPU)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_photo_and_model_args(parser, images=64, vgg_images=32)
     parser.add_argument("--batch", type=int, default=8, help="images per batched request")
-    parser.add_argument("--scratch", help="a scratch model file (default: random weights)")
-    parser.add_argument("--vgg", help="a VGG16 transfer model file (default: built from --weights)")
-    parser.add_argument("--weights", help="VGG16 conv-base weights file for the built model")
-    parser.add_argument("--skip-vgg", action="store_true")
     args = parser.parse_args(argv)
     import torch
     print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores; "
           f"one client, requests one after another", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        files = photos(args, tmp)
-        if not files:
-            sys.exit(f"error: --photos: no images under {args.photos}")
-        models = model_files(args, tmp)
-        bench("scratch", models["scratch"], files, args, tmp)
-        if "vgg16" in models:
-            bench("vgg16", models["vgg16"], files[:args.vgg_images], args, tmp)
+    run_models(args, bench)
 
 
 if __name__ == "__main__":

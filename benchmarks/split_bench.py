@@ -123,7 +123,7 @@ def _in_subprocess(kind: str, **kwargs) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=25_000, help="photos to generate (half per class)")
     p.add_argument("--photos", type=Path, default=Path("/tmp/catdog-bench/photos"), help="where they are kept")
     p.add_argument("--cache", type=Path, default=Path("/tmp/catdog-bench/cache"), help="the split's cache folder")

@@ -255,7 +255,7 @@ def print_estimate(est: dict, seeds: list[int]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", type=Path, help="the folder scripts/pack_gpu_bundle.py wrote")
     p.add_argument("--out", type=Path, help="where every profile's run goes (<out>/<profile>/)")
     p.add_argument("--profiles", nargs="+", default=list(PROFILES), choices=PROFILES)

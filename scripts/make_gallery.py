@@ -33,7 +33,7 @@ def shrink(src: Path, dest: Path, width: int) -> int:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", type=Path, required=True, help="a run folder with reports/ (figures/, curves/)")
     p.add_argument("--out", type=Path, default=Path("docs/gallery"))
     p.add_argument("--width", type=int, default=900)

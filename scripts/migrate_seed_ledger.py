@@ -100,7 +100,7 @@ def migrate(ledger: Path, photos: str | None, weights: dict[str, str], dry_run: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("ledger", type=Path, help="the seed ledger (paths.seeds, e.g. metrics/seeds)")
     parser.add_argument("--photos", help="split manifest hash of the photos the entries without one used")
     parser.add_argument("--weights-md5", nargs="*", default=[], metavar="NAME=MD5",

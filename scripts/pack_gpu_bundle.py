@@ -186,7 +186,7 @@ def pack(out: Path, sizes: list[int], quality: int, weights: Path, overrides: li
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="the bundle folder to write")
     p.add_argument("--weights", type=Path, required=True, help="the VGG16 weights file (float32) to halve")
     p.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES),

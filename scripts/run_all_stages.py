@@ -84,7 +84,7 @@ class GpuSampler:
 
 
 def main() -> int | None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--generated", type=int, metavar="N",
                    help="generate N toy photos per class (split 50/25/25%%), profile smoke, random VGG16")

@@ -90,7 +90,7 @@ def compare_results(before: dict, after: dict) -> tuple[list[str], list[str]]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ref", default="HEAD",
                    help="the git commit to run (default HEAD; uncommitted edits are not in it)")
     p.add_argument("--json", type=Path, help="also write the result here")

@@ -180,3 +180,25 @@ def test_sweep_run_names_carry_only_the_swept_overrides():
                            ["+stage=augmented", "hydra/sweeper=tune_augmented"],
                            ["augmented.lr", "augmented.dropout"]) == "augmented.lr=0.0003 augmented.dropout=0.4"
     assert swept_overrides(task, ["+stage=finetune"], []) == ""
+
+
+def test_every_command_line_tools_help_starts_with_its_docstrings_whole_first_paragraph():
+    # `--help` printed the docstring's first LINE, cut mid-sentence ("... returns every class's"); the
+    # description is the first paragraph, and that paragraph is a whole sentence
+    import ast
+
+    from catdog_lab.config import PROJECT_ROOT
+
+    files = [p for folder in ("src", "scripts", "benchmarks") for p in (PROJECT_ROOT / folder).rglob("*.py")
+             if "__doc__" in p.read_text() and "ArgumentParser(" in p.read_text()]
+    assert len(files) > 10, "found no command-line tools to check"
+    cut, unfinished = [], []
+    for path in files:
+        source = path.read_text()
+        if "description=__doc__" in source and 'description=__doc__.split("\\n\\n")[0]' not in source:
+            cut.append(str(path.relative_to(PROJECT_ROOT)))
+        paragraph = " ".join(ast.get_docstring(ast.parse(source)).split("\n\n")[0].split())
+        if not paragraph.endswith("."):
+            unfinished.append(f"{path.relative_to(PROJECT_ROOT)}: ...{paragraph[-40:]}")
+    assert not cut, f"--help shows only the docstring's first line: {cut}"
+    assert not unfinished, f"the docstring's first paragraph (the --help text) is not a whole sentence: {unfinished}"

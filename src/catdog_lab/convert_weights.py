@@ -134,7 +134,7 @@ def convert(h5_path: str | Path, output: str | Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     from catdog_lab.errors import exit_on_user_error
 
-    p = argparse.ArgumentParser(prog="catdog-convert-weights", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="catdog-convert-weights", description=__doc__.split("\n\n")[0])
     p.add_argument("h5", type=Path, help=f"Keras' {KERAS_FILE}")
     p.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT,
                    help="weights file to write (default: %(default)s)")

@@ -143,7 +143,7 @@ def export(model: str | Path, fmt: str, out: Path | None = None, tracking_uri: s
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="catdog-export", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="catdog-export", description=__doc__.split("\n\n")[0])
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--stage", default="finetune", help="export models/<stage>.pt (default: finetune)")
     group.add_argument("--model", help="a model file written by a training stage, or models:/<name>@<alias>")

@@ -332,7 +332,7 @@ def render(results: list[dict], fmt: str, classes=BOOK_CLASSES) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="catdog-predict", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="catdog-predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("images", nargs="*", help="image files, folders (searched recursively) or glob patterns")
     parser.add_argument("--evaluate", type=Path, metavar="DIR",
                         help="score the model on DIR, a folder of class folders named like the model's classes: "
