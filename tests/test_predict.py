@@ -1,6 +1,7 @@
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,52 @@ def test_predict_missing_model_is_one_line(tmp_path):
     proc = _run("--model", tmp_path / "none.pt", "x.jpg")
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {tmp_path / 'none.pt'} not found: train that stage first (dvc repro)"
+
+
+def _booby_trapped(path: Path, marker: Path) -> Path:
+    class Shell:
+        def __reduce__(self):
+            import os
+            return (os.system, (f"touch {marker}",))
+    torch.save({"arch": {"kind": "convnet"}, "state_dict": Shell()}, path)
+    return path
+
+
+def test_a_file_that_is_not_a_stage_model_is_one_line_naming_what_is_wrong(tmp_path):
+    from catdog_lab.models.factory import build_from_arch, save_model
+    arch = {"kind": "convnet", "image_size": 48, "dropout": 0.0}
+    good = tmp_path / "good.pt"
+    save_model(good, "scratch", arch, build_from_arch(arch))
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])
+    bare = tmp_path / "state_dict.pt"
+    torch.save(build_from_arch(arch).state_dict(), bare)
+    wrong_classes = tmp_path / "three_classes.pt"
+    bundle = torch.load(good, weights_only=True)
+    torch.save({**bundle, "classes": ["a", "b", "c"]}, wrong_classes)
+    photo = make_photo(tmp_path / "photo.jpg", "cat", 1)
+    marker = tmp_path / "pwned"
+    cases = {
+        _booby_trapped(tmp_path / "evil.pt", marker): r"refused by torch.load\(weights_only=True\): it holds objects "
+                                                      r"other than tensors \(GLOBAL posix\.system\)",
+        tmp_path: r"is a folder, not a PyTorch file",
+        photo: r"is not a readable PyTorch file",
+        truncated: r"is not a readable PyTorch file \(RuntimeError: ",
+        bare: r"is not a stage model \(models/<stage>\.pt, with its arch and state_dict\)",
+        wrong_classes: r"its weights do not fit its arch and 3 classes \(size mismatch",
+    }
+    for path, message in cases.items():
+        with pytest.raises(UserError, match=rf"^model file: {re.escape(str(path))}:? {message}") as info:
+            load_model(path)
+        assert "\n" not in str(info.value), path
+    assert not marker.exists()
+    assert load_model(good)[1]["arch"] == arch
+
+
+@pytest.mark.integration
+def test_predict_on_a_corrupt_model_file_is_one_line(tmp_path):
+    proc = _run("--model", tmp_path, "x.jpg")
+    assert (proc.returncode, proc.stderr.strip()) == (2, f"error: model file: {tmp_path} is a folder, not a PyTorch file")
 
 
 class ConstantLogit(torch.nn.Module):

@@ -1,4 +1,5 @@
 """The pretrained backbone: weights files of both formats, preprocessing from the weights, freezing."""
+import os
 import pickle
 
 import pytest
@@ -84,7 +85,15 @@ def test_pickled_code_is_refused_and_never_runs(tmp_path):
 
     saved = tmp_path / "evil.pt"                      # the realistic attack: torch.save of a code object
     torch.save({"features.0.weight": Evil()}, saved)
-    with pytest.raises(WeightsError, match=r"weights_only=True.*Unsupported global: GLOBAL io\.open"):
+    with pytest.raises(WeightsError, match=r"weights_only=True.*objects other than tensors \(GLOBAL io\.open\)"):
+        load_weights_file(saved)
+
+    class Shell:                                      # a blocked module: torch words it differently
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"features.0.weight": Shell()}, saved)
+    with pytest.raises(WeightsError, match=r"objects other than tensors \(GLOBAL posix\.system\)"):
         load_weights_file(saved)
     raw = tmp_path / "evil.pkl"                       # a bare pickle is refused too
     with open(raw, "wb") as f:

@@ -6,6 +6,8 @@ import contextlib
 import csv
 import json
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -62,6 +64,31 @@ def torch_save(obj, path) -> None:
 def torch_load(path, map_location="cpu"):
     """Load our own tensors/state dicts: never unpickles code."""
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+# torch's words for a pickle that would import or call code: "Unsupported global: GLOBAL x.y" (older) or
+# "Trying to load unsupported GLOBAL posix.system whose module ..." (2.6 and later)
+_CODE_GLOBAL = re.compile(r"unsupported global:? (?:GLOBAL )?([\w.]+)", re.IGNORECASE)
+
+
+def read_torch_file(path, what: str, error: type[Exception]):
+    """`torch_load` for a file a user names: any failure becomes one line, `error(f"{what}: ...")`, instead of
+    torch's traceback (whose advice, to retry with weights_only=False, is exactly what not to do with a file
+    that holds code)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise error(f"{what}: {path} is {'a folder' if path.is_dir() else 'not found'}, not a PyTorch file")
+    try:
+        return torch_load(path)
+    except pickle.UnpicklingError as exc:
+        found = _CODE_GLOBAL.search(str(exc))
+        if found:   # a pickle that would import or call code: refused, never run
+            raise error(f"{what}: {path} refused by torch.load(weights_only=True): it holds objects other "
+                        f"than tensors (GLOBAL {found.group(1)})") from None
+        raise error(f"{what}: {path} is not a readable PyTorch file (corrupt or not a checkpoint)") from None
+    except Exception as exc:
+        raise error(f"{what}: {path} is not a readable PyTorch file ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:120] if str(exc) else 'truncated?'})") from None
 
 
 DVC_EXP_WORKSPACE = "/.dvc/tmp/exps/"

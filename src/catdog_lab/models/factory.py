@@ -11,8 +11,8 @@ from pathlib import Path
 from torch import nn
 
 from catdog_lab import BOOK_CLASSES
-from catdog_lab.errors import ConfigError
-from catdog_lab.io import torch_load, torch_save
+from catdog_lab.errors import ConfigError, DataError
+from catdog_lab.io import read_torch_file, torch_save
 from catdog_lab.models.components.backbones import Backbone, BackboneSpec, build_backbone
 from catdog_lab.models.components.convnet import BOOK1, BookConvNet
 from catdog_lab.models.components.heads import DenseHead
@@ -70,20 +70,26 @@ def save_model(path: str | Path, stage: str, arch: dict, net: nn.Module, last_st
 
 def load_model(path: str | Path, weights: str = "selected") -> tuple[nn.Module, dict]:
     """Rebuild a saved stage model (eval mode). The state dict already holds the pretrained weights.
-    `weights="last"`: the last epoch's weights where the file keeps them apart from the selected ones."""
-    from catdog_lab.errors import DataError
-
+    `weights="last"`: the last epoch's weights where the file keeps them apart from the selected ones.
+    A file that is not one (corrupt, a folder, a bare state dict, code in its pickle) is a one-line DataError."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path} not found: train that stage first (dvc repro)")
-    bundle = torch_load(path)
+    bundle = read_torch_file(path, "model file", DataError)
+    if not isinstance(bundle, dict) or not {"arch", "state_dict"} <= bundle.keys():
+        raise DataError(f"model file: {path} is not a stage model (models/<stage>.pt, with its arch and "
+                        f"state_dict): a bare state dict or another program's checkpoint cannot be rebuilt")
     bundle.setdefault("classes", list(BOOK_CLASSES))       # written before other classes existed
     net = build_from_arch(dict(bundle["arch"]), load_weights=False, outputs=n_outputs(len(bundle["classes"])))
     if bundle.get("preprocessing"):
         from catdog_lab.models.components.preprocess import Preprocess
         net.preprocess = Preprocess(bundle["preprocessing"])   # spec (BGR etc.) is not a buffer: restore it
-    net.load_state_dict(bundle["last_state_dict"] if weights == "last" and "last_state_dict" in bundle
-                        else bundle["state_dict"])
+    try:
+        net.load_state_dict(bundle["last_state_dict"] if weights == "last" and "last_state_dict" in bundle
+                            else bundle["state_dict"])
+    except RuntimeError as exc:       # a hand-edited file: its weights do not fit its own arch or classes
+        raise DataError(f"model file: {path}: its weights do not fit its arch and {len(bundle['classes'])} "
+                        f"classes ({str(exc).splitlines()[-1].strip()[:160]})") from None
     return net.eval(), bundle
 
 

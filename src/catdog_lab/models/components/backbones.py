@@ -14,7 +14,6 @@ record (`BackboneSpec.record()`), so a model rebuilds without the config.
 from __future__ import annotations
 
 import importlib
-import pickle
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from catdog_lab.errors import ConfigError, WeightsError
+from catdog_lab.io import read_torch_file
 from catdog_lab.models.components.preprocess import TORCHVISION_IMAGENET, Preprocess
 
 KERAS_VGG16_FORMAT = "torchvision-vgg16-features/v1"
@@ -80,19 +80,7 @@ def load_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict |
     """Read a weights file safely: (state_dict, its preprocessing spec, None for a plain state dict that
     brings none). Never unpickles code."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise WeightsError(f"backbone.weights: file {path} not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL [\w.]+", str(exc))
-        if found:   # a pickle that would import or call code: refused, never run
-            raise WeightsError(f"backbone.weights: {path} refused by torch.load(weights_only=True): it holds "
-                               f"objects other than tensors ({found.group(0).strip()})") from None
-        raise WeightsError(f"backbone.weights: {path} is not a readable PyTorch file (corrupt or not a "
-                           f"checkpoint)") from None
-    except Exception as exc:
-        raise WeightsError(f"backbone.weights: {path} is not a readable PyTorch file ({type(exc).__name__})") from None
+    obj = read_torch_file(path, "backbone.weights", WeightsError)
     if isinstance(obj, dict) and "format" in obj:
         if obj["format"] != KERAS_VGG16_FORMAT:
             raise WeightsError(f"backbone.weights: {path} has unknown format {obj['format']!r}")
