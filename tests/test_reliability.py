@@ -290,3 +290,20 @@ def test_atomic_outputs_get_the_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_an_unreadable_last_checkpoint_starts_the_stage_over_and_says_so(tmp_path, capsys):
+    import torch
+
+    from catdog_lab.io import write_json
+    from catdog_lab.stages.train import resume_point
+    ckpt_dir = tmp_path / "checkpoints" / "scratch"
+    ckpt_dir.mkdir(parents=True)
+    torch.save({"epoch": 3, "state_dict": {"w": torch.ones(4)}}, ckpt_dir / "last.ckpt")
+    write_json(ckpt_dir / "meta.json", {"key": "k", "mlflow_run_id": "run1"})
+    assert resume_point(ckpt_dir, "k", False, True) == (ckpt_dir / "last.ckpt", "run1")
+    whole = (ckpt_dir / "last.ckpt").read_bytes()
+    (ckpt_dir / "last.ckpt").write_bytes(whole[:len(whole) // 2])          # a damaged disk, say
+    assert resume_point(ckpt_dir, "k", False, True) == (None, None)
+    assert f"[scratch] {ckpt_dir / 'last.ckpt'} is unreadable (" in capsys.readouterr().err
+    assert not ckpt_dir.exists()                  # gone, so the next run neither trips on it nor reports it again

@@ -103,7 +103,7 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
             trainer.loggers = [MLFlowLogger(experiment_name=tracking.experiment, tracking_uri=tracking.uri,
                                             run_id=mlflow_run.run_id)]
         fit_started = time.perf_counter()
-        trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
+        trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
         fit_seconds = time.perf_counter() - fit_started
         if not writer:
             # ranks 1..N-1 are done: rank 0 tests on its own and writes every output
@@ -218,12 +218,24 @@ def resume_point(ckpt_dir: Path, resume_key: str, fast_dev_run: bool | int, writ
     meta_path = ckpt_dir / "meta.json"
     if (ckpt_dir / "last.ckpt").exists() and meta_path.exists() and not fast_dev_run:
         meta = json.loads(meta_path.read_text())
-        if meta.get("key") == resume_key:
+        if meta.get("key") == resume_key and _readable(ckpt_dir / "last.ckpt"):
             print(f"[{ckpt_dir.name}] resuming from {ckpt_dir / 'last.ckpt'}")
             return ckpt_dir / "last.ckpt", meta.get("mlflow_run_id")
     if writer:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     return None, None
+
+
+def _readable(checkpoint: Path) -> bool:
+    """Whether a checkpoint loads (mmap: a cheap read, the tensors stay on disk). Lightning writes it atomically,
+    so only a damaged disk or a hand makes it unreadable; then the stage starts over, and says so."""
+    try:
+        torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        return True
+    except Exception as exc:
+        print(f"[{checkpoint.parent.name}] {checkpoint} is unreadable ({type(exc).__name__}): starting this stage "
+              f"over", file=sys.stderr)
+        return False
 
 
 def test_trainer(trainer_args: TrainerSettings, trainer: pl.Trainer) -> pl.Trainer:
