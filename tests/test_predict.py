@@ -158,7 +158,8 @@ def test_a_file_that_is_not_a_stage_model_is_one_line_naming_what_is_wrong(tmp_p
 @pytest.mark.integration
 def test_predict_on_a_corrupt_model_file_is_one_line(tmp_path):
     proc = _run("--model", tmp_path, "x.jpg")
-    assert (proc.returncode, proc.stderr.strip()) == (2, f"error: model file: {tmp_path} is a folder, not a PyTorch file")
+    expected = f"error: model file: {tmp_path} is a folder, not a PyTorch file"
+    assert (proc.returncode, proc.stderr.strip()) == (2, expected)
 
 
 class ConstantLogit(torch.nn.Module):
