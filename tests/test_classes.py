@@ -51,6 +51,9 @@ def test_nothing_is_left_out_silently(tmp_path, capsys):
     (root / "a" / "readme.md").write_text("not a photo either")
     (root / "c" / "copy.jpg").write_bytes((root / "a" / "0.jpg").read_bytes())   # one photo, two classes
     (root / ".DS_Store").write_text("hidden: not data")
+    elsewhere = make_class_folders(tmp_path / "elsewhere", ["x"], per_class=2) / "x"
+    (root / "b" / "linked").symlink_to(elsewhere, target_is_directory=True)     # not followed, but listed
+    (root / "b" / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")                # points at nothing
     result = _split(root, tmp_path, counts={"train": 3, "validation": 2, "test": 2})
     report = result["report"]
     assert report["classes"] == ["a", "b", "c"]
@@ -58,11 +61,15 @@ def test_nothing_is_left_out_silently(tmp_path, capsys):
     assert report["outside_class_folders"] == ["notes.txt"]
     assert [row["file"] for row in report["not_images"]] == ["a/readme.md"]
     assert report["under_two_classes"][0]["files"] == ["a/0.jpg", "c/copy.jpg"]
+    assert report["links_not_followed"] == [
+        {"file": "b/gone.jpg", "class": "b", "reason": "a link to nothing (broken)"},
+        {"file": "b/linked", "class": "b", "reason": "a link to a folder (not followed)"}]
     assert {"a/0.jpg", "c/copy.jpg"} <= {row["file"] for row in result["skipped"]}
     assert not {"a/0.jpg", "c/copy.jpg"} & {row["file"] for row in result["manifest"]}
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("[split] left out: 1 folder(s) not a class (empty: no images); 1 file(s) outside the "
-                           "class folders; 1 non-image file(s); 2 file(s) of 1 photo(s) found under two or more")
+                           "class folders; 1 non-image file(s); 2 link(s) not followed; 2 file(s) of 1 photo(s) "
+                           "found under two or more")
 
 
 def test_empty_class_named_in_data_classes_stops(tmp_path):

@@ -162,6 +162,49 @@ def test_predict_on_a_corrupt_model_file_is_one_line(tmp_path):
     assert (proc.returncode, proc.stderr.strip()) == (2, expected)
 
 
+@pytest.fixture
+def untrained_model(tmp_path) -> Path:
+    """The book's convnet with random weights, saved as a stage model: enough to test the plumbing."""
+    from catdog_lab.models.factory import build_from_arch, save_model
+    arch = {"kind": "convnet", "image_size": 48, "dropout": 0.0}
+    torch.manual_seed(0)
+    save_model(tmp_path / "model.pt", "scratch", arch, build_from_arch(arch))
+    return tmp_path / "model.pt"
+
+
+def test_two_photos_of_one_name_get_two_gradcam_overlays(untrained_model, tmp_path):
+    from catdog_lab.predict import predict_files
+    photos = [make_photo(tmp_path / folder / "0.jpg", label, i) for i, (folder, label) in
+              enumerate((("cats", "cat"), ("dogs", "dog"), ("more", "cat")))]
+    results, errors, _ = predict_files(untrained_model, photos, gradcam=True, out=tmp_path / "overlays")
+    written = [Path(result["gradcam"]) for result in results]
+    assert not errors and len(set(written)) == 3 and all(path.is_file() for path in written)
+    assert sorted(p.name for p in (tmp_path / "overlays").iterdir()) == sorted(path.name for path in written)
+    assert {path.name.split("_gradcam_")[0] for path in written} == {"0"}
+
+
+def test_evaluate_lists_unreadable_photos_and_refuses_a_folder_of_none(untrained_model, tmp_path, capsys):
+    from catdog_lab.predict import main
+    held = tmp_path / "held"
+    for label in ("cat", "dog"):
+        make_photo(held / label / "good.jpg", label, 7)
+    (held / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    with pytest.raises(SystemExit) as info:
+        main(["--model", str(untrained_model), "--evaluate", str(held), "--out", str(tmp_path / "eval")])
+    assert info.value.code == 1
+    assert capsys.readouterr().err.strip().startswith(f"error: {held / 'dog' / 'broken.jpg'}: ")
+    assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["images"] == 2
+    for good in held.rglob("good.jpg"):
+        good.write_bytes(f"not a photo of a {good.parent.name}".encode())   # distinct: one content under two
+                                                                            # classes is left out of both
+    with pytest.raises(SystemExit) as info:
+        main(["--model", str(untrained_model), "--evaluate", str(held), "--out", str(tmp_path / "eval2")])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: --evaluate {held}: none of its 3 image(s) of the model's "
+                                              f"classes could be read; ")
+    assert not (tmp_path / "eval2").exists()
+
+
 class ConstantLogit(torch.nn.Module):
     def forward(self, x):
         return x.mean(dim=(1, 2, 3)) * 0

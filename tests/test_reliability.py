@@ -113,6 +113,84 @@ def test_hostile_archives_are_refused_and_write_nothing(tmp_path, member, symlin
     assert not Path("/tmp/absolute_escape.txt").exists()
 
 
+def _photo_zip(path: Path, members: dict[str, tuple[str, int]]) -> Path:
+    """A zip of generated photos: {member name: (class, index)}."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, (label, index) in members.items():
+            photo = make_photo(path.parent / "src" / name, label, index, size=(48, 48))
+            zf.write(photo, name)
+    return path
+
+
+def test_a_member_the_archive_damaged_is_skipped_and_listed_not_fatal(tmp_path):
+    members = {f"photos/{label}s/{i}.jpg": (label, i) for label in ("cat", "dog") for i in range(6)}
+    archive = _photo_zip(tmp_path / "photos.zip", members)
+    data = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as zf:            # flip one byte inside the stored data of one member
+        info = zf.getinfo("photos/dogs/1.jpg")
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start + info.compress_size // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    root = extract_zip(archive, tmp_path / "extracted")
+    assert not (root / "photos/dogs/1.jpg").exists()
+    result = make_split(root, {"train": 3, "validation": 1, "test": 1}, seed=0, image_size=32, max_pixels=10**6,
+                        cache_dir=tmp_path / "cache", layout="folders")
+    [row] = [r for r in result["skipped"] if r["file"] == "photos/dogs/1.jpg"]
+    assert row["class"] == "dogs" and row["reason"].startswith("damaged in the archive: ")
+    assert result["report"]["damaged_in_archive"] == [row]
+    assert result["report"]["counts"]["train"] == {"cats": 3, "dogs": 3}
+
+
+def test_another_archive_copied_over_the_same_path_is_extracted_again(tmp_path):
+    archive = tmp_path / "mine.zip"
+    _photo_zip(archive, {f"{label}s/{i}.jpg": (label, i) for label in ("cat", "dog") for i in range(2)})
+    target = tmp_path / "mine_extracted"
+    assert sorted(p.name for p in extract_zip(archive, target).iterdir() if p.name[0] != ".") == ["cats", "dogs"]
+    assert extract_zip(archive, target) == target                       # the same archive: not redone
+    bigger = _photo_zip(tmp_path / "v2.zip", {f"{folder}/{i}.jpg": ("cat" if folder == "birds" else folder[:3], i)
+                                              for folder in ("cats", "dogs", "birds") for i in range(2)})
+    os.replace(bigger, archive)
+    again = extract_zip(archive, target)
+    assert sorted(p.name for p in again.iterdir() if p.name[0] != ".") == ["birds", "cats", "dogs"]
+
+
+def test_a_download_stopped_after_its_last_byte_finishes_on_the_next_run(tmp_path):
+    import hashlib
+    import http.server
+    import threading
+
+    from catdog_lab.data.sources import download
+    payload = os.urandom(5000)
+
+    class Ranged(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            start = int(self.headers.get("Range", "bytes=0-")[6:].rstrip("-") or 0)
+            if start >= len(payload):
+                self.send_response(416)
+                self.end_headers()
+                return
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Length", str(len(payload) - start))
+            self.end_headers()
+            self.wfile.write(payload[start:])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Ranged)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/photos.zip"
+        (tmp_path / "photos.zip.part").write_bytes(payload)               # killed while verifying, say
+        got = download(url, tmp_path, hashlib.sha256(payload).hexdigest())
+        assert got.read_bytes() == payload and not (tmp_path / "photos.zip.part").exists()
+        (tmp_path / "again").mkdir()
+        (tmp_path / "again" / "photos.zip.part").write_bytes(payload[:1234])   # killed halfway: resumed
+        assert download(url, tmp_path / "again", hashlib.sha256(payload).hexdigest()).read_bytes() == payload
+    finally:
+        server.shutdown()
+
+
 KILLABLE = textwrap.dedent("""
     import sys, time
     from pathlib import Path

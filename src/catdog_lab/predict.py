@@ -164,17 +164,30 @@ def predict_files(model_path: Path | str, files: list[Path], gradcam: bool = Fal
     if gradcam:
         layer = _gradcam_layer(predictor.net, gradcam_layer)
         alpha = float(config_defaults().visualize.gradcam_alpha if alpha is None else alpha)
-    results, errors = [], []
+    results, errors, written = [], [], set()
     for path, result in zip(files, predictor.predict(list(files), keep_tensors=gradcam)):
         result = {"file": str(path)} | result
         if result["error"]:
             errors.append(f"{path}: {result['error']}")
         elif gradcam:
             image = result.pop("tensor").unsqueeze(0)
-            result["gradcam"] = str(_save_gradcam(predictor.net, layer, image, result["index"], path, out, alpha,
-                                                  predictor.classes))
+            dest = _overlay_path(path, out, predictor.classes[result["index"]], written)
+            _save_gradcam(predictor.net, layer, image, result["index"], dest, alpha)
+            result["gradcam"] = str(dest)
         results.append(result)
     return results, errors, predictor.classes
+
+
+def _overlay_path(photo: Path, out: Path | None, label: str, written: set) -> Path:
+    """<stem>_gradcam_<label>.png in `out` (or beside the photo); two photos of one name from two folders
+    (cats/0.jpg, dogs/0.jpg) into one `out` get -2, -3, ... rather than one overlay over the other."""
+    folder, base = out or photo.parent, f"{photo.stem}_gradcam_{label}"
+    dest, n = folder / f"{base}.png", 1
+    while dest in written:
+        n += 1
+        dest = folder / f"{base}-{n}.png"
+    written.add(dest)
+    return dest
 
 
 def evaluate_folder(model_path: Path | str, folder: Path, out: Path, batch_size: int = BATCH_SIZE,
@@ -198,6 +211,10 @@ def evaluate_folder(model_path: Path | str, folder: Path, out: Path, batch_size:
     cands = [cand for cand in found.candidates if cand.label in classes]
     results = list(predictor.predict([cand.path for cand in cands], keep_tensors=True))
     scored = [(cand, result) for cand, result in zip(cands, results) if not result["error"]]
+    if not scored:      # an accuracy of 0.0% over no image would be a fact about nothing
+        first = next((f"; {cand.rel}: {result['error']}" for cand, result in zip(cands, results)), "")
+        raise UserError(f"--evaluate {folder}: none of its {len(cands)} image(s) of the model's classes could be "
+                        f"read{first}")
     labels = torch.tensor([classes.index(cand.label) for cand, _ in scored], dtype=torch.long)
     guesses = torch.tensor([result["index"] for _, result in scored], dtype=torch.long)
     figures = class_metrics(confusion_matrix(labels, guesses, len(classes)), classes)
@@ -217,7 +234,8 @@ def evaluate_folder(model_path: Path | str, folder: Path, out: Path, batch_size:
         "unreadable": [{"file": cand.rel, "error": result["error"]} for cand, result in zip(cands, results)
                        if result["error"]],
         "left_out": {"not_model_classes": unknown, **{k: v for k, v in found.report().items()
-                                                      if k in ("not_classes", "outside_class_folders", "not_images")}},
+                                                      if k in ("not_classes", "outside_class_folders", "not_images",
+                                                               "links_not_followed")}},
         "figures": {"confusion": str(out / "confusion.png"), "worst_mistakes": str(out / "worst_mistakes.png")},
     }
     write_json(out / "evaluation.json", summary)
@@ -289,16 +307,15 @@ def _gradcam_layer(net, name: str | None) -> torch.nn.Module:
     return net.features[net.layer_index[name]]
 
 
-def _save_gradcam(net, layer, image, target: int, path: Path, out: Path | None, alpha: float, classes) -> Path:
+def _save_gradcam(net, layer, image, target: int, dest: Path, alpha: float) -> None:
+    from catdog_lab.io import atomic_path
     from catdog_lab.plots import plt
     from catdog_lab.viz.attributions import gradcam
     from catdog_lab.viz.figures import overlay
 
     cam = gradcam(net, layer, image, target)[0]
-    dest = (out or path.parent) / f"{path.stem}_gradcam_{classes[target]}.png"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    plt.imsave(dest, overlay(image[0], cam, alpha))
-    return dest
+    with atomic_path(dest) as tmp:
+        plt.imsave(tmp, overlay(image[0], cam, alpha), format="png")
 
 
 def render(results: list[dict], fmt: str, classes=BOOK_CLASSES) -> str:
@@ -364,6 +381,10 @@ def main(argv: list[str] | None = None) -> None:
                                      batch_size=args.batch_size, tracking_uri=args.tracking_uri,
                                      max_pixels=args.max_pixels)
         print(render_evaluation(summary, args.format))
+        for row in summary["unreadable"]:       # scored without them: exit 1, as for predictions
+            print(f"error: {Path(args.evaluate) / row['file']}: {row['error']}", file=sys.stderr)
+        if summary["unreadable"]:
+            sys.exit(1)
         return
     if not args.images:
         parser.error("give images, folders or glob patterns (or --evaluate DIR)")

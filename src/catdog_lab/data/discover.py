@@ -6,8 +6,10 @@ Two layouts (`data.source.layout`):
            classes are the sorted folder names, or `data.classes` (a subset, in its order)
 
 Nothing is dropped silently in the folders layout: a folder that is not a class, a class folder without
-images, files outside the class folders, non-image files, and the same photo (by content) under two classes
-are each returned in `Discovery` for the split report (the photo under two classes is left out of both).
+images, files outside the class folders, non-image files, links that are not followed (to a folder, or to
+nothing), and the same photo (by content) under two classes are each returned in `Discovery` for the split
+report (the photo under two classes is left out of both). In either layout, so are the members of a zip
+archive that the archive itself had damaged (`sources.damaged_members`).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from catdog_lab import BOOK_CLASSES
 from catdog_lab.data.images import IMAGE_SUFFIXES
-from catdog_lab.data.sources import sha256_file
+from catdog_lab.data.sources import damaged_members, sha256_file
 from catdog_lab.errors import ConfigError, DataError
 
 LAYOUTS = ("kaggle", "folders")
@@ -44,6 +46,8 @@ class Discovery:
     outside: list[str] = field(default_factory=list)        # files outside every class folder
     ignored: list[dict] = field(default_factory=list)       # {"file", "class", "reason"}: not image files
     conflicts: list[dict] = field(default_factory=list)     # {"sha256", "files", "classes"}: left out
+    links: list[dict] = field(default_factory=list)         # {"file", "class", "reason"}: links not followed
+    damaged: list[dict] = field(default_factory=list)       # {"file", "class", "reason"}: unreadable zip members
 
     def left_out_line(self) -> str:
         """One line saying what was left out and why ("" when nothing was)."""
@@ -56,6 +60,10 @@ class Discovery:
             parts.append(f"{len(self.outside)} file(s) outside the class folders")
         if self.ignored:
             parts.append(f"{len(self.ignored)} non-image file(s)")
+        if self.links:
+            parts.append(f"{len(self.links)} link(s) not followed")
+        if self.damaged:
+            parts.append(f"{len(self.damaged)} damaged archive member(s)")
         if self.conflicts:
             parts.append(f"{sum(len(c['files']) for c in self.conflicts)} file(s) of {len(self.conflicts)} "
                          f"photo(s) found under two or more classes")
@@ -63,7 +71,8 @@ class Discovery:
 
     def report(self) -> dict:
         return {"layout": self.layout, "classes": list(self.classes), "not_classes": self.not_classes,
-                "outside_class_folders": self.outside, "not_images": self.ignored, "under_two_classes": self.conflicts}
+                "outside_class_folders": self.outside, "not_images": self.ignored, "under_two_classes": self.conflicts,
+                "links_not_followed": self.links, "damaged_in_archive": self.damaged}
 
 
 def discover(root: Path, layout: str = "kaggle", classes=None, min_classes: int = 2) -> Discovery:
@@ -73,6 +82,9 @@ def discover(root: Path, layout: str = "kaggle", classes=None, min_classes: int 
         raise ConfigError(f"data.source.layout: must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     wanted = _wanted(classes)
     found = _kaggle(root, wanted) if layout == "kaggle" else _folders(root, wanted)
+    found.damaged = [{"file": row["file"], "reason": row["reason"],
+                      "class": next((part for part in reversed(Path(row["file"]).parts[:-1]) if part in found.classes),
+                                    "")} for row in damaged_members(root)]
     if len(found.classes) < min_classes:
         raise DataError(f"{root}: {len(found.classes)} class(es) found ({', '.join(found.classes) or 'none'}); "
                         + ("a classifier needs at least two" if min_classes == 2 else "expected class folders"))
@@ -149,16 +161,22 @@ def _folders(root: Path, wanted) -> Discovery:
             raise ConfigError(f"data.classes: no folder {missing[0]!r} under {root}; folders: "
                               f"{', '.join(folders) or 'none'}")
     images: dict[str, list[Candidate]] = {}
-    ignored, not_classes = [], []
+    ignored, not_classes, links = [], [], []
     for name, folder in folders.items():
         if wanted is not None and name not in wanted:
             not_classes.append({"folder": name, "reason": "not in data.classes"})
             continue
         images[name] = []
         for path in sorted(folder.rglob("*")):
-            if not path.is_file() or not all(_visible(part) for part in map(Path, path.relative_to(folder).parts)):
+            if not all(_visible(part) for part in map(Path, path.relative_to(folder).parts)):
                 continue
             rel = path.relative_to(root).as_posix()
+            if path.is_symlink() and not path.is_file():     # not followed: a loop or another tree could hide there
+                links.append({"file": rel, "class": name, "reason": "a link to a folder (not followed)"
+                              if path.is_dir() else "a link to nothing (broken)"})
+                continue
+            if not path.is_file():
+                continue
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 ignored.append({"file": rel, "class": name,
                                 "reason": f"not an image file ({path.suffix or 'no suffix'})"})
@@ -175,7 +193,7 @@ def _folders(root: Path, wanted) -> Discovery:
     classes = tuple(wanted) if wanted is not None else tuple(sorted(images))
     candidates, conflicts = _without_conflicts([cand for name in classes for cand in images[name]])
     return Discovery(classes=classes, candidates=candidates, layout="folders", not_classes=not_classes,
-                     outside=outside, ignored=ignored, conflicts=conflicts)
+                     outside=outside, ignored=ignored, conflicts=conflicts, links=links)
 
 
 def _without_conflicts(candidates: list[Candidate]) -> tuple[list[Candidate], list[dict]]:

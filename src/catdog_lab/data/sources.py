@@ -1,16 +1,19 @@
 """Where the raw photos come from: a local folder, a local .zip, or the public download.
 
 The download resumes (HTTP Range), shows a progress bar and verifies a SHA-256 when one is pinned.
-Archives are extracted safely: no absolute paths, no `..`, no links, bounded size.
+Archives are extracted safely: no absolute paths, no `..`, no links, bounded size. A member the archive
+itself has damaged (a bad CRC, a truncated stream) is skipped and listed in `DAMAGED`, for the split report.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
@@ -19,6 +22,7 @@ from catdog_lab.errors import ConfigError, DataError
 
 MAX_MEMBER_BYTES = 200 * 1024 * 1024   # no photo of this data set is anywhere near this
 MAX_ARCHIVE_BYTES = 4 * 1024**3        # the whole Microsoft archive unpacks to ~0.9 GB
+DAMAGED = ".damaged.json"              # in an extracted folder: [{"file": member, "reason": ...}] it could not read
 
 
 def local_source(source_cfg) -> Path | None:
@@ -56,10 +60,17 @@ def _safe_member_path(name: str) -> PurePosixPath:
     return member
 
 
+def _archive_identity(archive: Path) -> str:
+    """What the `.complete` marker records: the archive's path, size and modification time, so that another
+    archive copied over the same path is extracted again instead of its predecessor's photos being reused."""
+    stat = archive.stat()
+    return json.dumps({"archive": str(archive), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}) + "\n"
+
+
 def extract_zip(archive: Path, target: Path) -> Path:
-    """Extract `archive` into `target` (once: a `.complete` marker records a finished extraction)."""
+    """Extract `archive` into `target` (once: a `.complete` marker records which archive was extracted)."""
     marker = target / ".complete"
-    if marker.exists():
+    if marker.exists() and marker.read_text() == _archive_identity(archive):
         return target
     try:
         zf = zipfile.ZipFile(archive)
@@ -80,17 +91,33 @@ def extract_zip(archive: Path, target: Path) -> Path:
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
+        damaged = []
         for info in tqdm(infos, desc=f"extract {archive.name}", unit="file", mininterval=1.0):
             if info.is_dir():
                 continue
             dest = partial.joinpath(*_safe_member_path(info.filename).parts)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(dest, "wb") as out:
-                shutil.copyfileobj(src, out)
+            try:
+                with zf.open(info) as src, open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out)
+            # the archive's own damage to one member (CRC, stream, a size its header lies about, encryption,
+            # an unknown compression): that photo is skipped and listed, like an unreadable one in a folder
+            except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as exc:
+                dest.unlink(missing_ok=True)
+                damaged.append({"file": info.filename, "reason": f"damaged in the archive: {exc}"})
+        if damaged:
+            (partial / DAMAGED).write_text(json.dumps(damaged, indent=1) + "\n")
+            print(f"[split] {archive.name}: {len(damaged)} damaged member(s) skipped (listed in the split report)")
     shutil.rmtree(target, ignore_errors=True)
     os.replace(partial, target)
-    marker.write_text(str(archive) + "\n")
+    marker.write_text(_archive_identity(archive))
     return target
+
+
+def damaged_members(root: Path) -> list[dict]:
+    """The members `extract_zip` could not read from the archive extracted at `root` ([] for a folder)."""
+    listed = root / DAMAGED
+    return json.loads(listed.read_text()) if listed.is_file() else []
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -113,17 +140,16 @@ def download(url: str, dest_dir: Path, sha256: str | None = None, timeout: float
     offset = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            if offset and response.status != 206:    # server ignored Range: start over
-                offset = 0
-            length = response.headers.get("Content-Length")
-            total = offset + int(length) if length else None
-            with open(part, "ab" if offset else "wb") as out, tqdm(
-                total=total, initial=offset, unit="B", unit_scale=True, desc=f"download {name}"
-            ) as bar:
-                while block := response.read(1 << 20):
-                    out.write(block)
-                    bar.update(len(block))
+        try:
+            response = urllib.request.urlopen(request, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            # 416: nothing lies past the .part's end, i.e. a run was stopped after the last byte (while
+            # verifying, say): the .part is whole, and the checksum below says whether it is right
+            if not (offset and exc.code == 416):
+                raise
+            response = None
+        if response is not None:
+            _receive(response, part, offset, name)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise DataError(
             f"could not download {url} ({getattr(exc, 'reason', exc)}); offline? download it elsewhere "
@@ -132,6 +158,21 @@ def download(url: str, dest_dir: Path, sha256: str | None = None, timeout: float
     _verify(part, sha256)
     os.replace(part, final)
     return final
+
+
+def _receive(response, part: Path, offset: int, name: str) -> None:
+    """Append the response to `part` (from `offset`, or from the start where the server ignored Range)."""
+    with response:
+        if offset and response.status != 206:    # server ignored Range: start over
+            offset = 0
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length else None
+        with open(part, "ab" if offset else "wb") as out, tqdm(
+            total=total, initial=offset, unit="B", unit_scale=True, desc=f"download {name}"
+        ) as bar:
+            while block := response.read(1 << 20):
+                out.write(block)
+                bar.update(len(block))
 
 
 def _verify(path: Path, sha256: str | None) -> None:

@@ -150,6 +150,7 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
                             f"data.split {dict(counts)}")
     skipped += [{"file": file, "class": "/".join(row["classes"]), "reason": "same photo under classes "
                  + ", ".join(row["classes"])} for row in found.conflicts for file in row["files"]]
+    skipped += found.damaged
     manifest = _write_cache(cache_dir, usable, per_class, image_size, names)
     report = {
         **found.report(),
