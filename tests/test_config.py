@@ -5,7 +5,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from catdog_lab.config import PROJECT_ROOT, compose, flatten
+from catdog_lab.config import CONF_DIR, PROJECT_ROOT, compose, flatten
 from catdog_lab.data.sources import resolve_source
 from catdog_lab.errors import ConfigError
 from catdog_lab.settings import validate_stage
@@ -98,10 +98,23 @@ def test_missing_data_path_and_small_images_name_the_key():
         validate_data(compose(["data.split.train=-5"]))
 
 
-def test_unknown_group_option_is_one_line():
-    with pytest.raises(ConfigError, match="profile") as info:
+def test_unknown_group_option_is_one_line_with_the_valid_options():
+    # Hydra lists the options on lines after its first; they were cut off with the rest
+    profiles = ", ".join(sorted(path.stem for path in (CONF_DIR / "profile").glob("*.yaml")))
+    with pytest.raises(ConfigError) as info:
         compose(["profile=turbo"])
-    assert "\n" not in str(info.value)
+    assert str(info.value) == f"profile: no option 'turbo'; choose from {profiles}"
+    with pytest.raises(ConfigError, match=r"^backbone: no option 'vgg19'; choose from .*resnet50.*vgg16$"):
+        compose(["backbone=vgg19"])
+
+
+def test_an_override_of_a_key_that_does_not_exist_names_the_nearest_one():
+    with pytest.raises(ConfigError) as info:
+        compose(["scratch.epoch=3"])
+    assert str(info.value) == ("scratch.epoch: no such key in the config; did you mean scratch.epochs? "
+                               "(to add a new key: +scratch.epoch=...)")
+    with pytest.raises(ConfigError, match=r"^zzz\.qqq: no such key in the config \(to add a new key: "):
+        compose(["zzz.qqq=1"])
 
 
 @pytest.mark.integration

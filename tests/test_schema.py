@@ -62,6 +62,9 @@ def test_choices_spelled_in_the_schema_are_the_codes():
     ("~trainer.devices", "scratch", "trainer.devices: missing from the config"),
     ("backbone.builder=resnet9000", "features",
      "backbone.builder: unknown builder 'resnet9000'; choose vgg16_book, torchvision or <module>:<function>"),
+    ("trainer.precision=banana", "scratch", "trainer.precision: must be one of auto, 32-true, bf16-mixed, 16-mixed, "
+                                            "bf16-true, 16-true, 64-true, got 'banana'"),
+    ("seed=abc", "scratch", "seed: must be an integer, got 'abc'"),
 ])
 def test_a_bad_training_value_is_one_line_naming_the_key(override, stage, message):
     with pytest.raises(ConfigError) as info:
@@ -76,11 +79,39 @@ def test_a_bad_training_value_is_one_line_naming_the_key(override, stage, messag
                              "beside counts"),
     ("data.split={train: 0.8, validation: 0.2, test: 0.2, seed: 1}", "data.split: fractions add up to 1.2 > 1"),
     ("data.source.url=''", "data.source.url: empty, and data.source.path is null: nowhere to get images from"),
+    ("data.split.fractions=[0.5,0.25]",           # a list one short is not a key "missing from the config"
+     "data.split.fractions: must be a list of 3 numbers in (0, 1) or null, got [0.5, 0.25]"),
 ])
 def test_a_bad_data_value_is_one_line_naming_the_key(override, message):
     with pytest.raises(ConfigError) as info:
         validate_data(compose([override]))
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize("override, message", [
+    ("visualize.gradcam_layer=nope", "visualize.gradcam_layer: 'nope' is not a layer of backbone vgg16; choose from "
+                                     "block1_conv1, "),
+    ("visualize.filters.layers=[block1_conv1,block9]", "visualize.filters.layers: 'block9' is not a layer of "),
+    ("visualize.transfer_model=augmented", "visualize.transfer_model: augmented trains a convnet model, not a "
+                                           "backbone-based one; choose from features, features_augmented, finetune"),
+    ("visualize.scratch_model=finetune", "visualize.scratch_model: finetune trains a transfer model, not the "
+                                         "convnet; choose from scratch, augmented"),
+    ("visualize.ig_steps=-1", "visualize.ig_steps: must be a positive integer, got -1"),
+    ("visualize.gradcam_alpha=1.5", "visualize.gradcam_alpha: must be in [0, 1], got 1.5"),
+    ("visualize.occlusion.stride=0", "visualize.occlusion.stride: must be a positive integer, got 0"),
+    ("visualize.filters.size=16", "visualize.filters.size: must be an integer >= 32, got 16"),
+])
+def test_a_bad_visualize_value_is_one_line_before_any_figure(override, message):
+    # these failed after a minute of figures (a KeyError, Captum's AssertionError), or drew nonsense
+    with pytest.raises(ConfigError) as info:
+        visualize_settings(compose([override, "backbone.weights=none"]))
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_an_unusable_tracking_uri_is_one_line_naming_the_key():
+    from catdog_lab.tracking import Tracking, mlflow_client
+    with pytest.raises(ConfigError, match=r"^tracking\.uri: MLflow cannot use 'foo://bar' \(.*unsupported URI"):
+        mlflow_client(Tracking(enabled=True, uri="foo://bar"))
 
 
 def test_unknown_keys_pass_and_stay_readable():

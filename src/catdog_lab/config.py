@@ -28,7 +28,7 @@ def compose(overrides: list[str] | None = None, config_dir: Path | str = CONF_DI
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
             return hydra_compose(config_name="config", overrides=list(overrides or []))
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(_first_line(str(exc))) from None
+        raise ConfigError(hydra_message(str(exc), config_dir)) from None
 
 
 def load_params(path: str | Path = "params.yaml") -> DictConfig:
@@ -75,8 +75,33 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else text
+def hydra_message(text: str, config_dir: Path | str = CONF_DIR) -> str:
+    """Hydra's composition error as one line that keeps what a user needs: a group's valid options (Hydra
+    lists them on later lines), or the nearest existing key for an override of one that does not exist."""
+    import difflib
+    import re
+
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return text
+    missing = re.match(r"In '[^']*': Could not find '([^'/]+)/([^']+)'", lines[0])
+    if missing and f"Available options in '{missing.group(1)}':" in lines:
+        start = lines.index(f"Available options in '{missing.group(1)}':") + 1
+        options = [line for line in lines[start:] if not line.startswith("Config search path")]
+        options = options[:next((i for i, line in enumerate(options) if line.endswith(":") or "=" in line),
+                                len(options))]
+        return f"{missing.group(1)}: no option {missing.group(2)!r}; choose from {', '.join(options)}"
+    unknown = re.match(r"Could not override '([^']+)'", lines[0])
+    if unknown:
+        key = unknown.group(1)
+        try:                          # the composed defaults: every group's keys (scratch.*, backbone.*)
+            known = flatten(compose(config_dir=config_dir))
+        except ConfigError:
+            known = {}
+        close = difflib.get_close_matches(key, list(known), n=1)
+        return (f"{key}: no such key in the config" + (f"; did you mean {close[0]}?" if close else "")
+                + f" (to add a new key: +{key}=...)")
+    return lines[0]
 
 
 def write_params(path: str | Path = PROJECT_ROOT / "params.yaml", overrides: list[str] | None = None) -> None:

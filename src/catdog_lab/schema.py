@@ -34,6 +34,7 @@ from catdog_lab.errors import ConfigError
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveNumber = Annotated[float, Field(gt=0)]
+NonNegativeNumber = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]                 # [0, 1)
 OpenFraction = Annotated[float, Field(gt=0, lt=1)]             # (0, 1)
 Names = Annotated[tuple[str, ...], Field(strict=False)]        # a YAML list, kept as a tuple
@@ -47,6 +48,9 @@ Interpolation = Literal["nearest", "bilinear"]                 # data/augment.py
 Resampling = Literal["combined", "successive"]                 # data/augment.py RESAMPLINGS
 SplitOrder = Literal["shuffle", "index"]                       # data/split.py SPLIT_ORDERS
 Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]
+# Lightning's precisions (auto: settings.TrainerSettings.resolved_precision); 64-true needs no GPU, the
+# 16/bf16 ones want one (bf16 also runs, slowly, on a CPU)
+Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"]
 # Lightning strategies that train on one device or data-parallel over several (the rank guards in
 # stages/train.py assume data parallelism: every rank holds the whole model)
 Strategy = Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "ddp_notebook", "single_device"]
@@ -222,7 +226,7 @@ class Trainer(Section):
     devices: PositiveInt
     num_nodes: PositiveInt
     strategy: Strategy
-    precision: str
+    precision: Precision
     deterministic: Literal[True, False, "warn"]
     num_sanity_val_steps: NonNegativeInt
     checkpoint_every_n_epochs: PositiveInt
@@ -255,16 +259,16 @@ class Filters(Section):
     """visualize.filters: which layers, how many filters, and the gradient ascent's settings."""
     layers: Names
     finetuned_layers: Names
-    count: int
-    size: int
-    iterations: int
-    step: float
-    jitter: int
-    blur_every: int
-    blur_sigma: float
-    l2: float
-    octaves: int
-    octave_scale: float
+    count: PositiveInt
+    size: Annotated[int, Field(ge=32)]                          # VGG16's five poolings need 32 pixels
+    iterations: PositiveInt
+    step: PositiveNumber
+    jitter: NonNegativeInt                                     # 0 = off
+    blur_every: NonNegativeInt                                 # 0 = off
+    blur_sigma: NonNegativeNumber
+    l2: NonNegativeNumber
+    octaves: PositiveInt
+    octave_scale: Annotated[float, Field(ge=1)]
 
     def ascent(self) -> dict:
         """The keyword arguments of `filter_patterns`: every setting but the layer lists and the count."""
@@ -273,21 +277,21 @@ class Filters(Section):
 
 
 class Occlusion(Section):
-    window: int
-    stride: int
+    window: PositiveInt
+    stride: PositiveInt
 
 
 class Visualize(Section):
     seed: int
-    scratch_model: str
-    transfer_model: str
-    images_per_class: int
-    gradcam_layer: str
-    gradcam_alpha: float
-    ig_steps: int
+    scratch_model: TrainingStage
+    transfer_model: TrainingStage
+    images_per_class: PositiveInt
+    gradcam_layer: str                                         # a layer of the backbone: settings.visualize_settings
+    gradcam_alpha: Annotated[float, Field(ge=0, le=1)]
+    ig_steps: PositiveInt
     occlusion: Occlusion
-    sanity_images: int
-    gallery_max: int
+    sanity_images: PositiveInt
+    gallery_max: PositiveInt
     filters: Filters
 
 
@@ -319,7 +323,7 @@ def one_line(error: dict, key: str, model: type[Section], data: Any) -> str:
         value = value.get(name, _ABSENT) if isinstance(value, dict) else _ABSENT
         model = _section_in(field.annotation)
     dotted = ".".join(names)
-    if error["type"] == "missing":
+    if error["type"] == "missing" and not loc:                   # (a tuple's missing item leaves its index in loc)
         return f"{dotted}: missing from the config"
     problem = (error.get("ctx") or {}).get("error")
     if isinstance(problem, Problem):
@@ -355,8 +359,10 @@ def describe(annotation: Any, metadata: list | tuple = ()) -> str:
             bounds |= {k: getattr(meta, k) for k in ("gt", "ge", "lt", "le", "min_length")
                        if getattr(meta, k, None) is not None}
     if origin in (list, tuple):
-        items = describe(args[0]).removeprefix("a ").removeprefix("an ") + "s"
-        return f"a {'non-empty ' if bounds.get('min_length') else ''}list of {items}"
+        item = describe(args[0])
+        items = f"numbers {item}" if item.startswith("in ") else item.removeprefix("a ").removeprefix("an ") + "s"
+        fixed = f"{len(args)} " if origin is tuple and len(args) > 1 and args[-1] is not Ellipsis else ""
+        return f"a {'non-empty ' if bounds.get('min_length') else ''}list of {fixed}{items}"
     if annotation is bool:
         return "true or false"
     if annotation is str:

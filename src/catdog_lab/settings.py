@@ -37,7 +37,10 @@ class StageSettings(Stage):
 
 
 def validate_stage(cfg: DictConfig, stage: str) -> tuple[StageSettings, TrainerSettings]:
-    """Every key training `stage` reads, checked once: its section and those it uses, and how it runs."""
+    """Every key training `stage` reads, checked once: its section and those it uses, how it runs, the seed."""
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed: must be an integer, got {seed!r}")
     return stage_settings(cfg, stage), trainer_settings(cfg)
 
 
@@ -63,7 +66,21 @@ def trainer_settings(cfg: DictConfig) -> TrainerSettings:
 
 
 def visualize_settings(cfg: DictConfig) -> Visualize:
-    return check(cfg, "visualize", Visualize)
+    """`visualize.*`, checked before any figure is drawn: its two models are of the kinds it shows (a convnet's
+    activations, a backbone model's Grad-CAM) and every layer it names is a layer of the backbone."""
+    settings = check(cfg, "visualize", Visualize)
+    for key, convnet in (("scratch_model", True), ("transfer_model", False)):
+        fitting = [stage for stage in TRAINING_STAGES if (cfg[stage].model == "convnet") == convnet]
+        stage = getattr(settings, key)
+        if stage not in fitting:
+            wanted = "the convnet" if convnet else "a backbone-based one"
+            raise ConfigError(f"visualize.{key}: {stage} trains a {cfg[stage].model} model, not {wanted}; "
+                              f"choose from {', '.join(fitting)}")
+    spec = backbone_spec(cfg)
+    spec.check_layers("visualize.gradcam_layer", [settings.gradcam_layer])
+    spec.check_layers("visualize.filters.layers", settings.filters.layers)
+    spec.check_layers("visualize.filters.finetuned_layers", settings.filters.finetuned_layers)
+    return settings
 
 
 def backbone_spec(cfg: DictConfig):

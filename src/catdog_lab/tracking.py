@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from catdog_lab.config import flatten, params_hash
+from catdog_lab.errors import ConfigError
 from catdog_lab.io import project_root
 from catdog_lab.registry import REGISTRY
 
@@ -129,13 +130,21 @@ def _store_init_lock(uri: str):
 def mlflow_client(tracking: Tracking):
     """An MlflowClient on `tracking.uri`, the store's schema created (under a lock) on first use."""
     import mlflow
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     uri = tracking.uri
     mlflow.set_tracking_uri(uri)
-    with _store_init_lock(uri):
-        client = MlflowClient(tracking_uri=uri)
-        retry(lambda: client.search_experiments(max_results=1))     # opens the store (schema) under the lock
+    try:
+        with _store_init_lock(uri):
+            client = MlflowClient(tracking_uri=uri)
+            retry(lambda: client.search_experiments(max_results=1))     # opens the store (schema) under the lock
+    except MlflowException as exc:    # an unknown scheme, a server that is not there: the key, not a traceback
+        reason = " ".join(str(exc).split())[:400]
+        if "locked" in reason.lower():        # a store busy past every retry is no fault of the key
+            raise
+        raise ConfigError(f"tracking.uri: MLflow cannot use {uri!r} ({reason}); e.g. sqlite:///mlflow.db, or "
+                          f"tracking.enabled=false to run without MLflow") from None
     return client
 
 
