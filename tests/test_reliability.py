@@ -385,3 +385,18 @@ def test_an_unreadable_last_checkpoint_starts_the_stage_over_and_says_so(tmp_pat
     assert resume_point(ckpt_dir, "k", False, True) == (None, None)
     assert f"[scratch] {ckpt_dir / 'last.ckpt'} is unreadable (" in capsys.readouterr().err
     assert not ckpt_dir.exists()                  # gone, so the next run neither trips on it nor reports it again
+
+
+def test_training_refuses_cache_files_of_two_splits(tmp_path):
+    # a split killed between writing its files: train.pt of the new split beside test.pt of the old one
+    from catdog_lab.data.datamodule import split_classes
+    root = tmp_path / "photos"
+    make_dataset(root, per_class=8)
+    for seed, cache in ((0, "cache"), (1, "other")):
+        make_split(root, {"train": 4, "validation": 2, "test": 2}, seed=seed, image_size=32, max_pixels=10**6,
+                   cache_dir=tmp_path / cache)
+    assert split_classes(tmp_path / "cache") == ("cat", "dog")
+    os.replace(tmp_path / "other" / "train.pt", tmp_path / "cache" / "train.pt")
+    with pytest.raises(DataError, match=r"train\.pt, validation\.pt and test\.pt are of different splits .*"
+                                        r"rerun the split stage$"):
+        split_classes(tmp_path / "cache")

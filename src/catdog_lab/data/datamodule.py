@@ -33,11 +33,24 @@ def load_cached_split(directory: Path, split: str) -> dict:
 
 def split_classes(directory: Path) -> tuple[str, ...]:
     """The class names of the split cached in `directory`, in label order (a cache written before other
-    classes existed holds the book's cat/dog)."""
-    path = Path(directory) / "test.pt"
-    if not path.exists():
-        raise DataError(f"{path} not found: run the split stage first (dvc repro split)")
-    return tuple(torch_load(path).get("classes", BOOK_CLASSES))
+    classes existed holds the book's cat/dog), once its three files are known to be of one split."""
+    metas = {}
+    for split in SPLITS:
+        path = Path(directory) / f"{split}.pt"
+        if not path.exists():
+            raise DataError(f"{path} not found: run the split stage first (dvc repro split)")
+        try:
+            metas[split] = torch_load(path)
+        except Exception as exc:  # truncated or foreign file
+            raise DataError(f"{path}: unreadable cache ({type(exc).__name__}); rerun the split stage") from None
+    ids = {split: meta.get("split_id") for split, meta in metas.items()}
+    classes = {split: tuple(meta.get("classes", BOOK_CLASSES)) for split, meta in metas.items()}
+    if len(set(ids.values())) > 1 or len(set(classes.values())) > 1:
+        # a split interrupted between its files: training on them could test on photos it trained on
+        raise DataError(f"{directory}: train.pt, validation.pt and test.pt are of different splits (one was "
+                        f"interrupted while writing; classes " + "; ".join(f"{split} {','.join(names)}" for split,
+                        names in classes.items()) + "): rerun the split stage")
+    return classes["test"]
 class ResidentTensors(Dataset):
     """(inputs, labels) held whole on one device (the decoded uint8 images of a split, or its features):
     a batch is one index into the tensors where they live, so a GPU run copies nothing per step. Serves

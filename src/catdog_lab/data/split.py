@@ -15,6 +15,8 @@ Photos are decoded by `data.workers` processes; the result does not depend on ho
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import random
@@ -177,6 +179,10 @@ def _write_cache(cache_dir: Path, usable: dict, per_class: dict, image_size: int
     """Copy each class's scratch file into the per-split .npy files (a partial file never stays)."""
     record = 3 * image_size * image_size
     manifest, starts = [], {label: 0 for label in names}
+    # the three files' common id (the photos, in order, and the counts): a split killed between writing
+    # train.pt and test.pt leaves files of two splits, which `split_classes` then refuses to train on
+    split_id = hashlib.sha256(json.dumps([[label, per_class[label], [sha for _, sha in usable[label]]]
+                                          for label in names]).encode()).hexdigest()[:16]
     try:
         for split in SPLITS:
             meta_path, images_path = cache_files(cache_dir, split)
@@ -197,7 +203,7 @@ def _write_cache(cache_dir: Path, usable: dict, per_class: dict, image_size: int
                 raise
             writer.close()
             torch_save({"labels": torch.tensor(labels, dtype=torch.long), "classes": list(names), "files": files,
-                        "images_file": images_path.name}, meta_path)
+                        "images_file": images_path.name, "split_id": split_id}, meta_path)
     finally:
         for label in names:
             (cache_dir / f".{names.index(label)}.pixels.tmp").unlink(missing_ok=True)
