@@ -20,6 +20,9 @@ def test_cli_single_run_and_multirun(tiny_split, tmp_path, raw_images):
     single = _catdog(["stage=scratch", *overrides, f"hydra.run.dir={tmp_path}/run"], tmp_path)
     assert single.returncode == 0, single.stderr[-2000:]
     assert (tmp_path / "run/metrics/scratch.json").exists()
+    # a rerun starts a new timestamped folder: the job says which one to name to resume this one
+    assert "[scratch] job folder run; if this run stops, the same command with hydra.run.dir=run resumes" \
+        in single.stdout
     # nothing written into the workspace, not even the seed ledger: the job keeps it with its outputs
     assert not (tmp_path / "metrics").exists()
     assert len(list((tmp_path / "run/metrics/seeds/scratch").glob("*/seed-*.json"))) == 1

@@ -126,6 +126,11 @@ def _checked_run(cfg: DictConfig, job_dir: Path, cwd: Path) -> float | None:
         # the sweep's own syntax (`a=1,2`) is gone from a job's overrides: main() passes it down in SWEEP_ARGS
         sweep_args = [arg for arg in os.environ.get(SWEEP_ARGS, "").split("\x1f") if arg]
         note = swept_overrides(list(hydra_cfg.overrides.task), sweep_args, list(params))
+    elif cfg.get("stage") in TRAINING_STAGES:
+        # a new run gets a new timestamped folder, and its checkpoints are in the old one: say how to resume
+        shown = os.path.relpath(job_dir, cwd) if job_dir.is_relative_to(cwd) else str(job_dir)
+        print(f"[{cfg.stage}] job folder {shown}; if this run stops, the same command with "
+              f"hydra.run.dir={shown} resumes it from its last epoch", flush=True)
     return run(cfg, job_dir, cwd, ledger_root, note)
 
 
