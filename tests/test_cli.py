@@ -205,3 +205,10 @@ def test_every_command_line_tools_help_starts_with_its_docstrings_whole_first_pa
             unfinished.append(f"{path.relative_to(PROJECT_ROOT)}: ...{paragraph[-40:]}")
     assert not cut, f"--help shows only the docstring's first line: {cut}"
     assert not unfinished, f"the docstring's first paragraph (the --help text) is not a whole sentence: {unfinished}"
+
+
+def test_help_says_stage_is_required_and_lists_every_stage():
+    from catdog_lab.cli import usage
+    from catdog_lab.registry import STAGES
+    line = next(line for line in usage().splitlines() if line.strip().startswith("stage "))
+    assert line.split("required: ")[1].split(", ") == list(STAGES)

@@ -50,7 +50,10 @@ def repro(tmp_path_factory):
     (repo / "params.yaml").write_text(yaml.safe_dump(OmegaConf.to_container(cfg, resolve=True), sort_keys=False))
     path = os.pathsep.join(p for p in ("/usr/local/bin", "/usr/bin", "/bin") if Path(p).is_dir())
     assert str(BIN) not in path.split(os.pathsep)
-    env = {**os.environ, "PATH": path, "PYTHONPATH": str(repo / "src"),
+    # bytecode written as on a user's machine (this sandbox sets PYTHONDONTWRITEBYTECODE): a stage that
+    # imports src/ writes __pycache__/ into folders that other stages hash as deps, so .dvcignore must hide it
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+           "PATH": path, "PYTHONPATH": str(repo / "src"),
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
            "DVC_NO_ANALYTICS": "1"}
     _run(["git", "init", "-q"], repo, env)

@@ -134,9 +134,22 @@ def _checked_run(cfg: DictConfig, job_dir: Path, cwd: Path) -> float | None:
     return run(cfg, job_dir, cwd, ledger_root, note)
 
 
+def usage() -> str:
+    """What `catdog --help` says before Hydra's list of groups and keys (which knows nothing of `stage`)."""
+    from catdog_lab.registry import STAGES
+    return (f"usage: catdog stage=<stage> [upstream=<job folder>] [key=value ...]      one job\n"
+            f"       catdog -m stage=<stage> key=a,b [...]                               a sweep, one job per value\n\n"
+            f"  stage     required: {', '.join(STAGES)}\n"
+            f"  upstream  an earlier job's folder to read the stages before it from (default: the workspace)\n\n"
+            f"Each job writes into its own folder (outputs/<date>/<time>, multirun/...). The groups and keys below\n"
+            f"are conf/'s (`reference` holds the book's figures, not a choice to make).\n")
+
+
 def main() -> None:
     import sys
 
+    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+        print(usage())
     # `stage` and `upstream` are CLI-only keys (not in conf/, so not in params.yaml): no `+` needed
     sys.argv = ["+" + a if a.split("=", 1)[0] in CLI_KEYS and "=" in a else a for a in sys.argv]
     args = sys.argv[1:]

@@ -356,11 +356,13 @@ def main(argv: list[str] | None = None) -> None:
                              "accuracy, recall per class, confusion matrix, worst mistakes (figures in --out)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--stage", default="finetune", help="use models/<stage>.pt (default: finetune)")
-    group.add_argument("--model", help="a model file written by a training stage, or models:/<name>@<alias>")
+    group.add_argument("--model", help="a model file written by a training stage, or a registered version: "
+                       "models:/<name>@<alias> or models:/<name>/<version>")
     parser.add_argument("--tracking-uri", help="MLflow store for models:/ URIs "
                         "(default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     parser.add_argument("--format", choices=FORMATS, default="table", help="output on stdout (default: table)")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help=f"images per forward pass (default: {BATCH_SIZE})")
     parser.add_argument("--max-pixels", type=int, help="skip larger images as possible decompression bombs "
                         "(default: data.max_image_pixels in conf/)")
     parser.add_argument("--gradcam", action="store_true", help="save a Grad-CAM overlay of the predicted class")
