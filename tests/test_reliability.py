@@ -400,3 +400,24 @@ def test_training_refuses_cache_files_of_two_splits(tmp_path):
     with pytest.raises(DataError, match=r"train\.pt, validation\.pt and test\.pt are of different splits .*"
                                         r"rerun the split stage$"):
         split_classes(tmp_path / "cache")
+
+
+def test_a_cache_of_another_image_size_is_one_line_naming_the_key(tmp_path):
+    # profile=book2 (180 px) on a 150-px split failed deep in torch: "mat1 and mat2 shapes cannot be multiplied"
+    from catdog_lab.data.datamodule import split_classes
+    make_dataset(tmp_path / "photos", per_class=8)
+    make_split(tmp_path / "photos", {"train": 4, "validation": 2, "test": 2}, seed=0, image_size=48,
+               max_pixels=10**6, cache_dir=tmp_path / "cache")
+    assert split_classes(tmp_path / "cache", image_size=48) == ("cat", "dog")
+    with pytest.raises(DataError, match=r"^data\.image_size: 180, but the split cached in .* holds 48-pixel images: "):
+        split_classes(tmp_path / "cache", image_size=180)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has the GPU the test asks for")
+def test_a_gpu_asked_for_on_a_machine_without_one_is_one_line():
+    from catdog_lab.errors import ConfigError
+    from catdog_lab.settings import validate_stage
+    from catdog_lab.stages.train import make_trainer
+    _, trainer_args = validate_stage(compose(["trainer.accelerator=gpu"]), "scratch")
+    with pytest.raises(ConfigError, match=r"^trainer: .*\(trainer\.accelerator=gpu, devices=1, strategy=auto; "):
+        make_trainer(trainer_args, 1, Path("unused"), Path("unused.csv"), False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
@@ -31,9 +32,10 @@ def load_cached_split(directory: Path, split: str) -> dict:
     return data
 
 
-def split_classes(directory: Path) -> tuple[str, ...]:
+def split_classes(directory: Path, image_size: int | None = None) -> tuple[str, ...]:
     """The class names of the split cached in `directory`, in label order (a cache written before other
-    classes existed holds the book's cat/dog), once its three files are known to be of one split."""
+    classes existed holds the book's cat/dog), once its three files are known to be of one split and,
+    given `image_size` (data.image_size), of images that size."""
     metas = {}
     for split in SPLITS:
         path = Path(directory) / f"{split}.pt"
@@ -50,6 +52,13 @@ def split_classes(directory: Path) -> tuple[str, ...]:
         raise DataError(f"{directory}: train.pt, validation.pt and test.pt are of different splits (one was "
                         f"interrupted while writing; classes " + "; ".join(f"{split} {','.join(names)}" for split,
                         names in classes.items()) + "): rerun the split stage")
+    images = metas["test"].get("images_file")
+    if image_size is not None and images and (Path(directory) / images).is_file():
+        side = np.load(Path(directory) / images, mmap_mode="r").shape[-1]    # the header only
+        if side != image_size:   # the model would be built for one size and fed another: a shape error deep in torch
+            raise DataError(f"data.image_size: {image_size}, but the split cached in {directory} holds {side}-pixel "
+                            f"images: split again with this setting (dvc repro split; on the CLI, catdog stage=split "
+                            f"and upstream=<its folder>), or set data.image_size={side}")
     return classes["test"]
 class ResidentTensors(Dataset):
     """(inputs, labels) held whole on one device (the decoded uint8 images of a split, or its features):

@@ -34,7 +34,7 @@ from catdog_lab.data.augment import BatchAugment
 from catdog_lab.data.datamodule import TensorDataModule, split_classes
 from catdog_lab.data.sources import sha256_file
 from catdog_lab.data.split import manifest_hash
-from catdog_lab.errors import DataError
+from catdog_lab.errors import ConfigError, DataError
 from catdog_lab.history import History
 from catdog_lab.io import read_csv, write_csv, write_json
 from catdog_lab.models.classifier import Classifier
@@ -82,7 +82,7 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
     trainer, checkpoint, history = make_trainer(trainer_args, settings.epochs, ckpt_dir,
                                                 Path(cfg.paths.plots) / f"{stage}.csv", fast_dev_run)
     writer = trainer.is_global_zero      # global rank 0: writes every output and owns the MLflow run
-    classes = split_classes(read_path(cfg, "cache"))
+    classes = split_classes(read_path(cfg, "cache"), image_size=int(cfg.data.image_size))
     data, net, features = build_data_and_net(cfg, settings, trainer_args, writer=writer, classes=classes,
                                              frozen_store=_frozen_store(cfg, stage) if writer else None)
     augment = BatchAugment.from_config(settings.augmentation) if settings.augment else None
@@ -139,17 +139,25 @@ def make_trainer(trainer_args: TrainerSettings, epochs: int, ckpt_dir: Path, his
     callbacks = [checkpoint, history]
     if bar:
         callbacks.append(TQDMProgressBar(refresh_rate=trainer_args.progress_refresh_rate))
-    trainer = pl.Trainer(
-        max_epochs=epochs, accelerator=trainer_args.accelerator, devices=trainer_args.devices,
-        num_nodes=trainer_args.num_nodes, strategy=trainer_args.strategy,
-        # the stream batch sampler shards itself per rank (data/sampler.py), and validation runs whole on
-        # every rank so that its reduced metrics are the full-set ones (data/datamodule.py)
-        use_distributed_sampler=False,
-        precision=trainer_args.resolved_precision(torch.cuda.is_available()), deterministic=trainer_args.deterministic,
-        logger=False, callbacks=callbacks, enable_progress_bar=bar, enable_model_summary=False,
-        num_sanity_val_steps=trainer_args.num_sanity_val_steps, log_every_n_steps=trainer_args.log_every_n_steps,
-        fast_dev_run=fast_dev_run, default_root_dir=ckpt_dir,
-    )
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+    try:
+        trainer = pl.Trainer(
+            max_epochs=epochs, accelerator=trainer_args.accelerator, devices=trainer_args.devices,
+            num_nodes=trainer_args.num_nodes, strategy=trainer_args.strategy,
+            # the stream batch sampler shards itself per rank (data/sampler.py), and validation runs whole on
+            # every rank so that its reduced metrics are the full-set ones (data/datamodule.py)
+            use_distributed_sampler=False,
+            precision=trainer_args.resolved_precision(torch.cuda.is_available()),
+            deterministic=trainer_args.deterministic,
+            logger=False, callbacks=callbacks, enable_progress_bar=bar, enable_model_summary=False,
+            num_sanity_val_steps=trainer_args.num_sanity_val_steps, log_every_n_steps=trainer_args.log_every_n_steps,
+            fast_dev_run=fast_dev_run, default_root_dir=ckpt_dir,
+        )
+    except MisconfigurationException as exc:    # a GPU asked for on a machine without one, say
+        said = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"trainer: {said} (trainer.accelerator={trainer_args.accelerator}, "
+                          f"devices={trainer_args.devices}, strategy={trainer_args.strategy}; "
+                          f"trainer.accelerator=auto uses what this machine has)") from None
     return trainer, checkpoint, history
 
 
