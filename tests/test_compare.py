@@ -39,13 +39,14 @@ def test_compare_writes_table_chart_metrics_and_report(fake_run, tmp_path):
     assert summary["finetune/test_acc"] == 0.985
     assert summary["scratch/vs_book"] == pytest.approx(0.69 - book["scratch"]["acc"])     # validation vs validation
     md = (tmp_path / "reports/comparison.md").read_text()
-    # one seed each (no ledger here): the interval of the mean is the binomial one of 1000 test images,
-    # 1.96 * sqrt(0.985 * 0.015 / 1000) = 0.75 pts. The verdict's band adds the book's binomial noise on its
+    # one seed each (no ledger here): the interval of the mean is the binomial one of 1000 test images
+    # (Wilson: 97.54-99.09%). The verdict's band: our images' 1.96 * sqrt(0.985 * 0.015 / 1000) = 0.75 pts
+    # and the book's binomial noise on its
     # 1000 test images, 1.96 * sqrt(0.97 * 0.03 / 1000) = 1.06 pts: sqrt(0.75^2 + 1.06^2) = 1.30 pts
-    assert ("| finetune | 1 | 98.5% | 97.7–99.3% | 97.5% | 97.0% (test) | 98.5% (test) | 97.2–99.8% | "
+    assert ("| finetune | 1 | 98.5% | 97.5–99.1% | 97.5% | 97.0% (test) | 98.5% (test) | 97.2–99.8% | "
             "above (1 seed: seed spread not included) | +1.5 pts |") in md
     # scratch: the book's 71% is a validation figure, so our validation 69%: sqrt(2.87^2 + 2.81^2) = 4.01 pts
-    assert ("| scratch | 1 | 70.0% | 67.2–72.8% | 69.0% | 71.0% (validation) | 69.0% (validation) | 65.0–73.0% | "
+    assert ("| scratch | 1 | 70.0% | 67.1–72.8% | 69.0% | 71.0% (validation) | 69.0% (validation) | 65.0–73.0% | "
             "matches (1 seed: seed spread not included) | -2.0 pts |") in md
     assert "Our test accuracies are on the test split (1000 images): " in md
     assert summary["finetune/verdict"] == "above" and summary["scratch/verdict"] == "matches"
@@ -194,7 +195,7 @@ def test_compare_takes_the_edition_of_the_profile(fake_run, tmp_path):
     md = (tmp_path / "reports/comparison.md").read_text()
     assert "book (2nd ed.) |" in md
     # the 2nd edition tests on 2000 images: band sqrt(0.75^2 + (1.96 * sqrt(0.985 * 0.015 / 2000))^2) = 0.92 pts
-    assert ("| finetune | 1 | 98.5% | 97.7–99.3% | 97.5% | 98.5% (test) | 98.5% (test) | 97.6–99.4% | "
+    assert ("| finetune | 1 | 98.5% | 97.5–99.1% | 97.5% | 98.5% (test) | 98.5% (test) | 97.6–99.4% | "
             "matches (1 seed: seed spread not included) | +0.0 pts |") in md
 
 
@@ -213,8 +214,13 @@ def test_summary_of_seeds_by_hand():
     assert two["std"] == pytest.approx(0.0141421, abs=1e-6)
     assert two["high"] - two["mean"] == pytest.approx(0.127062, abs=1e-5)
     one = summarise([0.96], test_images=1000)
-    assert one["std"] is None and one["high"] - one["mean"] == pytest.approx(1.959964 * (0.96 * 0.04 / 1000) ** 0.5)
-    assert "binomial" in one["interval_kind"]
+    # Wilson, by hand: z = 1.959964, z^2/n = 0.0038415; centre (0.96 + 0.0019207) / 1.0038415 = 0.958240,
+    # half 1.959964 / 1.0038415 * sqrt(0.96 * 0.04 / 1000 + 3.841459 / 4e6) = 0.012249
+    assert one["std"] is None and (one["low"], one["high"]) == pytest.approx((0.945991, 0.970489), abs=2e-6)
+    assert "binomial (Wilson)" in one["interval_kind"]
+    # 14 of 14 right: the normal approximation said 100.0-100.0%; Wilson says [14 / (14 + z^2), 1]
+    perfect = summarise([1.0], test_images=14)
+    assert (perfect["low"], perfect["high"]) == pytest.approx((14 / (14 + 1.959964 ** 2), 1.0), abs=1e-6)
 
 
 def test_settings_table_with_one_stage_is_a_sentence_not_a_broken_table():
@@ -311,6 +317,9 @@ def test_prediction_band_by_hand():
     assert band["parts"]["our_images"] == pytest.approx(0.023812, abs=1e-5) == band["parts"]["book_images"]
     assert band["half"] == pytest.approx((0.099375 ** 2 + 2 * 0.023812 ** 2) ** 0.5, abs=1e-5)
     assert prediction_band([0.9], 1000, None, 1000)["low"] is None
+    # a 100% mean: the band is cut at 100% (it said 97.2-102.8%)
+    cut = prediction_band([1.0], 14, 0.975, 2000)
+    assert cut["high"] == 1.0 and cut["low"] == pytest.approx(1 - 1.959964 * (0.975 * 0.025 / 2000) ** 0.5, abs=1e-6)
 
 
 def test_the_introduction_speaks_of_the_book_only_on_the_books_data():
