@@ -84,7 +84,7 @@ def test_too_small_class_names_it_its_count_and_the_fractions_key(tmp_path):
     root = make_class_folders(tmp_path / "photos", ["a", "b", "c"], per_class=9)
     for i in range(4):
         (root / "b" / f"{i}.jpg").unlink(missing_ok=True)
-    with pytest.raises(DataError, match=r"class 'b': only \d usable images .* asks for 8 .*data.split.fractions="):
+    with pytest.raises(DataError, match=r"class 'b': only \d images .* asks for 8 .*data.split.fractions="):
         _split(root, tmp_path)
     result = _split(root, tmp_path, counts={"train": 0.6, "validation": 0.2, "test": 0.2})   # fractions fit
     assert result["report"]["counts"]["train"]["b"] < result["report"]["counts"]["train"]["a"]

@@ -329,7 +329,7 @@ def test_bad_config_values_fail_fast_with_one_line_naming_the_key(tmp_path, raw_
     if message:
         assert lines[-1] == message
     else:
-        assert lines[-1].startswith("error: class 'cat': only 12 usable images")
+        assert lines[-1].startswith("error: class 'cat': only 12 images")    # before decoding any
         assert "data.split asks for 506" in lines[-1]
     assert not (tmp_path / "models").exists()                 # failed before any work
 

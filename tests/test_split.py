@@ -62,10 +62,32 @@ def test_too_large_images_are_skipped(tmp_path):
     assert any(s["file"] == "cat.99.jpg" and s["reason"].startswith("too large") for s in result["skipped"])
 
 
-def test_too_few_images_names_the_class_and_the_counts(tmp_path):
+def test_too_few_images_names_the_class_and_the_counts(tmp_path, capsys):
     root = make_dataset(tmp_path / "raw", per_class=5)
-    with pytest.raises(DataError, match=r"class 'cat': only 5 usable images.*asks for 8"):
+    with pytest.raises(DataError, match=r"class 'cat': only 5 images under .*, but data.split asks for 8 \(4\+2\+2\)"):
         make_split(root, COUNTS, seed=0, image_size=48, max_pixels=10**7, cache_dir=tmp_path / "cache")
+    assert "split: check + decode" not in capsys.readouterr().err      # said before decoding a single photo
+    # enough files but too few usable: known only once they are decoded
+    root = make_dataset(tmp_path / "raw2", per_class=8)
+    for i in (1, 2, 3):
+        (root / f"cat.{i}.jpg").write_bytes(b"not a photo")
+    with pytest.raises(DataError, match=r"class 'cat': only 5 usable images under .* \(8 found, 3 unusable\), but "
+                                        r"data.split asks for 8"):
+        make_split(root, COUNTS, seed=0, image_size=48, max_pixels=10**7, cache_dir=tmp_path / "cache2")
+
+
+def test_fractions_adding_up_to_1_use_every_photo_and_smaller_ones_say_what_they_leave(tmp_path, capsys):
+    root = make_dataset(tmp_path / "raw", per_class=30)
+    whole = make_split(root, {"train": 0.5, "validation": 0.25, "test": 0.25}, seed=0, image_size=32,
+                       max_pixels=10**7, cache_dir=tmp_path / "a")
+    assert whole["report"]["counts"]["train"] == {"cat": 16, "dog": 16}        # 15 + the photo 7.5 + 7.5 leave
+    assert whole["report"]["counts"]["test"] == {"cat": 7, "dog": 7} and not whole["report"]["unused_by_fractions"]
+    part = make_split(root, {"train": 0.5, "validation": 0.2, "test": 0.2}, seed=0, image_size=32,
+                      max_pixels=10**7, cache_dir=tmp_path / "b")
+    assert part["report"]["counts"]["train"] == {"cat": 15, "dog": 15}
+    assert part["report"]["unused_by_fractions"] == {"cat": 3, "dog": 3}
+    assert "[split] data.split.fractions add up to 0.9: 6 usable photo(s) in no split (cat 3, dog 3)" \
+        in capsys.readouterr().out
 
 
 def test_petimages_layout_and_zip_source(tmp_path, tiny_cfg):

@@ -78,13 +78,24 @@ def split_counts(split) -> dict:
 
 
 def class_counts(counts: dict, usable: int | None) -> dict[str, int]:
-    """Counts per split for one class: the given counts, or fractions of `usable` photos (rounded down)."""
+    """Counts per split for one class: the given counts, or fractions of `usable` photos, rounded down, with
+    what the rounding leaves going to train when the fractions add up to 1 (30 photos at 0.5/0.25/0.25:
+    16/7/7, not 15/7/7 and one photo in no split)."""
     if all(isinstance(count, int) and not isinstance(count, bool) for count in counts.values()):
         return dict(counts)
-    return {split: math.floor(float(counts[split]) * usable) for split in SPLITS}
+    shares = {split: math.floor(float(counts[split]) * usable) for split in SPLITS}
+    if abs(sum(float(counts[split]) for split in SPLITS) - 1) < 1e-9:
+        shares["train"] = usable - shares["validation"] - shares["test"]
+    return shares
 
 
 SPLIT_ORDERS = ("shuffle", "index")
+
+
+def _shortfall(label: str, have: str, root: Path, need: int, counts: dict, detail: str = "") -> str:
+    return (f"class {label!r}: only {have} under {root}{detail}, but data.split asks for {need} "
+            f"({counts['train']}+{counts['validation']}+{counts['test']}); to split each class by fractions "
+            f"instead: data.split.fractions=[0.7,0.15,0.15]")
 
 
 def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels: int, cache_dir: Path,
@@ -108,6 +119,10 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
     cache_dir.mkdir(parents=True, exist_ok=True)
     skipped, converted, inspected = [], [], Counter()
     usable: dict[str, list[tuple[Candidate, str]]] = {}
+    if need is not None:     # a class with too few files fails now, not after decoding all the others
+        for label in names:
+            if len(by_class[label]) < need:
+                raise DataError(_shortfall(label, f"{len(by_class[label])} images", root, need, counts))
     total = need * len(names) if need else len(candidates)
     progress = tqdm(total=total, desc=f"split: check + decode ({workers} worker{'s' * (workers > 1)})",
                     unit="img", mininterval=1.0)
@@ -135,17 +150,17 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
                     usable[label].append((cand, sha))
                     progress.update(1)
             if need is not None and len(usable[label]) < need:
-                raise DataError(
-                    f"class {label!r}: only {len(usable[label])} usable images under {root} "
-                    f"({len(ordered)} found, {sum(1 for row in skipped if row['class'] == label)} unusable), "
-                    f"but data.split asks for {need} ({counts['train']}+{counts['validation']}+{counts['test']}); "
-                    f"to split each class by fractions instead: data.split.fractions=[0.7,0.15,0.15]")
+                unusable = sum(1 for row in skipped if row["class"] == label)
+                raise DataError(_shortfall(label, f"{len(usable[label])} usable images", root, need, counts,
+                                           f" ({len(ordered)} found, {unusable} unusable)"))
     finally:
         progress.close()
         if pool:
             pool.shutdown(cancel_futures=True)
 
     per_class = {label: class_counts(counts, len(usable[label])) for label in names}
+    # fractions adding up to less than 1 leave photos out on purpose: say how many, so none goes unnoticed
+    unused = {label: len(usable[label]) - sum(per_class[label].values()) for label in names} if as_fractions else {}
     for label in names:
         if min(per_class[label].values()) < 1:
             raise DataError(f"class {label!r}: {len(usable[label])} usable images give an empty split with "
@@ -162,6 +177,7 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
         "skipped": len(skipped),
         "skipped_reasons": dict(Counter(row["reason"].split(":")[0] for row in skipped)),
         "converted": converted,
+        "unused_by_fractions": {label: n for label, n in unused.items() if n},
         "seed": seed,
         "image_size": image_size,
     }
@@ -172,6 +188,10 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
     left_out = found.left_out_line()
     if left_out:
         print(f"[split] {left_out}")
+    if any(unused.values()):
+        print(f"[split] data.split.fractions add up to {sum(float(counts[s]) for s in SPLITS):g}: "
+              f"{sum(unused.values())} usable photo(s) in no split (" + ", ".join(
+                  f"{label} {n}" for label, n in unused.items() if n) + ")")
     return {"manifest": manifest, "skipped": skipped, "report": report}
 
 
