@@ -28,3 +28,14 @@ def test_the_last_epoch_says_no_time_left_and_missing_figures_are_left_out():
     assert epoch_line("scratch", rows[-1], 2, rows).endswith("; 12 s")
     bare = {"epoch": 1, "train/loss": None, "train/acc": None, "val/loss": 0.5, "val/acc": None, "seconds": None}
     assert epoch_line("features", bare, 3, [bare]) == "[features] epoch 1/3: train -; val loss 0.5000"
+
+
+def test_lightnings_advert_is_filtered_and_its_news_is_not(caplog):
+    import logging
+
+    import catdog_lab.stages.train  # noqa: F401  (installs the filter, as every training stage does)
+    from pytorch_lightning.utilities.rank_zero import rank_zero_info
+    with caplog.at_level(logging.INFO):
+        rank_zero_info("💡 Tip: For seamless cloud logging, try installing litlogger")
+        rank_zero_info("GPU available: False, used: False")
+    assert [record.getMessage() for record in caplog.records] == ["GPU available: False, used: False"]

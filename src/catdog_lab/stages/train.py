@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 import sys
 import time
@@ -68,6 +69,16 @@ warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and i
 warnings.filterwarnings("ignore",
                         message=r"The number of training batches \(\d+\) is smaller than the logging interval")
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+class _NoAdverts(logging.Filter):
+    """Lightning's "💡 Tip: ... try installing litlogger" line, printed by every stage: an advert, not news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("💡 Tip")
+
+
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoAdverts())
 
 # config keys that define a stage's result (a checkpoint is resumed only if these are unchanged)
 RESUME_KEYS = ("seed", "data", "backbone", "augmentation")
@@ -121,7 +132,8 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
     # resumed: "in all" is the epochs' seconds across the runs, not this process's time alone
     timing = (f"{metrics['wall_time_s']:.0f}s in all" if not resume_from or metrics["epoch_seconds"] is None else
               f"{metrics['epoch_seconds']:.0f}s of epochs in all, {metrics['wall_time_s']:.0f}s in this resumed run")
-    print(f"[{stage}] test accuracy {metrics['test/acc']:.4f} after {metrics['epochs']} epochs "
+    print(f"[{stage}] test accuracy {metrics['test/acc']:.4f} after {metrics['epochs']} "
+          f"epoch{'s' * (metrics['epochs'] != 1)} "
           f"({metrics['seconds_per_epoch']} s/epoch, {timing})")
     return metrics
 
