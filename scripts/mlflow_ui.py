@@ -34,13 +34,17 @@ def main() -> int:
     parser.add_argument("--db", type=Path, default=Path("mlflow.db"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
+    # one user on this machine: one worker starts sooner and holds one process, not mlflow's default 4
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes (default: 1)")
     args = parser.parse_args()
     bin_dir = Path(sys.executable).parent
     env = os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     server = subprocess.Popen([str(bin_dir / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{args.db.resolve()}",
-                               "--host", args.host, "--port", str(args.port)], env=env, start_new_session=True)
+                               "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)],
+                              env=env, start_new_session=True)
     signal.signal(signal.SIGTERM, _interrupt)
     base = f"http://{args.host}:{args.port}"
+    print(f"starting the MLflow UI on {base} for {args.db} (its address follows once it answers)", flush=True)
     try:
         while True:
             try:
