@@ -166,5 +166,5 @@ def test_visualize_settings_are_typed_once_and_name_a_bad_key():
     assert settings.occlusion.window == 20 and settings.filters.layers[0] == "block1_conv1"
     assert set(settings.filters.ascent()) == {"size", "iterations", "step", "jitter", "blur_every", "blur_sigma",
                                               "l2", "octaves", "octave_scale"}
-    with pytest.raises(ConfigError, match=r"^visualize\.filters\.count: must be an integer, got 'many'$"):
+    with pytest.raises(ConfigError, match=r"^visualize\.filters\.count: must be a positive integer, got .many.$"):
         visualize_settings(compose(["visualize.filters.count=many"]))
