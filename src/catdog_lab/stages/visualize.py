@@ -28,11 +28,12 @@ from catdog_lab.viz.filters import filter_patterns
 from catdog_lab.viz.primer import plot_primer
 
 
-def _patterns(net, layer_index: int, name: str, filters: FilterSettings, seed: int) -> torch.Tensor:
+def _patterns(net, layer_index: int, name: str, filters: FilterSettings, seed: int,
+              model: str = "pretrained") -> torch.Tensor:
     """Patterns of the first `filters.count` filters (all, if fewer) of the layer at `layer_index`."""
     n_out = output_shape(net.features[:layer_index + 1], filters.size)[0]    # channels: computed, any layout
     return filter_patterns(net.features, layer_index, net.preprocess, list(range(min(filters.count, n_out))),
-                           seed=seed, progress=f"filters {name}", **filters.ascent())
+                           seed=seed, progress=f"filters {name} ({model})", **filters.ascent())
 
 
 def _finite(value: float) -> float | None:
@@ -79,7 +80,7 @@ def visualize(cfg) -> dict:
         tuned = load_model(models / f"{settings.transfer_model}.pt")[0].to(device)
         for name in filters.finetuned_layers:
             for label, net in (("pretrained", backbone), (settings.transfer_model, tuned)):
-                patterns = _patterns(net, backbone.layers[name], name, filters, settings.seed)
+                patterns = _patterns(net, backbone.layers[name], name, filters, settings.seed, label)
                 views.plot_filter_grid(patterns, f"Filter patterns of {name}: {label}",
                                        f"filters_{name}_{label}.png",
                                        f"{name} filters before and after fine-tuning (same filters, same seed).", index)
