@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
@@ -36,15 +35,7 @@ def split_classes(directory: Path, image_size: int | None = None) -> tuple[str, 
     """The class names of the split cached in `directory`, in label order (a cache written before other
     classes existed holds the book's cat/dog), once its three files are known to be of one split and,
     given `image_size` (data.image_size), of images that size."""
-    metas = {}
-    for split in SPLITS:
-        path = Path(directory) / f"{split}.pt"
-        if not path.exists():
-            raise DataError(f"{path} not found: run the split stage first (dvc repro split)")
-        try:
-            metas[split] = torch_load(path)
-        except Exception as exc:  # truncated or foreign file
-            raise DataError(f"{path}: unreadable cache ({type(exc).__name__}); rerun the split stage") from None
+    metas = {split: load_cached_split(directory, split) for split in SPLITS}   # images mapped, not read
     ids = {split: meta.get("split_id") for split, meta in metas.items()}
     classes = {split: tuple(meta.get("classes", BOOK_CLASSES)) for split, meta in metas.items()}
     if len(set(ids.values())) > 1 or len(set(classes.values())) > 1:
@@ -52,9 +43,8 @@ def split_classes(directory: Path, image_size: int | None = None) -> tuple[str, 
         raise DataError(f"{directory}: train.pt, validation.pt and test.pt are of different splits (one was "
                         f"interrupted while writing; classes " + "; ".join(f"{split} {','.join(names)}" for split,
                         names in classes.items()) + "): rerun the split stage")
-    images = metas["test"].get("images_file")
-    if image_size is not None and images and (Path(directory) / images).is_file():
-        side = np.load(Path(directory) / images, mmap_mode="r").shape[-1]    # the header only
+    if image_size is not None:
+        side = metas["test"]["images"].shape[-1]
         if side != image_size:   # the model would be built for one size and fed another: a shape error deep in torch
             raise DataError(f"data.image_size: {image_size}, but the split cached in {directory} holds {side}-pixel "
                             f"images: split again with this setting (dvc repro split; on the CLI, catdog stage=split "
