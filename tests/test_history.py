@@ -33,8 +33,9 @@ def test_the_last_epoch_says_no_time_left_and_missing_figures_are_left_out():
 def test_lightnings_advert_is_filtered_and_its_news_is_not(caplog):
     import logging
 
-    import catdog_lab.stages.train  # noqa: F401  (installs the filter, as every training stage does)
     from pytorch_lightning.utilities.rank_zero import rank_zero_info
+
+    import catdog_lab.stages.train  # noqa: F401  (installs the filter, as every training stage does)
     with caplog.at_level(logging.INFO):
         rank_zero_info("💡 Tip: For seamless cloud logging, try installing litlogger")
         rank_zero_info("GPU available: False, used: False")
