@@ -1,4 +1,5 @@
 """Faults and bad input: corrupt files, hostile archives, killed runs, half-written outputs, bad config."""
+import json
 import os
 import signal
 import struct
@@ -411,6 +412,42 @@ def test_a_cache_of_another_image_size_is_one_line_naming_the_key(tmp_path):
     assert split_classes(tmp_path / "cache", image_size=48) == ("cat", "dog")
     with pytest.raises(DataError, match=r"^data\.image_size: 180, but the split cached in .* holds 48-pixel images: "):
         split_classes(tmp_path / "cache", image_size=180)
+
+
+def test_training_refuses_a_split_made_with_other_data_split_settings(tmp_path):
+    # `catdog stage=scratch data.split.train=500` on a split of 1000 trained on the 1000 and recorded 500
+    from catdog_lab.data.split import check_split_settings, write_split
+    from catdog_lab.schema import Split, check
+    make_dataset(tmp_path / "photos", per_class=10)
+    result = make_split(tmp_path / "photos", {"train": 4, "validation": 2, "test": 2}, seed=7, image_size=32,
+                        max_pixels=10**6, cache_dir=tmp_path / "cache")
+    write_split(tmp_path / "split", result, tmp_path / "photos")
+
+    def job(*overrides):
+        return check(compose(["data.split.train=4", "data.split.validation=2", "data.split.test=2",
+                              "data.split.seed=7", *overrides]), "data.split", Split)
+
+    check_split_settings(tmp_path / "split", job())                        # the settings it was made with
+    with pytest.raises(DataError, match=r"^data\.split\.train: 5, data\.split\.seed: 8, but the split in .*split "
+                                        r"was made with train=4, seed=7: split again with these settings \(dvc "
+                                        r"repro split; .*\), or set data\.split\.train=4 data\.split\.seed=7$"):
+        check_split_settings(tmp_path / "split", job("data.split.train=5", "data.split.seed=8"))
+    with pytest.raises(DataError, match=r"^data\.split\.fractions: \[0\.5, 0\.25, 0\.25\], but .* was made with "
+                                        r"train=4, validation=2, test=2: .*, or set data\.split\.train=4 "
+                                        r"data\.split\.validation=2 data\.split\.test=2 data\.split\.fractions=null$"):
+        check_split_settings(tmp_path / "split", job("data.split.fractions=[0.5,0.25,0.25]"))
+    with pytest.raises(DataError, match=r"^data\.split\.order: index, but .* was made with order=shuffle: "):
+        check_split_settings(tmp_path / "split", job("data.split.order=index"))
+
+    # fractions read back from report.json equal the config's, and a report from before settings were recorded
+    result = make_split(tmp_path / "photos", {"train": 0.7, "validation": 0.1, "test": 0.2}, seed=7, image_size=32,
+                        max_pixels=10**6, cache_dir=tmp_path / "cache")
+    write_split(tmp_path / "split", result, tmp_path / "photos")
+    check_split_settings(tmp_path / "split", job("data.split.fractions=[0.7,0.1,0.2]"))
+    report = json.loads((tmp_path / "split" / "report.json").read_text())
+    del report["asked"]
+    (tmp_path / "split" / "report.json").write_text(json.dumps(report))
+    check_split_settings(tmp_path / "split", job("data.split.seed=99"))     # nothing recorded: not checked
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has the GPU the test asks for")

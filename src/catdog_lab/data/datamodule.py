@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from catdog_lab import BOOK_CLASSES, SPLITS
 from catdog_lab.data.cache import MappedImages, open_images
 from catdog_lab.data.sampler import StreamBatchSampler
+from catdog_lab.data.split import SPLIT_AGAIN
 from catdog_lab.errors import DataError
 from catdog_lab.io import torch_load
 
@@ -47,9 +48,10 @@ def split_classes(directory: Path, image_size: int | None = None) -> tuple[str, 
         side = metas["test"]["images"].shape[-1]
         if side != image_size:   # the model would be built for one size and fed another: a shape error deep in torch
             raise DataError(f"data.image_size: {image_size}, but the split cached in {directory} holds {side}-pixel "
-                            f"images: split again with this setting (dvc repro split; on the CLI, catdog stage=split "
-                            f"and upstream=<its folder>), or set data.image_size={side}")
+                            f"images: {SPLIT_AGAIN}, or set data.image_size={side}")
     return classes["test"]
+
+
 class ResidentTensors(Dataset):
     """(inputs, labels) held whole on one device (the decoded uint8 images of a split, or its features):
     a batch is one index into the tensors where they live, so a GPU run copies nothing per step. Serves

@@ -16,9 +16,8 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from tqdm.auto import tqdm
-
 from catdog_lab.errors import ConfigError, DataError
+from catdog_lab.progress import progress
 
 MAX_MEMBER_BYTES = 200 * 1024 * 1024   # no photo of this data set is anywhere near this
 MAX_ARCHIVE_BYTES = 4 * 1024**3        # the whole Microsoft archive unpacks to ~0.9 GB
@@ -92,7 +91,7 @@ def extract_zip(archive: Path, target: Path) -> Path:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         damaged = []
-        for info in tqdm(infos, desc=f"extract {archive.name}", unit="file", mininterval=1.0):
+        for info in progress(infos, desc=f"extract {archive.name}", unit="file"):
             if info.is_dir():
                 continue
             dest = partial.joinpath(*_safe_member_path(info.filename).parts)
@@ -167,7 +166,7 @@ def _receive(response, part: Path, offset: int, name: str) -> None:
             offset = 0
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length else None
-        with open(part, "ab" if offset else "wb") as out, tqdm(
+        with open(part, "ab" if offset else "wb") as out, progress(
             total=total, initial=offset, unit="B", unit_scale=True, desc=f"download {name}"
         ) as bar:
             while block := response.read(1 << 20):

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from catdog_lab import SPLITS
 from catdog_lab.data.cache import ImageWriter, cache_files
@@ -36,6 +35,7 @@ from catdog_lab.data.images import open_rgb
 from catdog_lab.data.sources import sha256_file
 from catdog_lab.errors import DataError
 from catdog_lab.io import torch_save, write_csv, write_json
+from catdog_lab.progress import progress
 
 
 def write_split(split_dir: Path, result: dict, source: Path) -> dict:
@@ -69,6 +69,11 @@ def _decoded(cands: list[Candidate], limits: tuple, image_size: int, pool: Proce
     yield from zip(cands, results)
 
 
+# what a training stage's one-line errors advise when the cached split was made with other settings
+SPLIT_AGAIN = ("split again with these settings (dvc repro split; on the CLI, catdog stage=split and "
+               "upstream=<its folder>)")
+
+
 def split_counts(split) -> dict:
     """{train, validation, test}: data.split's counts per class, or `data.split.fractions` when set
     (`split`: the checked section, schema.Split)."""
@@ -90,6 +95,37 @@ def class_counts(counts: dict, usable: int | None) -> dict[str, int]:
 
 
 SPLIT_ORDERS = ("shuffle", "index")
+
+
+def _settings(asked: dict, seed, order) -> dict[str, object]:
+    """data.split as the keys a user sets: train/validation/test counts (or fractions), seed, order;
+    fractions rounded, so that 0.7 read back from JSON equals the config's 0.7."""
+    if any(isinstance(value, float) for value in asked.values()):
+        return {"fractions": [round(float(asked[name]), 9) for name in SPLITS], "seed": seed, "order": order}
+    return {name: asked[name] for name in SPLITS} | {"seed": seed, "order": order}
+
+
+def check_split_settings(split_dir: Path, split) -> None:
+    """Refuse to train on a split made with other `data.split` settings than the job's (`split`: the checked
+    section): the run would record counts and a seed that are not the ones its photos were split with
+    (`catdog stage=scratch data.split.train=500` on a split of 1000). A report written before it recorded
+    its settings is not checked."""
+    path = Path(split_dir) / "report.json"
+    report = json.loads(path.read_text()) if path.is_file() else {}
+    if "asked" not in report:
+        return
+    made = _settings(report["asked"], report.get("seed"), report.get("order"))
+    here = _settings(split_counts(split), split.seed, split.order)
+    differ = [key for key in dict.fromkeys([*here, *made]) if made.get(key) != here.get(key)]
+    if not differ:
+        return
+    fix = [f"data.split.{key}={made[key]}".replace(" ", "") for key in differ if key in made]
+    if "fractions" in here and "fractions" not in made:
+        fix.append("data.split.fractions=null")
+    raise DataError(", ".join(f"data.split.{key}: {here[key]}" for key in differ if key in here)
+                    + f", but the split in {split_dir} was made with "
+                    + ", ".join(f"{key}={made[key]}" for key in differ if key in made)
+                    + f": {SPLIT_AGAIN}, or set " + " ".join(fix))
 
 
 def _shortfall(label: str, have: str, root: Path, need: int, counts: dict, detail: str = "") -> str:
@@ -124,8 +160,7 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
             if len(by_class[label]) < need:
                 raise DataError(_shortfall(label, f"{len(by_class[label])} images", root, need, counts))
     total = need * len(names) if need else len(candidates)
-    progress = tqdm(total=total, desc=f"split: check + decode ({workers} worker{'s' * (workers > 1)})",
-                    unit="img", mininterval=1.0)
+    bar = progress(total=total, desc=f"split: check + decode ({workers} worker{'s' * (workers > 1)})", unit="img")
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
         for position, label in enumerate(names):
@@ -148,13 +183,13 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
                         converted.append({"file": cand.rel, "class": label, "note": note})
                     scratch.write(pixels)
                     usable[label].append((cand, sha))
-                    progress.update(1)
+                    bar.update(1)
             if need is not None and len(usable[label]) < need:
                 unusable = sum(1 for row in skipped if row["class"] == label)
                 raise DataError(_shortfall(label, f"{len(usable[label])} usable images", root, need, counts,
                                            f" ({len(ordered)} found, {unusable} unusable)"))
     finally:
-        progress.close()
+        bar.close()
         if pool:
             pool.shutdown(cancel_futures=True)
 
@@ -179,6 +214,8 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
         "converted": converted,
         "unused_by_fractions": {label: n for label, n in unused.items() if n},
         "seed": seed,
+        "order": order,
+        "asked": dict(counts),      # data.split as counts or fractions per class: `check_split_settings`
         "image_size": image_size,
     }
     print(f"[split] {len(manifest)} images in the split, {len(skipped)} skipped, {len(converted)} converted")

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from catdog_lab import SPLITS
 from catdog_lab.data.datamodule import load_cached_split
 from catdog_lab.io import torch_load, torch_save
 from catdog_lab.models.components.backbones import Backbone
+from catdog_lab.progress import progress
 
 
 def device_for(accelerator: str) -> torch.device:
@@ -40,7 +40,7 @@ def module_outputs(model: torch.nn.Module, images: torch.Tensor, batch_size: int
         model = model.to(memory_format=torch.channels_last)
     outputs = []
     with torch.inference_mode():
-        for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", mininterval=1.0):
+        for start in progress(range(0, len(images), batch_size), desc=desc, unit="batch"):
             x = images[start:start + batch_size].to(device, non_blocking=True).float()
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

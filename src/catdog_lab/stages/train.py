@@ -34,7 +34,7 @@ from catdog_lab.config import params_hash, read_path
 from catdog_lab.data.augment import BatchAugment
 from catdog_lab.data.datamodule import TensorDataModule, split_classes
 from catdog_lab.data.sources import sha256_file
-from catdog_lab.data.split import manifest_hash
+from catdog_lab.data.split import check_split_settings, manifest_hash
 from catdog_lab.errors import ConfigError, DataError
 from catdog_lab.history import History
 from catdog_lab.io import read_csv, write_csv, write_json
@@ -44,7 +44,9 @@ from catdog_lab.models.factory import build_from_arch, build_head, load_model, s
 from catdog_lab.models.features import Features, device_for, extract_features, frozen_outputs
 from catdog_lab.models.outputs import class_metrics, n_outputs
 from catdog_lab.plots import confusion_rows, plot_confusion, plot_curves
+from catdog_lab.progress import bar_shows
 from catdog_lab.registry import TRAINING_STAGES
+from catdog_lab.schema import Split, check
 from catdog_lab.seeds import recipe_hash
 from catdog_lab.seeds import record as record_seed
 from catdog_lab.settings import (
@@ -93,6 +95,8 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
     trainer, checkpoint, history = make_trainer(trainer_args, settings.epochs, ckpt_dir,
                                                 Path(cfg.paths.plots) / f"{stage}.csv", fast_dev_run)
     writer = trainer.is_global_zero      # global rank 0: writes every output and owns the MLflow run
+    # the run records data.split in its ledger entry and model card: it must be the split its photos came from
+    check_split_settings(read_path(cfg, "split"), check(cfg, "data.split", Split))
     classes = split_classes(read_path(cfg, "cache"), image_size=int(cfg.data.image_size))
     data, net, features = build_data_and_net(cfg, settings, trainer_args, writer=writer, classes=classes,
                                              frozen_store=_frozen_store(cfg, stage) if writer else None)
@@ -146,7 +150,7 @@ def make_trainer(trainer_args: TrainerSettings, epochs: int, ckpt_dir: Path, his
                                  save_top_k=1, save_last=True, every_n_epochs=trainer_args.checkpoint_every_n_epochs)
     # a bar only on a terminal: into a log file it is carriage returns held in stdout's buffer for many
     # epochs; there (and with the bar turned off) each epoch prints one line instead (history.epoch_line)
-    bar = trainer_args.progress_bar and _bar_shows()
+    bar = trainer_args.progress_bar and bar_shows(sys.stdout)     # Lightning's bar writes to stdout
     history = History(history_csv, announce=not bar)
     callbacks = [checkpoint, history]
     if bar:
@@ -171,12 +175,6 @@ def make_trainer(trainer_args: TrainerSettings, epochs: int, ckpt_dir: Path, his
                           f"devices={trainer_args.devices}, strategy={trainer_args.strategy}; "
                           f"trainer.accelerator=auto uses what this machine has)") from None
     return trainer, checkpoint, history
-
-
-def _bar_shows() -> bool:
-    """A terminal, or a Jupyter kernel (whose stdout is no tty but draws tqdm's bars as widgets)."""
-    isatty = getattr(sys.stdout, "isatty", None)
-    return bool(isatty and isatty()) or "ipykernel" in sys.modules
 
 
 def build_data_and_net(cfg, settings: StageSettings, trainer_args: TrainerSettings, writer: bool,

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2.functional import gaussian_blur
-from tqdm.auto import tqdm
 
 from catdog_lab.models.components.preprocess import Preprocess
+from catdog_lab.progress import progress as progress_bar
 
 
 def filter_patterns(features: nn.Sequential, layer_index: int, preprocess: Preprocess, filters: list[int],
@@ -43,7 +43,7 @@ def filter_patterns(features: nn.Sequential, layer_index: int, preprocess: Prepr
     grey_pre = preprocess(torch.full((1, 3, 1, 1), 128.0, device=device))
     idx = torch.tensor(filters, device=device)
     blur_size = 2 * math.ceil(2 * blur_sigma) + 1                 # the kernel reaches 2 sigma on each side
-    bar = tqdm(total=iterations * octaves, desc=progress, unit="step", mininterval=2.0, disable=progress is None)
+    bar = progress_bar(total=iterations * octaves, desc=progress or "", unit="step", disable=progress is None)
     for octave in range(octaves):
         if octave > 0:
             side = size if octave == octaves - 1 else int(round(x.shape[-1] * octave_scale))
