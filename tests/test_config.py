@@ -117,6 +117,21 @@ def test_an_override_of_a_key_that_does_not_exist_names_the_nearest_one():
         compose(["zzz.qqq=1"])
 
 
+def test_a_sweep_is_checked_value_by_value_before_its_first_job():
+    # a multirun printed Hydra's 15-line message (or started jobs) for a bad option among its values
+    from catdog_lab.cli import check_sweep
+    check_sweep(["+stage=scratch", "scratch.lr=1e-4,3e-4", "profile=book,book2", "seed=range(1,3)",
+                 "augmented.lr=interval(1e-5,1e-3)"])
+    with pytest.raises(ConfigError, match=r"^profile: no option 'fast'; choose from book, "):
+        check_sweep(["+stage=scratch", "scratch.lr=1e-4,3e-4", "profile=book,fast"])
+    with pytest.raises(ConfigError, match=r"^scratch\.lrr: no such key in the config; did you mean scratch\.lr\? "):
+        check_sweep(["+stage=scratch", "scratch.lrr=1e-4,3e-4"])
+    with pytest.raises(ConfigError) as info:
+        check_sweep(["+stage=scratch", "scratch.epochs=[1"])
+    assert str(info.value) == ("scratch.epochs=[1: no viable alternative at input '[1' (Hydra's override syntax: "
+                               "key=value, key=a,b for a sweep)")
+
+
 @pytest.mark.integration
 def test_pipeline_entry_prints_one_line_and_exits_2(tmp_path):
     params = OmegaConf.to_container(compose(["scratch.epochs=-3"]), resolve=True)

@@ -153,15 +153,41 @@ def main() -> None:
     # `stage` and `upstream` are CLI-only keys (not in conf/, so not in params.yaml): no `+` needed
     sys.argv = ["+" + a if a.split("=", 1)[0] in CLI_KEYS and "=" in a else a for a in sys.argv]
     args = sys.argv[1:]
+    # compose up front so that a bad group option or key is one line, not Hydra's traceback (in a sweep: once
+    # per value, before any job starts)
+    overrides = [a for a in args if "=" in a and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
     if "-m" in args or "--multirun" in args:
         import os
         os.environ[SWEEP_ARGS] = "\x1f".join(arg for arg in args if "=" in arg)
+        exit_on_user_error(check_sweep, overrides)
     else:
-        # compose once up front so that a bad group option or key is one line, not Hydra's traceback
         from catdog_lab.config import compose
-        overrides = [a for a in args if "=" in a and not a.lstrip("+~").startswith("hydra.")]
         exit_on_user_error(compose, overrides)
     _main()
+
+
+def check_sweep(overrides: list[str]) -> None:
+    """Compose the config once per value each sweep takes (`scratch.lr=1e-4,3e-4`, `profile=book,fast`,
+    `seed=range(1,4)`; the other sweeps at their first value), so that a bad option or key stops the
+    multirun with one line before its first job. Optuna's `interval(...)` ranges are the sweeper's to check."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from catdog_lab.config import compose, hydra_message
+    from catdog_lab.errors import ConfigError
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as exc:
+        raise ConfigError(hydra_message(exc)) from None
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    sweeps = {o.get_key_element(): list(o.sweep_string_iterator()) for o in parsed
+              if o.is_sweep_override() and o.is_discrete_sweep()}
+    first = [f"{key}={values[0]}" for key, values in sweeps.items()]
+    compose(fixed + first)
+    for n, (key, values) in enumerate(sweeps.items()):
+        for value in values[1:]:
+            compose(fixed + first[:n] + [f"{key}={value}"] + first[n + 1:])
 
 
 if __name__ == "__main__":

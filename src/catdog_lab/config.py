@@ -28,7 +28,7 @@ def compose(overrides: list[str] | None = None, config_dir: Path | str = CONF_DI
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
             return hydra_compose(config_name="config", overrides=list(overrides or []))
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(hydra_message(str(exc), config_dir)) from None
+        raise ConfigError(hydra_message(exc, config_dir)) from None
 
 
 def load_params(path: str | Path = "params.yaml") -> DictConfig:
@@ -75,13 +75,17 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def hydra_message(text: str, config_dir: Path | str = CONF_DIR) -> str:
+def hydra_message(error: Exception | str, config_dir: Path | str = CONF_DIR) -> str:
     """Hydra's composition error as one line that keeps what a user needs: a group's valid options (Hydra
-    lists them on later lines), or the nearest existing key for an override of one that does not exist."""
+    lists them on later lines), the nearest existing key for an override of one that does not exist, or
+    the override that does not parse."""
     import difflib
     import re
 
+    text = str(error)
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if getattr(error, "override", None):      # OverrideParseException: which of the overrides, then why
+        return f"{error.override}: {lines[0]} (Hydra's override syntax: key=value, key=a,b for a sweep)"
     if not lines:
         return text
     missing = re.match(r"In '[^']*': Could not find '([^'/]+)/([^']+)'", lines[0])
