@@ -74,6 +74,8 @@ def test_trained_model_is_registered_crowned_and_served(tiny_split, tmp_path):
     assert summary["scratch/test_acc"] is not None
     comparison = (tmp_path / "reports/comparison.md").read_text()
     assert "Champion: `scratch`" in comparison and "`models:/catdog-scratch@champion` = version 1" in comparison
+    # the line is about the workspace's models, not the ledger's means in the table above it
+    assert f"Of the models in `models/` (each stage's last run: seed {cfg.seed}): Champion: `scratch`" in comparison
     assert str(client.get_model_version_by_alias("catdog-scratch", "champion").version) == "1"
 
     # the logged model is the .pt bundle + a loader module: no pickled Python object to unpickle on load

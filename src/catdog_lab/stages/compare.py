@@ -346,6 +346,10 @@ def compare(cfg) -> dict:
     tracking = tracking_for(cfg)
     # the line `publish` wrote for the upstream models (read_path), like the metrics it reads: best val/acc
     champion = published_champion(read_path(cfg, "models"), metrics)
+    seeds = sorted({int(m["seed"]) for m in metrics.values() if m.get("seed") is not None})
+    if seeds:     # not the ledger's means above: the models a `publish` or `catdog-predict` would use now
+        champion = (f"Of the models in `models/` (each stage's last run: seed{'s' * (len(seeds) > 1)} "
+                    f"{', '.join(map(str, seeds))}): {champion}")
     rungs = ladder(rows)
     intro = introduction(rows, on_book_data=bool(book))
     md = ("# Accuracy comparison\n\n" + intro + "\n\n"
