@@ -101,6 +101,20 @@ def test_a_zip_style_single_wrapping_folder_is_looked_through(tmp_path):
     assert discover(tmp_path / "photos", "folders").classes == ("x", "y")
 
 
+def test_a_lone_class_folder_with_subfolders_is_a_class_not_a_wrapper(tmp_path):
+    # a held-out folder of cats only, photos in cats/ and cats/sub/: --evaluate read it as one class `sub`
+    root = make_class_folders(tmp_path / "held", ["cats"], per_class=2)
+    make_class_folders(root / "cats" / "sub", ["deeper"], per_class=2)
+    found = discover(root, "folders", min_classes=1, known=("birds", "cats", "dogs"))
+    assert found.classes == ("cats",) and len(found.candidates) == 4
+    assert discover(root, "folders", min_classes=1).classes == ("cats",)       # one folder inside: no wrapper
+    with pytest.raises(DataError, match=r"1 class\(es\) found \(cats\); a classifier needs at least two"):
+        discover(root, "folders")
+    # a wrapper around one class folder of the model's is still looked through
+    wrapped = make_class_folders(tmp_path / "zipped" / "heldout", ["dogs"], per_class=2).parent
+    assert discover(wrapped, "folders", min_classes=1, known=("cats", "dogs")).classes == ("dogs",)
+
+
 def test_numbered_names_keep_their_numeric_order():
     names = ["cat.10.jpg", "cat.9.jpg", "cat.100.jpg", "cat.2.jpg"]
     assert sorted(names, key=natural_key) == ["cat.2.jpg", "cat.9.jpg", "cat.10.jpg", "cat.100.jpg"]

@@ -168,3 +168,14 @@ def test_visualize_settings_are_typed_once_and_name_a_bad_key():
                                               "l2", "octaves", "octave_scale"}
     with pytest.raises(ConfigError, match=r"^visualize\.filters\.count: must be a positive integer, got .many.$"):
         visualize_settings(compose(["visualize.filters.count=many"]))
+
+
+def test_the_primer_names_the_class_of_its_photo(tmp_path):
+    # it said "a cat photo" (and wrote primer_..._on_a_cat.png) for a bird, label 0 of birds/cats/dogs
+    from catdog_lab.viz.figures import FigureIndex
+    from catdog_lab.viz.primer import plot_primer
+    index = FigureIndex(tmp_path)
+    plot_primer(torch.randint(0, 256, (3, 48, 48), dtype=torch.uint8), index, label="snow birds")
+    (entry,) = index.entries
+    assert (tmp_path / "primer_conv_relu_pool_on_a_snow_birds.png").is_file()
+    assert entry["caption"].startswith("A test-split snow birds photo convolved with random kernels")

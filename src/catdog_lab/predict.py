@@ -203,7 +203,7 @@ def evaluate_folder(model_path: Path | str, folder: Path, out: Path, batch_size:
     predictor = Predictor.from_file(resolve_model(model_path, tracking_uri), batch_size=batch_size,
                                     max_pixels=max_pixels)
     classes = predictor.classes
-    found = discover(Path(folder), "folders", min_classes=1)
+    found = discover(Path(folder), "folders", min_classes=1, known=tuple(classes))
     unknown = [name for name in found.classes if name not in classes]
     if len(unknown) == len(found.classes):
         raise UserError(f"--evaluate {folder}: none of its folders ({', '.join(found.classes)}) is a class of the "

@@ -75,13 +75,15 @@ class Discovery:
                 "links_not_followed": self.links, "damaged_in_archive": self.damaged}
 
 
-def discover(root: Path, layout: str = "kaggle", classes=None, min_classes: int = 2) -> Discovery:
+def discover(root: Path, layout: str = "kaggle", classes=None, min_classes: int = 2,
+             known: tuple[str, ...] = ()) -> Discovery:
     """The classes and the candidate photos of each under `root`, by `layout` (`classes`: data.classes).
-    `min_classes`: 2 for training data; 1 for a labelled folder to evaluate a model on."""
+    `min_classes`: 2 for training data; 1 for a labelled folder to evaluate a model on, whose classes are
+    `known` (a lone folder of that name is a class, not a wrapper: see `_folders`)."""
     if layout not in LAYOUTS:
         raise ConfigError(f"data.source.layout: must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     wanted = _wanted(classes)
-    found = _kaggle(root, wanted) if layout == "kaggle" else _folders(root, wanted)
+    found = _kaggle(root, wanted) if layout == "kaggle" else _folders(root, wanted, tuple(known) + (wanted or ()))
     found.damaged = [{"file": row["file"], "reason": row["reason"],
                       "class": next((part for part in reversed(Path(row["file"]).parts[:-1]) if part in found.classes),
                                     "")} for row in damaged_members(root)]
@@ -146,12 +148,15 @@ def natural_key(text: str) -> tuple:
     return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in _DIGITS.split(text) if part)
 
 
-def _folders(root: Path, wanted) -> Discovery:
-    """One folder per class below `root` (or below its only folder, as zip archives often wrap theirs)."""
+def _folders(root: Path, wanted, known: tuple[str, ...] = ()) -> Discovery:
+    """One folder per class below `root`, or below its only folder, as zip archives often wrap theirs: when
+    that folder holds two or more folders, or one of a `known` class name, and is not itself of one (a
+    held-out folder of cats only, with photos in `cats/sub/`, is the class `cats`, not a wrapper of `sub`)."""
     entries = [p for p in sorted(root.iterdir()) if _visible(p)]
-    if len(entries) == 1 and entries[0].is_dir():
+    if len(entries) == 1 and entries[0].is_dir() and entries[0].name not in known:
         inner = [p for p in sorted(entries[0].iterdir()) if _visible(p)]
-        if any(p.is_dir() for p in inner):
+        inner_dirs = [p.name for p in inner if p.is_dir()]
+        if len(inner_dirs) >= 2 or any(name in known for name in inner_dirs):
             root, entries = entries[0], inner
     folders = {p.name: p for p in entries if p.is_dir()}
     outside = [p.relative_to(root).as_posix() for p in entries if p.is_file()]

@@ -58,7 +58,7 @@ def visualize(cfg) -> dict:
     with stage_run(tracking_for(cfg), "visualize") as run:
         # 1. primer on the first test image of the first class (a cat, in the book's data)
         cat = int((labels == 0).nonzero()[0])
-        plot_primer(images[cat], index, seed=settings.seed)
+        plot_primer(images[cat], index, seed=settings.seed, label=classes[0])
 
         # 2. activations of the from-scratch model
         scratch = load_model(models / f"{settings.scratch_model}.pt")[0].to(device)

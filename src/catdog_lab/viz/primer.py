@@ -1,6 +1,8 @@
 """What one layer does to a photo: convolution with random kernels, ReLU, max pooling, a tiny LeNet."""
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 
@@ -42,7 +44,8 @@ def primer_panels(image: torch.Tensor, seed: int = 0) -> list[tuple[str, torch.T
     return panels
 
 
-def plot_primer(image: torch.Tensor, index: FigureIndex, seed: int = 0) -> None:
+def plot_primer(image: torch.Tensor, index: FigureIndex, seed: int = 0, label: str = "cat") -> None:
+    """`label`: the photo's class name (the book's data: a cat), in the title, caption and file name."""
     panels = primer_panels(image, seed)
     cols = 5
     rows = (len(panels) + cols - 1) // cols
@@ -53,7 +56,9 @@ def plot_primer(image: torch.Tensor, index: FigureIndex, seed: int = 0) -> None:
         ax.imshow(to_image(maps * 255) if title.startswith("input") else _as_rgb(maps),
                   cmap="gray" if maps.shape[0] == 1 else None)
         ax.set_title(title, fontsize=9)
-    fig.suptitle("Primer: what convolution, ReLU and pooling do to a cat photo (random kernels)")
-    index.save(fig, "primer_conv_relu_pool_on_a_cat.png", "Primer: convolution, ReLU, pooling",
-               "A test-split cat convolved with random kernels (3 filters shown as RGB), after ReLU, after max "
-               "pooling, and through a small LeNet-style stack; each panel gives its operation and output shape.")
+    fig.suptitle(f"Primer: what convolution, ReLU and pooling do to a {label} photo (random kernels)")
+    name = re.sub(r"[^\w\-.]", "_", label)        # a class folder's name, safe in a file name
+    index.save(fig, f"primer_conv_relu_pool_on_a_{name}.png", "Primer: convolution, ReLU, pooling",
+               f"A test-split {label} photo convolved with random kernels (3 filters shown as RGB), after ReLU, "
+               "after max pooling, and through a small LeNet-style stack; each panel gives its operation and output "
+               "shape.")
