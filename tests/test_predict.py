@@ -83,6 +83,7 @@ def test_predict_folders_globs_formats_and_exit_codes(scratch_model, tmp_path):
     assert proc.returncode == 1
     table = list(csv.DictReader(io.StringIO(proc.stdout)))
     assert [r["file"] for r in table] == sorted(str(p) for p in photos.rglob("*.jpg"))
+    assert list(table[0]) == ["file", "label", "probability", "p_cat", "p_dog", "error"]   # no --gradcam, no column
     ok = _run("--model", scratch_model, "--format", "csv", *files)
     assert ok.returncode == 0 and ok.stderr == "" and len(ok.stdout.strip().splitlines()) == 1 + len(files)
     small = _run("--model", scratch_model, "--max-pixels", 100, files[0])
@@ -229,3 +230,21 @@ def test_gradcam_layer_is_the_configs_unless_given():
     assert _gradcam_layer(net, "block5_conv2") is net.features[1]
     with pytest.raises(UserError, match="--gradcam-layer: 'block9' is not a layer of this model"):
         _gradcam_layer(net, "block9")
+
+
+def test_evaluating_a_folder_of_one_class_gives_the_other_no_recall(untrained_model, tmp_path):
+    # a cats-only held-out folder showed `dog 0 0.0%` and a macro-F1 pulled down by the absent class
+    from catdog_lab.predict import evaluate_folder, render_evaluation
+    for i in range(4):
+        make_photo(tmp_path / "held" / "cat" / f"{i}.jpg", "cat", i)
+    summary = evaluate_folder(untrained_model, tmp_path / "held", tmp_path / "eval")
+    assert summary["images_per_class"] == {"cat": 4, "dog": 0} and summary["recall"]["dog"] is None
+    hits = summary["confusion"][0][0]
+    assert summary["recall"]["cat"] == pytest.approx(hits / 4)
+    # the classes that occur: cat, and dog only if the model said dog (its F1 is then 0). Every photo is a cat,
+    # so cat's precision is 1 when it is said at all: F1 = 2 * 1 * (hits / 4) / (1 + hits / 4) = 2 hits / (4 + hits)
+    cat_f1 = 2 * hits / (4 + hits)
+    assert summary["macro_f1"] == pytest.approx(cat_f1 / (1 if hits == 4 else 2), abs=1e-6)
+    table = render_evaluation(summary, "table").splitlines()
+    assert next(line for line in table if line.startswith("dog ")).split() == ["dog", "0", "-"]
+    assert render_evaluation(summary, "csv").splitlines()[2].startswith("dog,0,,")

@@ -88,6 +88,11 @@ def test_fractions_adding_up_to_1_use_every_photo_and_smaller_ones_say_what_they
     assert part["report"]["unused_by_fractions"] == {"cat": 3, "dog": 3}
     assert "[split] data.split.fractions add up to 0.9: 6 usable photo(s) in no split (cat 3, dog 3)" \
         in capsys.readouterr().out
+    # too few photos for a fraction: the key, and how many photos it takes (1 / 0.01 = 100)
+    with pytest.raises(DataError, match=r"^class 'cat': 30 usable image\(s\) leave a split empty at data\.split\."
+                                        r"fractions=\[0\.9,0\.05,0\.01\]: every split needs one, so at least 100 "):
+        make_split(root, {"train": 0.9, "validation": 0.05, "test": 0.01}, seed=0, image_size=32,
+                   max_pixels=10**7, cache_dir=tmp_path / "c")
 
 
 def test_petimages_layout_and_zip_source(tmp_path, tiny_cfg):

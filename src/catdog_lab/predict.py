@@ -218,6 +218,12 @@ def evaluate_folder(model_path: Path | str, folder: Path, out: Path, batch_size:
     labels = torch.tensor([classes.index(cand.label) for cand, _ in scored], dtype=torch.long)
     guesses = torch.tensor([result["index"] for _, result in scored], dtype=torch.long)
     figures = class_metrics(confusion_matrix(labels, guesses, len(classes)), classes)
+    # a class of the model with no image here has no recall (not 0%), and the macro-F1 averages the classes
+    # that occur, as true or as predicted (sklearn's labels=None), not the absent ones' F1 of 0
+    per_class = figures["per_class"]
+    guessed = [sum(row[i] for row in figures["confusion"]) for i in range(len(classes))]
+    occurring = [name for i, name in enumerate(classes) if per_class[name]["images"] or guessed[i]]
+    figures["macro_f1"] = round(sum(per_class[name]["f1"] for name in occurring) / len(occurring), 6)
     out.mkdir(parents=True, exist_ok=True)
     plot_confusion(figures["confusion"], classes, out / "confusion.png", f"{Path(folder).name}")
     wrong = sorted(((cand, result) for cand, result in scored if result["label"] != cand.label),
@@ -226,7 +232,7 @@ def evaluate_folder(model_path: Path | str, folder: Path, out: Path, batch_size:
     summary = {
         "folder": str(folder), "model": str(model_path), "classes": list(classes), "images": len(scored),
         "accuracy": figures["acc"], "macro_f1": figures["macro_f1"],
-        "recall": {name: figures["per_class"][name]["recall"] for name in classes},
+        "recall": {name: per_class[name]["recall"] if per_class[name]["images"] else None for name in classes},
         "images_per_class": {name: figures["per_class"][name]["images"] for name in classes},
         "confusion": figures["confusion"], "mistakes": len(wrong),
         "worst_mistakes": [{"file": cand.rel, "true": cand.label, "predicted": result["label"],
@@ -265,13 +271,18 @@ def _contact_sheet(pairs: list, path: Path) -> None:
     plt.close(fig)
 
 
+def _share(value: float | None, form: str, absent: str = "") -> str:
+    """A recall as `form` shows it, or `absent` for a class with no image in the folder."""
+    return absent if value is None else form.format(value)
+
+
 def render_evaluation(summary: dict, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(summary, indent=2)
     classes = summary["classes"]
     if fmt == "csv":
         lines = ["class,images,recall," + ",".join(f"predicted_{name}" for name in classes)]
-        lines += [f"{name},{summary['images_per_class'][name]},{summary['recall'][name]:.6f},"
+        lines += [f"{name},{summary['images_per_class'][name]},{_share(summary['recall'][name], '{:.6f}')},"
                   + ",".join(map(str, row)) for name, row in zip(classes, summary["confusion"])]
         return "\n".join(lines)
     corner = "true \\ predicted"
@@ -279,8 +290,8 @@ def render_evaluation(summary: dict, fmt: str) -> str:
     lines = [f"{summary['folder']}: {summary['images']} images, accuracy {100 * summary['accuracy']:.1f}%, "
              f"macro-F1 {summary['macro_f1']:.3f}, {summary['mistakes']} mistakes",
              "", f"{'class':<{width}}  images  recall"]
-    lines += [f"{name:<{width}}  {summary['images_per_class'][name]:>6}  {100 * summary['recall'][name]:5.1f}%"
-              for name in classes]
+    lines += [f"{name:<{width}}  {summary['images_per_class'][name]:>6}  "
+              f"{_share(summary['recall'][name], '{:6.1%}', '     -')}" for name in classes]
     lines += ["", f"{corner:<{width}}  " + "  ".join(f"{name:>{max(5, len(name))}}" for name in classes)]
     lines += [f"{name:<{width}}  " + "  ".join(f"{count:>{max(5, len(other))}}" for count, other in zip(row, classes))
               for name, row in zip(classes, summary["confusion"])]
@@ -319,20 +330,20 @@ def _save_gradcam(net, layer, image, target: int, dest: Path, alpha: float) -> N
 
 
 def render(results: list[dict], fmt: str, classes=BOOK_CLASSES) -> str:
-    """table: the classified files (failures go to stderr); json / csv: every file, `error` empty when fine."""
-    columns = fields(classes)
+    """table: the classified files (failures go to stderr); json / csv: every file, `error` null / empty when
+    fine, and a `gradcam` column only when overlays were drawn (--gradcam)."""
+    columns = fields(classes) + (("gradcam",) if any("gradcam" in result for result in results) else ())
     if fmt == "json":
-        return json.dumps([{key: result.get(key) for key in columns + (("gradcam",) if "gradcam" in result else ())}
-                           for result in results], indent=2)
+        return json.dumps([{key: result.get(key) for key in columns} for result in results], indent=2)
     if fmt == "csv":
         import io
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=[*columns, "gradcam"], extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for result in results:
             writer.writerow({key: ("" if result.get(key) is None else
                                    (f"{result[key]:.6f}" if isinstance(result[key], float) else result[key]))
-                             for key in (*columns, "gradcam")})
+                             for key in columns})
         return buf.getvalue().rstrip("\n")
     ok = [result for result in results if not result["error"]]
     width = max([len("file")] + [len(result["file"]) for result in ok])

@@ -198,8 +198,12 @@ def make_split(root: Path, counts: dict, seed: int, image_size: int, max_pixels:
     unused = {label: len(usable[label]) - sum(per_class[label].values()) for label in names} if as_fractions else {}
     for label in names:
         if min(per_class[label].values()) < 1:
-            raise DataError(f"class {label!r}: {len(usable[label])} usable images give an empty split with "
-                            f"data.split {dict(counts)}")
+            # only fractions get here (counts stop earlier, in _shortfall): the smallest needs 1/f photos
+            need = math.ceil(1 / min(float(counts[split]) for split in SPLITS) - 1e-9)
+            asked = ",".join(f"{float(counts[split]):g}" for split in SPLITS)
+            raise DataError(f"class {label!r}: {len(usable[label])} usable image(s) leave a split empty at "
+                            f"data.split.fractions=[{asked}]: every split needs one, so at least {need} photos "
+                            "of each class")
     skipped += [{"file": file, "class": "/".join(row["classes"]), "reason": "same photo under classes "
                  + ", ".join(row["classes"])} for row in found.conflicts for file in row["files"]]
     skipped += found.damaged
