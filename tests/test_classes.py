@@ -176,3 +176,18 @@ def test_generated_photos_of_n_classes_differ_by_class():
     classes = tuple("abcde")
     means = [torch.tensor(list(toy_photo(c, 0, 40, 40, classes).getdata())).float().mean(0) for c in classes]
     assert len({tuple(m.round().tolist()) for m in means}) == 5
+
+
+def test_class_metrics_by_hand_and_the_macro_f1_over_the_classes_that_occur():
+    from catdog_lab.models.outputs import class_metrics
+    # rows true, columns predicted: a 2 right 1 said b; b 1 said a, 2 right; c absent and never said
+    figures = class_metrics(torch.tensor([[2, 1, 0], [1, 2, 0], [0, 0, 0]]), ("a", "b", "c"))
+    assert figures["acc"] == pytest.approx(4 / 6, abs=1e-6)
+    assert figures["per_class"]["a"] == {"precision": pytest.approx(2 / 3, abs=1e-6),
+                                         "recall": pytest.approx(2 / 3, abs=1e-6), "f1": pytest.approx(2 / 3, abs=1e-6),
+                                         "images": 2 + 1}
+    assert figures["macro_f1"] == pytest.approx(2 / 3, abs=1e-6)            # (2/3 + 2/3) / 2, c left out
+    # c said once for an a: it occurs (as predicted), with F1 0
+    said_c = class_metrics(torch.tensor([[2, 0, 1], [1, 2, 0], [0, 0, 0]]), ("a", "b", "c"))
+    a_f1, b_f1 = 2 * (2 / 3) * (2 / 3) / (4 / 3), 2 * (2 / 3) * 1 / (5 / 3)
+    assert said_c["macro_f1"] == pytest.approx((a_f1 + b_f1 + 0) / 3, abs=1e-6)

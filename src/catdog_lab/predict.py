@@ -218,12 +218,7 @@ def evaluate_folder(model_path: Path | str, folder: Path, out: Path, batch_size:
     labels = torch.tensor([classes.index(cand.label) for cand, _ in scored], dtype=torch.long)
     guesses = torch.tensor([result["index"] for _, result in scored], dtype=torch.long)
     figures = class_metrics(confusion_matrix(labels, guesses, len(classes)), classes)
-    # a class of the model with no image here has no recall (not 0%), and the macro-F1 averages the classes
-    # that occur, as true or as predicted (sklearn's labels=None), not the absent ones' F1 of 0
-    per_class = figures["per_class"]
-    guessed = [sum(row[i] for row in figures["confusion"]) for i in range(len(classes))]
-    occurring = [name for i, name in enumerate(classes) if per_class[name]["images"] or guessed[i]]
-    figures["macro_f1"] = round(sum(per_class[name]["f1"] for name in occurring) / len(occurring), 6)
+    per_class = figures["per_class"]     # a class of the model with no image here has no recall (not 0%)
     out.mkdir(parents=True, exist_ok=True)
     plot_confusion(figures["confusion"], classes, out / "confusion.png", f"{Path(folder).name}")
     wrong = sorted(((cand, result) for cand, result in scored if result["label"] != cand.label),

@@ -71,7 +71,9 @@ def confusion_matrix(labels: torch.Tensor, guesses: torch.Tensor, n_classes: int
 
 def class_metrics(confusion: torch.Tensor, classes) -> dict:
     """Accuracy, macro-F1 and each class's precision, recall, F1 and image count from a confusion matrix.
-    A class never predicted has precision 0 (sklearn's zero_division=0)."""
+    A class never predicted has precision 0 (sklearn's zero_division=0). The macro-F1 averages the classes
+    that occur, as true or as predicted class (sklearn's labels=None): every class of a test split, but not
+    a class absent from a held-out folder (`catdog-predict --evaluate`), whose F1 of 0 would say nothing."""
     confusion = confusion.double()
     hits, true, guessed = confusion.diag(), confusion.sum(1), confusion.sum(0)
     precision = torch.where(guessed > 0, hits / guessed.clamp(min=1), torch.zeros_like(hits))
@@ -80,7 +82,7 @@ def class_metrics(confusion: torch.Tensor, classes) -> dict:
                      torch.zeros_like(hits))
     return {
         "acc": round(float(hits.sum() / confusion.sum().clamp(min=1)), 6),
-        "macro_f1": round(float(f1.mean()), 6),
+        "macro_f1": round(float(f1[(true > 0) | (guessed > 0)].mean()), 6) if confusion.sum() else 0.0,
         "per_class": {name: {"precision": round(float(precision[i]), 6), "recall": round(float(recall[i]), 6),
                              "f1": round(float(f1[i]), 6), "images": int(true[i])} for i, name in enumerate(classes)},
         "confusion": confusion.long().tolist(),
