@@ -248,3 +248,9 @@ def test_evaluating_a_folder_of_one_class_gives_the_other_no_recall(untrained_mo
     table = render_evaluation(summary, "table").splitlines()
     assert next(line for line in table if line.startswith("dog ")).split() == ["dog", "0", "-"]
     assert render_evaluation(summary, "csv").splitlines()[2].startswith("dog,0,,")
+
+
+@pytest.mark.integration                  # starts catdog-predict as a process
+def test_evaluating_a_missing_folder_is_one_line_without_the_usage_text(tmp_path):
+    proc = _run("--model", tmp_path / "absent.pt", "--evaluate", tmp_path / "nope")
+    assert (proc.returncode, proc.stderr) == (2, f"error: --evaluate: {tmp_path / 'nope'} is not a folder\n")

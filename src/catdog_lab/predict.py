@@ -200,6 +200,8 @@ def evaluate_folder(model_path: Path | str, folder: Path, out: Path, batch_size:
     from catdog_lab.models.outputs import class_metrics, confusion_matrix
     from catdog_lab.plots import plot_confusion
 
+    if not Path(folder).is_dir():       # a data error, not a usage one: one line, no usage text
+        raise UserError(f"--evaluate: {folder} is not a folder")
     predictor = Predictor.from_file(resolve_model(model_path, tracking_uri), batch_size=batch_size,
                                     max_pixels=max_pixels)
     classes = predictor.classes
@@ -383,8 +385,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.evaluate is not None:
         if args.images:
             parser.error("--evaluate DIR takes no other images")
-        if not args.evaluate.is_dir():
-            parser.error(f"--evaluate: {args.evaluate} is not a folder")
         summary = exit_on_user_error(evaluate_folder, model, args.evaluate, args.out or Path("evaluation"),
                                      batch_size=args.batch_size, tracking_uri=args.tracking_uri,
                                      max_pixels=args.max_pixels)
