@@ -230,7 +230,7 @@ def evaluate_folder(model_path: Path | str, folder: Path, out: Path, batch_size:
         "folder": str(folder), "model": str(model_path), "classes": list(classes), "images": len(scored),
         "accuracy": figures["acc"], "macro_f1": figures["macro_f1"],
         "recall": {name: per_class[name]["recall"] if per_class[name]["images"] else None for name in classes},
-        "images_per_class": {name: figures["per_class"][name]["images"] for name in classes},
+        "images_per_class": {name: per_class[name]["images"] for name in classes},
         "confusion": figures["confusion"], "mistakes": len(wrong),
         "worst_mistakes": [{"file": cand.rel, "true": cand.label, "predicted": result["label"],
                             "probability": round(result["probability"], 6)} for cand, result in wrong[:worst]],

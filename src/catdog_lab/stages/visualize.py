@@ -57,12 +57,12 @@ def visualize(cfg) -> dict:
 
     with stage_run(tracking_for(cfg), "visualize") as run:
         # 1. primer on the first test image of the first class (a cat, in the book's data)
-        cat = int((labels == 0).nonzero()[0])
-        plot_primer(images[cat], index, seed=settings.seed, label=classes[0])
+        first = int((labels == 0).nonzero()[0])
+        plot_primer(images[first], index, seed=settings.seed, label=classes[0])
 
         # 2. activations of the from-scratch model
         scratch = load_model(models / f"{settings.scratch_model}.pt")[0].to(device)
-        plot_activations(scratch, images[cat], stage=settings.scratch_model, index=index)
+        plot_activations(scratch, images[first], stage=settings.scratch_model, index=index)
 
         # 3. filter patterns of the pretrained base, and of the fine-tuned blocks next to the pretrained ones
         spec = backbone_spec(cfg)
