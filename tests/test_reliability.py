@@ -458,3 +458,35 @@ def test_a_gpu_asked_for_on_a_machine_without_one_is_one_line():
     _, trainer_args = validate_stage(compose(["trainer.accelerator=gpu"]), "scratch")
     with pytest.raises(ConfigError, match=r"^trainer: .*\(trainer\.accelerator=gpu, devices=1, strategy=auto; "):
         make_trainer(trainer_args, 1, Path("unused"), Path("unused.csv"), False)
+
+
+def test_last_ckpt_is_every_epoch_even_when_validation_loss_stops_falling(tmp_path):
+    # Lightning 2.6's save_last=True wrote last.ckpt only when `best` improved: a kill resumed epochs behind
+    import pytorch_lightning as pl
+    import torch
+
+    from catdog_lab.settings import validate_stage
+    from catdog_lab.stages.train import make_trainer
+
+    class Worsening(pl.LightningModule):       # validation loss 1, 2, 3: only epoch 1 is ever "best"
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, _):
+            return (self.w * batch[0]).sum() ** 2
+
+        def validation_step(self, batch, _):
+            self.log("val/loss", float(self.current_epoch + 1))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(2, 1)), batch_size=2)
+    _, trainer_args = validate_stage(compose(["trainer.progress_bar=false"]), "scratch")
+    trainer, checkpoint, _ = make_trainer(trainer_args, 3, tmp_path / "ckpt", tmp_path / "history.csv", False)
+    trainer.fit(Worsening(), data, data)
+    last = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
+    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    assert (last["epoch"], best["epoch"]) == (2, 0)       # the third epoch's state, and the first's as best
+    assert sorted(path.name for path in (tmp_path / "ckpt").glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]

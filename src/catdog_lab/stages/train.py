@@ -143,11 +143,38 @@ def train(cfg, stage: str, fast_dev_run: bool | int = False) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- the steps
+class LastEveryEpoch(ModelCheckpoint):
+    """`best.ckpt` (top-1 by the monitor) and `last.ckpt`, what a killed run resumes from, written every
+    `every_n_epochs` epochs. Lightning 2.6's save_last=True writes last.ckpt only when a top-k checkpoint is
+    written, here when val/loss improves: a run whose validation loss had stopped falling resumed epochs
+    behind its last one. (Private helpers of ModelCheckpoint; tests/test_reliability.py notices a change.)"""
+
+    def _generate_state_key(self, **kwargs) -> str:
+        # ModelCheckpoint's key, so that a last.ckpt written before this class restores the best score too
+        return f"ModelCheckpoint{kwargs!r}"
+
+    # ModelCheckpoint saves in one of these two hooks (on_train_epoch_end when validation runs once an epoch)
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_due(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_due(trainer)
+
+    def _save_last_if_due(self, trainer: pl.Trainer) -> None:
+        # skipped: fast_dev_run, sanity check, not fitting, or this step saved already (last.ckpt with it)
+        if not self._should_skip_saving_checkpoint(trainer) and (trainer.current_epoch + 1) % self._every_n_epochs == 0:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 def make_trainer(trainer_args: TrainerSettings, epochs: int, ckpt_dir: Path, history_csv: Path,
                  fast_dev_run: bool | int) -> tuple[pl.Trainer, ModelCheckpoint, History]:
     """The fitting Trainer, with its checkpoint (best by val loss, and last) and per-epoch history."""
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min",
-                                 save_top_k=1, save_last=True, every_n_epochs=trainer_args.checkpoint_every_n_epochs)
+    checkpoint = LastEveryEpoch(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min",
+                                save_top_k=1, save_last=True, every_n_epochs=trainer_args.checkpoint_every_n_epochs)
     # a bar only on a terminal: into a log file it is carriage returns held in stdout's buffer for many
     # epochs; there (and with the bar turned off) each epoch prints one line instead (history.epoch_line)
     bar = trainer_args.progress_bar and bar_shows(sys.stdout)     # Lightning's bar writes to stdout
