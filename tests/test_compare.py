@@ -331,6 +331,24 @@ def test_the_introduction_speaks_of_the_book_only_on_the_books_data():
     assert "test split (21 images)" in ours and "test split (21 images)" in books
 
 
+def test_book_data_is_read_from_the_split_report_else_from_the_config(tmp_path):
+    from catdog_lab.stages.compare import is_book_data
+    kaggle = {"source": {"layout": "kaggle"}, "classes": None}
+    folders = {"source": {"layout": "folders"}, "classes": None}
+    # the split's report decides when there is one, whatever the config says
+    (tmp_path / "report.json").write_text(json.dumps({"layout": "folders", "classes": ["bird", "cat", "dog"]}))
+    assert not is_book_data(tmp_path, kaggle)
+    (tmp_path / "report.json").write_text(json.dumps({"layout": "kaggle", "classes": ["cat", "dog"]}))
+    assert is_book_data(tmp_path, folders)
+    # no report (a split copied without it): own photos are not taken for the book's
+    empty = tmp_path / "copied"
+    empty.mkdir()
+    assert not is_book_data(empty, folders)
+    assert not is_book_data(empty, {"source": {"layout": "kaggle"}, "classes": ["dog", "cat"]})
+    assert is_book_data(empty, kaggle)
+    assert is_book_data(empty, {"source": {"layout": "kaggle"}, "classes": ["cat", "dog"]})
+    assert is_book_data(empty)          # nothing to go on: a split written before layouts existed
+
 def _mean_row(stage, acc, n=3):
     return {"stage": stage, "test_acc": acc, "n": n}
 

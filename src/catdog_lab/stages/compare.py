@@ -31,12 +31,20 @@ def load_book(path: Path = BOOK_FILE) -> dict:
 EDITION_LABELS = {"first_edition": "1st ed.", "second_edition": "2nd ed."}
 
 
-def is_book_data(split_dir: Path) -> bool:
+BOOK_CLASSES = ["cat", "dog"]
+
+
+def is_book_data(split_dir: Path, data=None) -> bool:
     """Is the split the book's cats and dogs (the kaggle layout)? Only then do the book's figures belong
-    beside ours. A split written before layouts existed is the book's."""
+    beside ours. The split's report says; without one (a split copied without it, or written before
+    layouts existed) the config's `data` section does: its layout, and its classes when it picks some."""
     path = Path(split_dir) / "report.json"
     report = json.loads(path.read_text()) if path.exists() else {}
-    return report.get("layout", "kaggle") == "kaggle" and report.get("classes", ["cat", "dog"]) == ["cat", "dog"]
+    if "layout" not in report and data is not None:
+        source = data.get("source") or {}
+        classes = data.get("classes")
+        return source.get("layout", "kaggle") == "kaggle" and (classes is None or list(classes) == BOOK_CLASSES)
+    return report.get("layout", "kaggle") == "kaggle" and report.get("classes", BOOK_CLASSES) == BOOK_CLASSES
 
 
 def gather(metrics_dir: Path) -> dict[str, dict]:
@@ -339,7 +347,7 @@ def compare(cfg) -> dict:
     reports, metrics_dir = Path(cfg.paths.reports), Path(cfg.paths.metrics)
     metrics = gather(read_path(cfg, "metrics"))
     # the book's figures sit beside ours only on the book's data
-    book = load_book() if is_book_data(read_path(cfg, "split")) else {}
+    book = load_book() if is_book_data(read_path(cfg, "split"), cfg.get("data")) else {}
     rows = build_rows(cfg, metrics, book)
     missing = [stage for stage in TRAINING_STAGES if stage not in {r["stage"] for r in rows}]
     table, settings = markdown_table(rows, missing), settings_table(rows)
