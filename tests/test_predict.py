@@ -63,9 +63,16 @@ def test_predict_folders_globs_formats_and_exit_codes(scratch_model, tmp_path):
     found, errors = expand_inputs([photos / "a", str(photos / "b" / "**" / "*.png"), str(tmp_path / "none*.jpg")])
     assert sorted(found) == sorted(files[:3] + [photos / "a" / "zero.jpg"] + files[3:]) and len(found) == 6
     assert errors == [f"{tmp_path / 'none*.jpg'}: no file matches"]
+    # a folder's other files are named, not passed over without a word (hidden ones aside)
+    (photos / ".DS_Store").write_bytes(b"\0")
+    skipped = []
+    expand_inputs([photos], skipped)
+    assert skipped == [f"{photos}: 1 file skipped, not images by its suffix (.txt); "
+                       "read: .bmp, .gif, .jpeg, .jpg, .png, .webp"]
 
     proc = _run("--model", scratch_model, "--format", "json", "--batch-size", "2", photos)
     assert proc.returncode == 1, proc.stderr
+    assert f"note: {photos}: 1 file skipped, not images by its suffix (.txt)" in proc.stderr
     rows = json.loads(proc.stdout)
     assert {r["file"] for r in rows} == {str(f) for f in files} | {str(photos / "a" / "zero.jpg")}
     zero = next(r for r in rows if r["file"].endswith("zero.jpg"))

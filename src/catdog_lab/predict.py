@@ -58,23 +58,32 @@ def config_defaults():
     return compose()
 
 
-def expand_inputs(items: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
+def expand_inputs(items: Iterable[str | Path], skipped: list[str] | None = None) -> tuple[list[Path], list[str]]:
     """Files as given; folders recursively (image suffixes only, sorted); glob patterns (`**` recurses).
-    Returns (files, errors) where an item that matches nothing is an error."""
+    Returns (files, errors) where an item that matches nothing is an error. `skipped`, when given, gets a
+    line per folder whose other files were left out (hidden ones, like .DS_Store, are not counted), so a
+    photo saved as .tif or .heic is not passed over without a word."""
     files, errors = [], []
     for item in map(str, items):
         if Path(item).is_dir():
-            found = [path for path in sorted(Path(item).rglob("*"))
-                     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES]
+            inside = [path for path in sorted(Path(item).rglob("*")) if path.is_file()]
+            found = [path for path in inside if path.suffix.lower() in IMAGE_SUFFIXES]
             files += found
             if not found:
                 errors.append(f"{item}: no images in this folder")
+            others = [path for path in inside if path.suffix.lower() not in IMAGE_SUFFIXES
+                      and not path.name.startswith(".")]
+            if others and skipped is not None:
+                kinds = sorted({path.suffix.lower() or "no suffix" for path in others})
+                skipped.append(f"{item}: {len(others)} file{'s' * (len(others) > 1)} skipped, not images by "
+                               f"{'their' if len(others) > 1 else 'its'} suffix ({', '.join(kinds)}); "
+                               f"read: {', '.join(sorted(IMAGE_SUFFIXES))}")
         elif glob.has_magic(item) and not Path(item).exists():
             matches = [Path(match) for match in sorted(glob.glob(item, recursive=True))]
             if not matches:
                 errors.append(f"{item}: no file matches")
             for match in matches:
-                inside, _ = expand_inputs([match]) if match.is_dir() else ([match], [])
+                inside, _ = expand_inputs([match], skipped) if match.is_dir() else ([match], [])
                 files += inside
         else:
             files.append(Path(item))        # a missing file is reported per file, with the others classified
@@ -396,7 +405,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.images:
         parser.error("give images, folders or glob patterns (or --evaluate DIR)")
-    files, input_errors = expand_inputs(args.images)
+    skipped: list[str] = []
+    files, input_errors = expand_inputs(args.images, skipped)
+    for line in skipped:        # not an error: a folder may hold notes or labels beside its photos
+        print(f"note: {line}", file=sys.stderr)
     results, errors, classes = exit_on_user_error(predict_files, model, files, args.gradcam, args.out,
                                          batch_size=args.batch_size, tracking_uri=args.tracking_uri,
                                          max_pixels=args.max_pixels, gradcam_layer=args.gradcam_layer)
