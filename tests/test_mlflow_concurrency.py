@@ -68,3 +68,21 @@ def test_queued_dvc_experiments_log_into_the_projects_store(tmp_path, monkeypatc
     assert artifact_location(cfg.tracking.artifact_location) == (tmp_path / "project" / "mlartifacts").as_uri()
     monkeypatch.chdir(tmp_path)
     assert tracking_uri(cfg.tracking.uri) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_a_new_store_is_created_without_mlflows_schema_lines(tmp_path):
+    """The first stage on a new store printed MLflow's two INFO lines ("Creating initial MLflow database
+    tables...", "Updating database tables") before its own output."""
+    code = textwrap.dedent("""
+        import sys
+        from catdog_lab.config import compose
+        from catdog_lab.stages import tracking_for
+        from catdog_lab.tracking import mlflow_client
+        client = mlflow_client(tracking_for(compose([f"tracking.uri=sqlite:///{sys.argv[1]}"])))
+        print(len(client.search_experiments()))
+    """)
+    db = tmp_path / "mlflow.db"
+    proc = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert db.is_file() and proc.stdout.strip() == "1"           # the schema made: the Default experiment
+    assert "database tables" not in proc.stderr and "alembic" not in proc.stderr, proc.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import random
 import re
@@ -127,6 +128,20 @@ def _store_init_lock(uri: str):
         yield
 
 
+@contextlib.contextmanager
+def _quiet(*loggers: str):
+    """Only warnings from these loggers for a while: a new store's schema set-up logs two INFO lines
+    ("Creating initial MLflow database tables...") before the first stage's own output."""
+    saved = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
 def mlflow_client(tracking: Tracking):
     """An MlflowClient on `tracking.uri`, the store's schema created (under a lock) on first use."""
     import mlflow
@@ -136,7 +151,7 @@ def mlflow_client(tracking: Tracking):
     uri = tracking.uri
     mlflow.set_tracking_uri(uri)
     try:
-        with _store_init_lock(uri):
+        with _store_init_lock(uri), _quiet("mlflow.store.db.utils", "alembic"):
             client = MlflowClient(tracking_uri=uri)
             retry(lambda: client.search_experiments(max_results=1))     # opens the store (schema) under the lock
     except MlflowException as exc:    # an unknown scheme, a server that is not there: the key, not a traceback
