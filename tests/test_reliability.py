@@ -490,3 +490,30 @@ def test_last_ckpt_is_every_epoch_even_when_validation_loss_stops_falling(tmp_pa
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
     assert (last["epoch"], best["epoch"]) == (2, 0)       # the third epoch's state, and the first's as best
     assert sorted(path.name for path in (tmp_path / "ckpt").glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
+
+
+def test_two_jobs_extracting_one_archive_at_once_both_get_every_photo(tmp_path):
+    """data/raw is shared by the jobs of a sweep: the second waits for the first's extraction and reuses
+    it (it used to delete the first's half-written folder, or the finished one under its reader)."""
+    import threading
+    archive = tmp_path / "many.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(3000):
+            zf.writestr(f"cats/{i}.jpg", b"x" * 64)
+    target, barrier, seen, failures = tmp_path / "raw" / "many_extracted", threading.Barrier(3), [], []
+
+    def job():
+        barrier.wait()
+        try:
+            folder = extract_zip(archive, target)
+            seen.append(sum(1 for _ in (folder / "cats").iterdir()))
+        except Exception as exc:            # noqa: BLE001 - any failure is the finding
+            failures.append(repr(exc))
+
+    threads = [threading.Thread(target=job) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert failures == [] and seen == [3000, 3000, 3000]
+    assert not list(target.parent.glob("*.partial"))

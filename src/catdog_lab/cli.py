@@ -7,6 +7,8 @@ DVC-tracked workspace. It READS what earlier stages made (data cache, conv-base 
 metrics, figures) from the workspace, i.e. `paths.*` relative to where `catdog` runs, or from an
 earlier run's folder given as `upstream=<dir>` (a `catdog stage=split` job folder, say). The stages
 find those folders in `read_paths.*` (see `config.read_path`).
+The one shared write: a downloaded archive or a .zip source is extracted once into
+`data.source.download_dir` (data/raw/ under the cwd, git-ignored, no DVC output), a cache every job reuses.
 
 Every job adds its test accuracy to a seed ledger among its own outputs, never the workspace's (a sweep
 must leave `dvc status` clean): a single job's `<job>/metrics/seeds`, or in a multirun the sweep's

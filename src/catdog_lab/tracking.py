@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from catdog_lab.config import flatten, params_hash
 from catdog_lab.errors import ConfigError
-from catdog_lab.io import project_root
+from catdog_lab.io import file_lock, project_root
 from catdog_lab.registry import REGISTRY
 
 if TYPE_CHECKING:
@@ -117,14 +117,7 @@ def _store_init_lock(uri: str):
     if not uri.startswith("sqlite:///"):
         yield
         return
-    lock_path = Path(uri[len("sqlite:///"):] + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
-        try:
-            import fcntl
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except ImportError:           # no POSIX locks (Windows): rely on retry()
-            pass
+    with file_lock(uri[len("sqlite:///"):] + ".lock"):      # without POSIX locks (Windows): retry() only
         yield
 
 

@@ -17,6 +17,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from catdog_lab.errors import ConfigError, DataError
+from catdog_lab.io import file_lock
 from catdog_lab.progress import progress
 
 MAX_MEMBER_BYTES = 200 * 1024 * 1024   # no photo of this data set is anywhere near this
@@ -67,10 +68,21 @@ def _archive_identity(archive: Path) -> str:
 
 
 def extract_zip(archive: Path, target: Path) -> Path:
-    """Extract `archive` into `target` (once: a `.complete` marker records which archive was extracted)."""
+    """Extract `archive` into `target` (once: a `.complete` marker records which archive was extracted).
+
+    `target` is a cache shared by every job run from one folder (data/raw), so two jobs of a sweep may
+    ask at once: a lock beside it makes the second wait and then find the first one's photos, instead of
+    replacing the folder under it."""
     marker = target / ".complete"
     if marker.exists() and marker.read_text() == _archive_identity(archive):
         return target
+    with file_lock(target.with_name(target.name + ".lock")):
+        if marker.exists() and marker.read_text() == _archive_identity(archive):
+            return target
+        return _extract(archive, target, marker)
+
+
+def _extract(archive: Path, target: Path, marker: Path) -> Path:
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as exc:
