@@ -192,6 +192,56 @@ def test_a_download_stopped_after_its_last_byte_finishes_on_the_next_run(tmp_pat
         server.shutdown()
 
 
+
+def test_two_jobs_downloading_one_archive_at_once_get_one_whole_file(tmp_path):
+    """The second job waits for the first's download instead of appending to the same `.part`."""
+    import hashlib
+    import http.server
+    import threading
+    from socketserver import ThreadingMixIn
+
+    from catdog_lab.data.sources import download
+    payload = os.urandom(200_000)
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            for start in range(0, len(payload), 20_000):      # 10 chunks, 0.3 s: both jobs inside at once
+                self.wfile.write(payload[start:start + 20_000])
+                self.wfile.flush()
+                time.sleep(0.03)
+
+        def log_message(self, *args):
+            pass
+
+    class Server(ThreadingMixIn, http.server.HTTPServer):
+        daemon_threads = True
+
+    server = Server(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url, digest = f"http://127.0.0.1:{server.server_port}/photos.zip", hashlib.sha256(payload).hexdigest()
+    barrier, got, failures = threading.Barrier(2), [], []
+
+    def job():
+        barrier.wait()
+        try:
+            got.append(download(url, tmp_path / "raw", digest).read_bytes())
+        except Exception as exc:            # noqa: BLE001 - any failure is the finding
+            failures.append(repr(exc))
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        server.shutdown()
+    assert failures == [] and got == [payload, payload]
+
+
 KILLABLE = textwrap.dedent("""
     import sys, time
     from pathlib import Path

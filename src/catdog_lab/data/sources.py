@@ -144,9 +144,17 @@ def download(url: str, dest_dir: Path, sha256: str | None = None, timeout: float
     dest_dir.mkdir(parents=True, exist_ok=True)
     name = Path(urllib.request.urlparse(url).path).name or "download.zip"
     final = dest_dir / name
-    if final.exists():
-        _verify(final, sha256)
-        return final
+    # one download at a time into a `.part` (two jobs of a sweep appending to one file would corrupt it):
+    # the second waits, then finds the finished file
+    with file_lock(final.with_name(final.name + ".lock")):
+        if final.exists():
+            _verify(final, sha256)
+            return final
+        return _download(url, final, sha256, timeout)
+
+
+def _download(url: str, final: Path, sha256: str | None, timeout: float) -> Path:
+    name = final.name
     part = final.with_name(final.name + ".part")
     offset = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
