@@ -16,7 +16,7 @@ def ledger(stage: str) -> list[dict]:
     return sorted((e for e in entries if e.get("profile") == "book2"), key=lambda e: e["seed"])
 
 
-for stage in ("scratch", "features"):
+for stage in ("scratch", "augmented", "features", "features_augmented", "finetune"):
     runs = ledger(stage)
     if not runs:
         continue
@@ -32,5 +32,5 @@ for stage in ("scratch", "features"):
     accs = [m["test/acc"] for m in runs]
     last = [m["test/acc_last"] for m in runs]
     spread = f" ± {100 * statistics.stdev(accs):.1f}" if len(accs) > 1 else ""
-    print(f"\nmean over {len(accs)} seeds: kept {100 * statistics.mean(accs):.1f}%{spread}; "
+    print(f"\nmean over {len(accs)} seed{'s' * (len(accs) > 1)}: kept {100 * statistics.mean(accs):.1f}%{spread}; "
           f"last epoch {100 * statistics.mean(last):.1f}%")
