@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
+from catdog_lab import BOOK_CLASSES
 from catdog_lab.config import PROJECT_ROOT, read_path
 from catdog_lab.io import atomic_path, write_json, write_text
 from catdog_lab.model_registry import published_champion
@@ -31,9 +32,6 @@ def load_book(path: Path = BOOK_FILE) -> dict:
 EDITION_LABELS = {"first_edition": "1st ed.", "second_edition": "2nd ed."}
 
 
-BOOK_CLASSES = ["cat", "dog"]
-
-
 def is_book_data(split_dir: Path, data=None) -> bool:
     """Is the split the book's cats and dogs (the kaggle layout)? Only then do the book's figures belong
     beside ours. The split's report says; without one (a split copied without it, or written before
@@ -43,8 +41,8 @@ def is_book_data(split_dir: Path, data=None) -> bool:
     if "layout" not in report and data is not None:
         source = data.get("source") or {}
         classes = data.get("classes")
-        return source.get("layout", "kaggle") == "kaggle" and (classes is None or list(classes) == BOOK_CLASSES)
-    return report.get("layout", "kaggle") == "kaggle" and report.get("classes", BOOK_CLASSES) == BOOK_CLASSES
+        return source.get("layout", "kaggle") == "kaggle" and (classes is None or tuple(classes) == BOOK_CLASSES)
+    return report.get("layout", "kaggle") == "kaggle" and tuple(report.get("classes", BOOK_CLASSES)) == BOOK_CLASSES
 
 
 def gather(metrics_dir: Path) -> dict[str, dict]:
