@@ -76,29 +76,40 @@ def extract_zip(archive: Path, target: Path) -> Path:
     marker = target / ".complete"
     if marker.exists() and marker.read_text() == _archive_identity(archive):
         return target
+    _check_archive(archive)                     # a hostile archive is refused before anything is written
     with file_lock(target.with_name(target.name + ".lock")):
         if marker.exists() and marker.read_text() == _archive_identity(archive):
             return target
         return _extract(archive, target, marker)
 
 
-def _extract(archive: Path, target: Path, marker: Path) -> Path:
+def _open_zip(archive: Path) -> zipfile.ZipFile:
     try:
-        zf = zipfile.ZipFile(archive)
+        return zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as exc:
         raise DataError(f"{archive}: not a readable zip archive ({exc})") from None
-    with zf:
-        infos = zf.infolist()
+
+
+def _check_archive(archive: Path) -> None:
+    """Refuse the whole archive for an unsafe path, a symbolic link or an absurd size, reading only its
+    directory: nothing is written, not even the extraction lock."""
+    with _open_zip(archive) as zf:
         total = 0
-        for info in infos:                      # check everything before writing anything
+        for info in zf.infolist():
             _safe_member_path(info.filename)
             if (info.external_attr >> 16) & 0o170000 == 0o120000:
                 raise DataError(f"refusing symbolic link in archive: {info.filename!r}")
             if info.file_size > MAX_MEMBER_BYTES:
                 raise DataError(f"refusing oversized archive member {info.filename!r} ({info.file_size} bytes)")
             total += info.file_size
-        if total > MAX_ARCHIVE_BYTES:
-            raise DataError(f"{archive}: unpacks to {total} bytes, more than the {MAX_ARCHIVE_BYTES} allowed")
+    if total > MAX_ARCHIVE_BYTES:
+        raise DataError(f"{archive}: unpacks to {total} bytes, more than the {MAX_ARCHIVE_BYTES} allowed")
+
+
+def _extract(archive: Path, target: Path, marker: Path) -> Path:
+    _check_archive(archive)                     # again under the lock: the file may have been replaced meanwhile
+    with _open_zip(archive) as zf:
+        infos = zf.infolist()
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
