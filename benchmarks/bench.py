@@ -227,9 +227,11 @@ def bench_keras(args) -> dict:
 
 # ---------------------------------------------------------------- 5. VGG16 transfer epochs: validation cost
 def bench_transfer_epochs(args) -> dict:
-    """One epoch of `features_augmented` (frozen base) and `finetune` (block5 trainable) on VGG16 at 150 px,
-    augmented training batches of 20: validation through the whole net every epoch (before) vs on the frozen
-    layers' outputs computed once (stages/train.py now). The one-time pass is timed apart."""
+    """One epoch of `features_augmented` (frozen base) and `finetune` (block5 trainable) on VGG16 at
+    `--transfer-size` px, augmented training batches of 20: validation through the whole net every epoch
+    (before) vs on the frozen layers' outputs computed once (stages/train.py now). The one-time pass is timed
+    apart. Each precision after the first (`--transfer-precisions`) times the cached path only, at that
+    Lightning precision: what `trainer.precision=...` would cost a run on this machine."""
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -239,32 +241,43 @@ def bench_transfer_epochs(args) -> dict:
     from catdog_lab.models.components.transfer import TransferNet
     from catdog_lab.models.features import module_outputs
 
-    images, labels = data(args, args.transfer_train + args.transfer_val)
+    size = args.transfer_size
+    images, labels = data(args, args.transfer_train + args.transfer_val, size)
     train = TensorDataset(images[:args.transfer_train], labels[:args.transfer_train])
     val_images, val_labels = images[args.transfer_train:], labels[args.transfer_train:]
     augment = BatchAugment(rotation_degrees=40, width_shift=0.2, height_shift=0.2, shear_radians=0.2, zoom=0.2,
                            zoom_independent=True, horizontal_flip=True, fill="nearest", interpolation="nearest")
-    result = {"train_images": args.transfer_train, "val_images": args.transfer_val}
+    first, *others = args.transfer_precisions
+    result = {"train_images": args.transfer_train, "val_images": args.transfer_val, "size": size,
+              "precision": first, "other_precisions": {p: {} for p in others}}
     block5 = ["block5_conv1", "block5_conv2", "block5_conv3"]
-    for stage, trainable in (("features_augmented", []), ("finetune", block5)):
-        for cached in (False, True):
-            torch.manual_seed(0)
-            net = TransferNet(build_vgg16(args.weights or "none"), 150, 256, 0.0, trainable)
-            once = 0.0
-            val_inputs = val_images
-            if cached:
-                t = time.perf_counter()
-                val_inputs = module_outputs(net.frozen_part(), val_images, 32, torch.device("cpu"), desc="frozen")
-                once = time.perf_counter() - t
-            module = Classifier(net, 2e-5, augment, channels_last=True, eval_from_frozen=cached)
-            trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                                 enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    runs = [(stage, trainable, cached, first) for stage, trainable in (("features_augmented", []), ("finetune", block5))
+            for cached in (False, True)]
+    runs += [(stage, trainable, True, p) for p in others
+             for stage, trainable in (("features_augmented", []), ("finetune", block5))]
+    for stage, trainable, cached, precision in runs:
+        torch.manual_seed(0)
+        net = TransferNet(build_vgg16(args.weights or "none"), size, 256, 0.0, trainable)
+        once = 0.0
+        val_inputs = val_images
+        if cached:
             t = time.perf_counter()
-            trainer.fit(module, DataLoader(train, batch_size=20, shuffle=True),
-                        DataLoader(TensorDataset(val_inputs, val_labels), batch_size=64))
-            result[f"{stage}_{'cached' if cached else 'full'}_epoch_s"] = time.perf_counter() - t
-            if cached:
-                result[f"{stage}_frozen_pass_s"] = once
+            val_inputs = module_outputs(net.frozen_part(), val_images, 32, torch.device("cpu"), desc="frozen")
+            once = time.perf_counter() - t
+        module = Classifier(net, 2e-5, augment, channels_last=True, eval_from_frozen=cached)
+        trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                             precision=precision)
+        t = time.perf_counter()
+        trainer.fit(module, DataLoader(train, batch_size=20, shuffle=True),
+                    DataLoader(TensorDataset(val_inputs, val_labels), batch_size=64))
+        seconds = time.perf_counter() - t
+        if precision != first:
+            result["other_precisions"][precision][f"{stage}_cached_epoch_s"] = seconds
+            continue
+        result[f"{stage}_{'cached' if cached else 'full'}_epoch_s"] = seconds
+        if cached:
+            result[f"{stage}_frozen_pass_s"] = once
     return result
 
 
@@ -296,6 +309,11 @@ def main() -> None:
     p.add_argument("--transfer-train", type=int, default=2000, help="training images per transfer epoch (section 5)")
     p.add_argument("--transfer-val", type=int, default=1000, help="validation images per transfer epoch (section 5)")
     p.add_argument("--only-transfer", action="store_true", help="run section 5 alone")
+    p.add_argument("--transfer-size", type=int, default=150,
+                   help="image side in section 5 (150: the 1st edition; 180: the 2nd)")
+    p.add_argument("--transfer-precisions", nargs="+", default=["32-true"], metavar="PRECISION",
+                   help="Lightning precisions for section 5: the first is timed both ways, the others on the cached "
+                        "path only (e.g. 32-true bf16-mixed; bf16 pays off on CPUs with avx512_bf16 or AMX)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--backbones-only", action="store_true", help="only section 1b (every shipped backbone)")
     args = p.parse_args()
@@ -304,13 +322,18 @@ def main() -> None:
     print("machine:", json.dumps(result["machine"]))
     if args.transfer or args.only_transfer:
         result["transfer"] = t = bench_transfer_epochs(args)
-        print(f"5. VGG16 transfer epoch at 150 px, {t['train_images']} augmented training + {t['val_images']} "
-              f"validation images:")
+        print(f"5. VGG16 transfer epoch at {t['size']} px, {t['train_images']} augmented training + "
+              f"{t['val_images']} validation images, precision {t['precision']}:")
         for stage in ("features_augmented", "finetune"):
             full, cached = t[f"{stage}_full_epoch_s"], t[f"{stage}_cached_epoch_s"]
             print(f"   {stage:18s} validation through the whole net {full:.1f} s, on cached frozen outputs "
                   f"{cached:.1f} s ({full / cached:.2f}x faster; the one-time frozen pass "
                   f"{t[f'{stage}_frozen_pass_s']:.1f} s)")
+        for precision, other in t["other_precisions"].items():
+            for stage in ("features_augmented", "finetune"):
+                base, this = t[f"{stage}_cached_epoch_s"], other[f"{stage}_cached_epoch_s"]
+                print(f"   {stage:18s} at precision {precision}: {this:.1f} s on cached frozen outputs "
+                      f"({base / this:.2f}x the speed of {t['precision']})")
         if args.only_transfer:
             if args.json:
                 args.json.write_text(json.dumps(result, indent=2))
