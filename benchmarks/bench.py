@@ -250,11 +250,9 @@ def bench_transfer_epochs(args) -> dict:
     first, *others = args.transfer_precisions
     result = {"train_images": args.transfer_train, "val_images": args.transfer_val, "size": size,
               "precision": first, "other_precisions": {p: {} for p in others}}
-    block5 = ["block5_conv1", "block5_conv2", "block5_conv3"]
-    runs = [(stage, trainable, cached, first) for stage, trainable in (("features_augmented", []), ("finetune", block5))
-            for cached in (False, True)]
-    runs += [(stage, trainable, True, p) for p in others
-             for stage, trainable in (("features_augmented", []), ("finetune", block5))]
+    stages = (("features_augmented", []), ("finetune", ["block5_conv1", "block5_conv2", "block5_conv3"]))
+    runs = [(stage, trainable, cached, first) for stage, trainable in stages for cached in (False, True)]
+    runs += [(stage, trainable, True, p) for p in others for stage, trainable in stages]
     for stage, trainable, cached, precision in runs:
         torch.manual_seed(0)
         net = TransferNet(build_vgg16(args.weights or "none"), size, 256, 0.0, trainable)
