@@ -76,7 +76,8 @@ def extract_zip(archive: Path, target: Path) -> Path:
     marker = target / ".complete"
     if marker.exists() and marker.read_text() == _archive_identity(archive):
         return target
-    _check_archive(archive)                     # a hostile archive is refused before anything is written
+    with _open_zip(archive) as zf:              # a hostile archive is refused before anything, even the lock,
+        _check_members(zf, archive)             # is written
     with file_lock(target.with_name(target.name + ".lock")):
         if marker.exists() and marker.read_text() == _archive_identity(archive):
             return target
@@ -90,25 +91,24 @@ def _open_zip(archive: Path) -> zipfile.ZipFile:
         raise DataError(f"{archive}: not a readable zip archive ({exc})") from None
 
 
-def _check_archive(archive: Path) -> None:
+def _check_members(zf: zipfile.ZipFile, archive: Path) -> None:
     """Refuse the whole archive for an unsafe path, a symbolic link or an absurd size, reading only its
-    directory: nothing is written, not even the extraction lock."""
-    with _open_zip(archive) as zf:
-        total = 0
-        for info in zf.infolist():
-            _safe_member_path(info.filename)
-            if (info.external_attr >> 16) & 0o170000 == 0o120000:
-                raise DataError(f"refusing symbolic link in archive: {info.filename!r}")
-            if info.file_size > MAX_MEMBER_BYTES:
-                raise DataError(f"refusing oversized archive member {info.filename!r} ({info.file_size} bytes)")
-            total += info.file_size
+    directory."""
+    total = 0
+    for info in zf.infolist():
+        _safe_member_path(info.filename)
+        if (info.external_attr >> 16) & 0o170000 == 0o120000:
+            raise DataError(f"refusing symbolic link in archive: {info.filename!r}")
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise DataError(f"refusing oversized archive member {info.filename!r} ({info.file_size} bytes)")
+        total += info.file_size
     if total > MAX_ARCHIVE_BYTES:
         raise DataError(f"{archive}: unpacks to {total} bytes, more than the {MAX_ARCHIVE_BYTES} allowed")
 
 
 def _extract(archive: Path, target: Path, marker: Path) -> Path:
-    _check_archive(archive)                     # again under the lock: the file may have been replaced meanwhile
     with _open_zip(archive) as zf:
+        _check_members(zf, archive)             # the directory it extracts: the file may have been replaced
         infos = zf.infolist()
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
