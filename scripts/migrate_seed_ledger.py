@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from catdog_lab.io import write_json  # noqa: E402
-from catdog_lab.seeds import hash_recipe  # noqa: E402
+from catdog_lab.seeds import hash_recipe, recipe_settings  # noqa: E402
 
 FIRST_CODE_VERSION = 1       # the code version of every entry recorded before RECIPE_CODE_VERSION existed
 CPU_PRECISION = "32-true"    # what trainer.precision=auto resolves to on a CPU (settings.py)
@@ -68,6 +68,7 @@ def complete(recipe: dict, stage: str, entry: dict, photos: str | None, weights:
         if key in out:
             node = cfg[stage] if where is None else OmegaConf.select(cfg, ".".join(where))
             now = OmegaConf.to_container(node, resolve=True)
+            now = recipe_settings(now) if key == "stage" else now
             out[key] = dict(out[key]) | {k: v for k, v in now.items() if k not in out[key]}
     if "init_from" in out:
         out["init_from"] = complete(out["init_from"], str(recipe["stage"]["init_from"]), entry, photos, weights)

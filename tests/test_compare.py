@@ -187,6 +187,27 @@ def test_compare_aggregates_seeds_of_the_current_recipe_only(fake_run, tmp_path)
     assert "| augmented | 3 | 82.0% ± 2.0 | 77.0–87.0% | 82.0% | 82.0% (validation) | 82.0% (validation) |" in md
 
 
+def test_a_stage_run_in_its_own_precision_is_its_own_row_and_says_so(fake_run, tmp_path):
+    """The VGG stages in bf16 (`<stage>.precision`), the rest in fp32: each row from its own recipe's runs, and
+    the settings table shows the precision where the stages differ in it."""
+    with open_dict(fake_run):
+        fake_run.tracking.enabled = False
+    _ledger(fake_run, "features_augmented", [0.5, 0.5])              # the fp32 recipe's runs: not this config's
+    with open_dict(fake_run):
+        fake_run.features_augmented.precision = "bf16-mixed"
+    _ledger(fake_run, "features_augmented", [0.96, 0.98])
+    summary = compare(fake_run)
+    assert summary["features_augmented/test_acc"] == pytest.approx(0.97)
+    assert summary["features_augmented/seeds"] == 2
+    assert summary["features/test_acc"] == 0.965                    # the fp32 workspace run, as before
+    md = (tmp_path / "reports/comparison.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| stage | ") and "precision" in line)
+    column = header.strip("|").split("|").index(" precision ")
+    cells = {line.split("|")[1].strip(): line.strip("|").split("|")[column].strip()
+             for line in md.splitlines() if line.count("|") == header.count("|") and "---" not in line}
+    assert cells["features_augmented"] == "bf16-mixed" and cells["features"] == "32-true"
+
+
 def test_compare_takes_the_edition_of_the_profile(fake_run, tmp_path):
     with open_dict(fake_run):
         fake_run.tracking.enabled = False

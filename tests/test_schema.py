@@ -65,6 +65,8 @@ def test_choices_spelled_in_the_schema_are_the_codes():
     ("trainer.precision=banana", "scratch", "trainer.precision: must be one of auto, 32-true, bf16-mixed, 16-mixed, "
                                             "bf16-true, 16-true, 64-true, got 'banana'"),
     ("seed=abc", "scratch", "seed: must be an integer, got 'abc'"),
+    ("finetune.precision=bf17", "finetune", "finetune.precision: must be one of auto, 32-true, bf16-mixed, 16-mixed, "
+                                            "bf16-true, 16-true, 64-true or null, got 'bf17'"),
 ])
 def test_a_bad_training_value_is_one_line_naming_the_key(override, stage, message):
     with pytest.raises(ConfigError) as info:

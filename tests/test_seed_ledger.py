@@ -71,6 +71,30 @@ def test_the_recipe_hash_separates_photos_weights_precision_and_code_version(tin
     assert seeds.recipe_hash(cfg, "scratch") != reencoded
 
 
+def test_a_stages_own_precision_is_its_recipes_precision_and_only_its_own(tiny_split):
+    """`<stage>.precision` (the VGG stages in bf16 on a CPU, the convnets in fp32) trains that stage alone in it,
+    is recorded as the recipe's precision fact (the folder of a `trainer.precision` run of the same), and a stage
+    started from it carries the upstream's precision in its `init_from` recipe."""
+    from catdog_lab.settings import trainer_settings, validate_stage
+    cfg = tiny_split
+    own = _with(cfg, **{"features_augmented.precision": "bf16-mixed"})
+    _, trainer_args = validate_stage(own, "features_augmented")             # what stages/train.py trains with
+    assert trainer_args.resolved_precision(False) == "bf16-mixed"
+    assert trainer_settings(own, "scratch").resolved_precision(False) == "32-true"
+    assert trainer_settings(own).resolved_precision(False) == "32-true"           # not a stage: trainer.* alone
+    everywhere = _with(cfg, **{"trainer.precision": "bf16-mixed"})
+    assert seeds.recipe(own, "features_augmented")["precision"] == "bf16-mixed"
+    assert seeds.recipe_hash(own, "features_augmented") == seeds.recipe_hash(everywhere, "features_augmented")
+    assert seeds.recipe_hash(own, "features_augmented") != seeds.recipe_hash(cfg, "features_augmented")
+    assert seeds.recipe_hash(own, "scratch") == seeds.recipe_hash(cfg, "scratch")
+    assert "precision" not in seeds.recipe(own, "features_augmented")["stage"]   # a fact, hashed once
+    # finetune in fp32 from a bf16 features_augmented: its own fact 32-true, the upstream's bf16
+    finetune = seeds.recipe(own, "finetune")
+    assert (finetune["precision"], finetune["init_from"]["precision"]) == ("32-true", "bf16-mixed")
+    assert seeds.recipe_hash(own, "finetune") not in (seeds.recipe_hash(cfg, "finetune"),
+                                                      seeds.recipe_hash(everywhere, "finetune"))
+
+
 def test_weights_content_md5_tells_an_fp16_copy_from_the_fp32_file(tiny_cfg, tmp_path):
     fp32, fp16 = _weights(tmp_path / "w.pt"), _weights(tmp_path / "half" / "w.pt", torch.float16)
     again = _weights(tmp_path / "again" / "w.pt")

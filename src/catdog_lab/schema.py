@@ -157,6 +157,7 @@ class Stage(Section):
     validation_steps: PositiveInt | None
     loss_clip: Annotated[float, Field(gt=0, lt=0.5)] | None    # Keras 2.0.8's clipped BCE: 1.0e-7
     shuffle_buffer: PositiveInt | None                         # tf.data's shuffle buffer (data/sampler.py)
+    precision: Precision | None = None                         # this stage's trainer.precision (None: trainer's)
     hidden: PositiveInt | None = None                          # head and transfer models
     activation: Activation | None = None
     trainable: Names = ()
@@ -236,7 +237,15 @@ class Trainer(Section):
 
 
 class TrainerSettings(Trainer, Compute):
-    """`trainer.*` and `compute.*` together: how every training stage runs (each checked under its own key)."""
+    """`trainer.*` and `compute.*` together: how every training stage runs (each checked under its own key),
+    with a stage's own `<stage>.precision` in place of `trainer.precision` where it sets one."""
+
+    @classmethod
+    def for_stage(cls, trainer: dict, compute: dict, stage: dict | None = None) -> "TrainerSettings":
+        """The settings a stage trains with: `trainer` and `compute` as dicts, `stage` its section (or None)."""
+        override = (stage or {}).get("precision")
+        return cls.model_construct(**(dict(trainer) | ({"precision": override} if override else {})),
+                                   **dict(compute))
 
     def resolved_precision(self, cuda_available: bool) -> str:
         """`auto`: bf16-mixed on a GPU, 32-true on the CPU."""

@@ -44,9 +44,9 @@ def recipe(config: dict, stage: str) -> dict:
     """What defines `stage`'s result, seed excluded (machine-specific paths reduced to names): the settings
     and the facts (photo set, weights content, precision, code version)."""
     section = config[stage]
-    out = {"stage": dict(section), "split": dict(config["data"]["split"]),
+    out = {"stage": recipe_settings(section), "split": dict(config["data"]["split"]),
            "image_size": int(config["data"]["image_size"]), "photos": photos_hash(config),
-           "precision": precision(config), "code_version": RECIPE_CODE_VERSION}
+           "precision": precision(config, stage), "code_version": RECIPE_CODE_VERSION}
     if section["model"] == "convnet":
         out["convnet"] = dict(config["convnet"])
     else:
@@ -58,6 +58,13 @@ def recipe(config: dict, stage: str) -> dict:
     if section.get("init_from"):
         out["init_from"] = recipe(config, str(section["init_from"]))
     return out
+
+
+def recipe_settings(section: dict) -> dict:
+    """A stage's section as its recipe holds it. Its own `precision` is left to the recipe's `precision` fact:
+    a run under `trainer.precision=bf16-mixed` and one under `<stage>.precision=bf16-mixed` compute the same
+    and share a folder (and the folders of runs from before the key existed keep their names)."""
+    return {key: value for key, value in section.items() if key != "precision"}
 
 
 def hash_recipe(recipe_dict: dict) -> str:
@@ -75,13 +82,13 @@ def photos_hash(config: dict) -> str | None:
     return manifest_hash(read_path(config, "split"))
 
 
-def precision(config: dict) -> str:
-    """The precision the trainer runs in here (`trainer.precision`; auto: bf16-mixed on a GPU, else 32-true).
-    The conv base's feature extraction follows the device too (bf16 autocast on a GPU)."""
+def precision(config: dict, stage: str) -> str:
+    """The precision `stage` trains in here (`<stage>.precision`, else `trainer.precision`; auto: bf16-mixed on a
+    GPU, else 32-true). The conv base's feature extraction follows the device too (bf16 autocast on a GPU)."""
     import torch
 
     from catdog_lab.schema import TrainerSettings
-    return TrainerSettings.model_construct(**config["trainer"]).resolved_precision(torch.cuda.is_available())
+    return TrainerSettings.for_stage(config["trainer"], {}, config[stage]).resolved_precision(torch.cuda.is_available())
 
 
 def weights_md5(weights: str) -> str | None:

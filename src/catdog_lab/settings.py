@@ -41,7 +41,7 @@ def validate_stage(cfg: DictConfig, stage: str) -> tuple[StageSettings, TrainerS
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed: must be an integer, got {seed!r}")
-    return stage_settings(cfg, stage), trainer_settings(cfg)
+    return stage_settings(cfg, stage), trainer_settings(cfg, stage)
 
 
 def stage_settings(cfg: DictConfig, stage: str) -> StageSettings:
@@ -60,9 +60,10 @@ def stage_settings(cfg: DictConfig, stage: str) -> StageSettings:
     return StageSettings.model_construct(**(dict(section) | {"name": stage} | uses))
 
 
-def trainer_settings(cfg: DictConfig) -> TrainerSettings:
-    return TrainerSettings.model_construct(**dict(check(cfg, "trainer", Trainer)),
-                                           **dict(check(cfg, "compute", Compute)))
+def trainer_settings(cfg: DictConfig, stage: str | None = None) -> TrainerSettings:
+    """How a training stage runs: `trainer.*` and `compute.*`, and `stage`'s own precision if it sets one."""
+    section = dict(check(cfg, stage, Stage)) if stage else None
+    return TrainerSettings.for_stage(check(cfg, "trainer", Trainer), check(cfg, "compute", Compute), section)
 
 
 def visualize_settings(cfg: DictConfig) -> Visualize:

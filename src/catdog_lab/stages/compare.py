@@ -17,12 +17,12 @@ from catdog_lab.io import atomic_path, write_json, write_text
 from catdog_lab.model_registry import published_champion
 from catdog_lab.plots import plt
 from catdog_lab.registry import REGISTRY, TRAINING_STAGES
-from catdog_lab.seeds import entries, prediction_band, summarise, verdict
+from catdog_lab.seeds import entries, precision, prediction_band, summarise, verdict
 from catdog_lab.stages import plain, tracking_for
 
 BOOK_FILE = PROJECT_ROOT / "conf" / "reference" / "book_accuracy.yaml"
 # stage settings worth showing side by side (the rest is shared by every stage)
-COMPARED_KEYS = ("model", "epochs", "lr", "batch_size", "dropout", "augment", "trainable")
+COMPARED_KEYS = ("model", "epochs", "lr", "batch_size", "dropout", "augment", "trainable", "precision")
 
 
 def load_book(path: Path = BOOK_FILE) -> dict:
@@ -111,7 +111,9 @@ def build_rows(cfg, metrics: dict, book: dict) -> list[dict]:
         if not runs:
             continue
         ref, ref2 = book.get(edition, {}).get(stage, {}), book.get(other, {}).get(stage, {})
-        settings = OmegaConf.to_container(cfg[stage], resolve=True) if stage in cfg else {}
+        settings = {}
+        if stage in cfg:        # the precision resolved: the row's recipe fact (null in the section = trainer's)
+            settings = OmegaConf.to_container(cfg[stage], resolve=True) | {"precision": precision(plain(cfg), stage)}
         tests = [float(r["test/acc"]) for r in runs]
         test_images = _eval_images(cfg, runs, "test")            # as the runs counted them
         stats = summarise(tests, test_images)

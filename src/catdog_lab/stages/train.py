@@ -376,7 +376,7 @@ def stage_metrics(cfg, settings: StageSettings, test_results: dict, rows: list[d
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "devices": devices,
     }
     # how the numbers were computed: bf16-mixed on a GPU, 32-true on the CPU; and an fp16 weights copy
-    metrics["precision"] = trainer_settings(cfg).resolved_precision(torch.cuda.is_available())
+    metrics["precision"] = trainer_settings(cfg, settings.name).resolved_precision(torch.cuda.is_available())
     if settings.model in ("head", "transfer"):
         metrics["weights_dtype"] = weights_dtype(str(cfg.backbone.weights))
     if features is not None and features.images_per_second:
