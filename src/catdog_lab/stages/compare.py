@@ -259,19 +259,21 @@ def _table_without_book(rows: list[dict], missing: list[str] = ()) -> str:
 
 def settings_table(rows: list[dict]) -> str:
     keys = [k for k in COMPARED_KEYS if any(k in r["settings"] for r in rows)]
-    keys = [k for k in keys if len({json.dumps(r["settings"].get(k)) for r in rows}) > 1]   # only what differs
+    keys = [k for k in keys if len({_setting(r["settings"].get(k)) for r in rows}) > 1]   # only what differs
     if not keys:        # one stage compared, or stages that share every setting: no table to draw
         return ("None: only one stage was compared." if len(rows) < 2 else
                 f"None: every stage has the same {', '.join(COMPARED_KEYS)}.")
     lines = ["| stage | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for r in rows:
-        cells = []
-        for key in keys:
-            value = r["settings"].get(key)
-            cells.append(", ".join(map(str, value)) if isinstance(value, list) and value
-                         else ("–" if value in (None, []) else str(value)))
-        lines.append(f"| {r['stage']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['stage']} | " + " | ".join(_setting(r["settings"].get(key)) for key in keys) + " |")
     return "\n".join(lines)
+
+
+def _setting(value) -> str:
+    """A setting as the table shows it (so that "no key" and an empty list, both "–", do not differ)."""
+    if isinstance(value, list) and value:
+        return ", ".join(map(str, value))
+    return "–" if value in (None, []) else str(value)
 
 
 def _loss(value) -> str:
