@@ -241,10 +241,10 @@ class TrainerSettings(Trainer, Compute):
     with a stage's own `<stage>.precision` in place of `trainer.precision` where it sets one."""
 
     @classmethod
-    def for_stage(cls, trainer: dict, compute: dict, stage: dict | None = None) -> "TrainerSettings":
-        """The settings a stage trains with: `trainer` and `compute` as dicts, `stage` its section (or None)."""
-        override = (stage or {}).get("precision")
-        return cls.model_construct(**(dict(trainer) | ({"precision": override} if override else {})),
+    def for_stage(cls, trainer: dict, compute: dict, precision: str | None = None) -> "TrainerSettings":
+        """The settings a stage trains with: `trainer` and `compute` as checked dicts, `precision` the stage's
+        own `<stage>.precision` (None: `trainer.precision`)."""
+        return cls.model_construct(**(dict(trainer) | ({"precision": precision} if precision else {})),
                                    **dict(compute))
 
     def resolved_precision(self, cuda_available: bool) -> str:

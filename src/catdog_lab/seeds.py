@@ -88,7 +88,8 @@ def precision(config: dict, stage: str) -> str:
     import torch
 
     from catdog_lab.schema import TrainerSettings
-    return TrainerSettings.for_stage(config["trainer"], {}, config[stage]).resolved_precision(torch.cuda.is_available())
+    settings = TrainerSettings.for_stage(config["trainer"], {}, config[stage].get("precision"))
+    return settings.resolved_precision(torch.cuda.is_available())
 
 
 def weights_md5(weights: str) -> str | None:

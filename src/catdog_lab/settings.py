@@ -41,7 +41,8 @@ def validate_stage(cfg: DictConfig, stage: str) -> tuple[StageSettings, TrainerS
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed: must be an integer, got {seed!r}")
-    return stage_settings(cfg, stage), trainer_settings(cfg, stage)
+    settings = stage_settings(cfg, stage)
+    return settings, _run_settings(cfg, settings.precision)
 
 
 def stage_settings(cfg: DictConfig, stage: str) -> StageSettings:
@@ -62,8 +63,11 @@ def stage_settings(cfg: DictConfig, stage: str) -> StageSettings:
 
 def trainer_settings(cfg: DictConfig, stage: str | None = None) -> TrainerSettings:
     """How a training stage runs: `trainer.*` and `compute.*`, and `stage`'s own precision if it sets one."""
-    section = dict(check(cfg, stage, Stage)) if stage else None
-    return TrainerSettings.for_stage(check(cfg, "trainer", Trainer), check(cfg, "compute", Compute), section)
+    return _run_settings(cfg, check(cfg, stage, Stage).precision if stage else None)
+
+
+def _run_settings(cfg: DictConfig, precision: str | None) -> TrainerSettings:
+    return TrainerSettings.for_stage(check(cfg, "trainer", Trainer), check(cfg, "compute", Compute), precision)
 
 
 def visualize_settings(cfg: DictConfig) -> Visualize:
