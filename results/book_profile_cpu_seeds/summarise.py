@@ -2,8 +2,10 @@
 
 Run from the project root: python results/book_profile_cpu_seeds/summarise.py
 """
-import csv, json, glob, statistics, sys
+import csv, json, glob, sys
 from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))     # results/ledger_tables.py
+from ledger_tables import print_tables
 def rows(p): return list(csv.DictReader(open(p)))
 def first(rs, key, thr):
     for r in rs:
@@ -37,3 +39,5 @@ for path, name, metrics in (("results/archive/book_profile_h100/plots/augmented.
     print(f"| {name} | {'63 steps, torch init, no shear, bilinear' if 'h100' in path else '100 steps, keras init, Keras 2.0.8 augmentation'} | "
           + " / ".join(f"{float(at[e]['train/acc']):.3f}" for e in (10, 30, 50, 91, 100))
           + f" | {float(at[100]['val/acc']):.3f} | {100 * m['test/acc']:.1f}% |")
+# the VGG stages: one table per ledger folder (fp32, bf16, the clipped loss), each seed and their mean
+print_tables("book", "results/book_profile_cpu_seeds", ("features", "features_augmented", "finetune"))
