@@ -2,7 +2,7 @@
 results folders' `summarise.py` print for their profile.
 
 Run from the project root (the ledger is `metrics/seeds/`; a results folder holds each run's
-`plots/<stage>[-bf16]-seed<seed>.csv`).
+`plots/<name>.csv`, the name from `files`).
 """
 import csv
 import glob
