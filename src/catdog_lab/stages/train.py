@@ -47,6 +47,7 @@ from catdog_lab.plots import confusion_rows, plot_confusion, plot_curves
 from catdog_lab.progress import bar_shows
 from catdog_lab.registry import TRAINING_STAGES
 from catdog_lab.schema import Split, check
+from catdog_lab.seeds import precision as recipe_precision
 from catdog_lab.seeds import recipe_hash
 from catdog_lab.seeds import record as record_seed
 from catdog_lab.settings import (
@@ -54,7 +55,6 @@ from catdog_lab.settings import (
     TrainerSettings,
     backbone_spec,
     model_arch,
-    trainer_settings,
     validate_stage,
 )
 from catdog_lab.stages import plain, tracking_for
@@ -355,6 +355,7 @@ def stage_metrics(cfg, settings: StageSettings, test_results: dict, rows: list[d
                   classes=BOOK_CLASSES) -> dict:
     """metrics/<stage>.json: both test accuracies, the kept epoch's validation figures, the kept epoch's
     test figures per class (precision, recall, F1, macro-F1, confusion matrix), and the timings."""
+    config = plain(cfg)
     kept_epoch = test_results["kept_epoch"]
     kept_row = next((r for r in rows if int(r["epoch"]) == kept_epoch), rows[-1] if rows else {})
     epochs_run = len(rows)
@@ -371,12 +372,12 @@ def stage_metrics(cfg, settings: StageSettings, test_results: dict, rows: list[d
         "seconds_per_epoch": round(sum(float(r["seconds"]) for r in rows) / epochs_run, 3) if epochs_run else None,
         # every epoch's seconds, across resumes (wall_time_s counts only this process)
         "epoch_seconds": round(sum(float(r["seconds"]) for r in rows), 2) if epochs_run else None,
-        "recipe_hash": recipe_hash(plain(cfg), settings.name),   # its seed-ledger folder: compare mixes no recipes
+        "recipe_hash": recipe_hash(config, settings.name),   # its seed-ledger folder: compare mixes no recipes
         "fit_seconds": round(fit_seconds, 2), "wall_time_s": round(time.perf_counter() - started, 2),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "devices": devices,
     }
     # how the numbers were computed: bf16-mixed on a GPU, 32-true on the CPU; and an fp16 weights copy
-    metrics["precision"] = trainer_settings(cfg, settings.name).resolved_precision(torch.cuda.is_available())
+    metrics["precision"] = recipe_precision(config, settings.name)     # the recipe's precision fact (seeds.py)
     if settings.model in ("head", "transfer"):
         metrics["weights_dtype"] = weights_dtype(str(cfg.backbone.weights))
     if features is not None and features.images_per_second:
