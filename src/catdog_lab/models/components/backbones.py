@@ -130,17 +130,25 @@ def build_vgg16(weights: str = "none", progress: bool = True) -> Backbone:
         spec = file_spec or spec
     if state is not None:
         feature_state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-        try:
-            missing, unexpected = features.load_state_dict(feature_state, strict=False)
-        except RuntimeError as exc:
-            lines = str(exc).splitlines()
-            raise WeightsError(f"backbone.weights: {weights}: tensor shapes do not fit VGG16 "
-                               f"({lines[1].strip() if len(lines) > 1 else exc})") from None
-        if missing:
-            raise WeightsError(f"backbone.weights: {weights} lacks {len(missing)} VGG16 conv tensors "
-                               f"(e.g. features.{missing[0]})")
+        load_conv_base(features, feature_state, weights, "VGG16", prefix="features.")
     layers, convs = _vgg16_names()
     return Backbone("vgg16", features, Preprocess(spec), layers, convs)
+
+
+def load_conv_base(module: nn.Module, state: dict, weights: str, name: str, kept: tuple[str, ...] = ("",),
+                   prefix: str = "") -> None:
+    """Load `state` into `module` (extra tensors, e.g. a classifier, ignored), or say in one line why the file
+    does not fit: wrong shapes, or conv-base tensors (keys starting with one of `kept`) that it lacks."""
+    try:
+        missing, _ = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        lines = str(exc).splitlines()
+        raise WeightsError(f"backbone.weights: {weights}: tensor shapes do not fit {name} "
+                           f"({lines[1].strip() if len(lines) > 1 else exc})") from None
+    missing = [k for k in missing if k.startswith(kept)]
+    if missing:
+        raise WeightsError(f"backbone.weights: {weights} lacks {len(missing)} {name} conv-base tensors "
+                           f"(e.g. {prefix}{missing[0]})")
 
 
 # ------------------------------------------------------------------------------------- backbones by config
@@ -328,17 +336,7 @@ def build_configured(spec: BackboneSpec, progress: bool = True, make=None) -> Ba
     elif spec.weights != "none":
         state, file_spec = load_weights_file(spec.weights)
     if state is not None:
-        kept = tuple(f"{path}." for path in spec.blocks)
-        try:
-            missing, _ = model.load_state_dict(state, strict=False)
-        except RuntimeError as exc:
-            lines = str(exc).splitlines()
-            raise WeightsError(f"backbone.weights: {spec.weights}: tensor shapes do not fit {spec.name} "
-                               f"({lines[1].strip() if len(lines) > 1 else exc})") from None
-        missing = [k for k in missing if k.startswith(kept)]
-        if missing:
-            raise WeightsError(f"backbone.weights: {spec.weights} lacks {len(missing)} {spec.name} conv-base "
-                               f"tensors (e.g. {missing[0]})")
+        load_conv_base(model, state, spec.weights, spec.name, kept=tuple(f"{path}." for path in spec.blocks))
     for module in model.modules():                  # Captum hooks break on in-place activations
         if getattr(module, "inplace", False) is True:
             module.inplace = False
