@@ -242,6 +242,10 @@ def test_summary_of_seeds_by_hand():
     # 14 of 14 right: the normal approximation said 100.0-100.0%; Wilson says [14 / (14 + z^2), 1]
     perfect = summarise([1.0], test_images=14)
     assert (perfect["low"], perfect["high"]) == pytest.approx((14 / (14 + 1.959964 ** 2), 1.0), abs=1e-6)
+    # two far-apart seeds: mean 0.8485, sd 0.034648, half 12.706 * 0.034648 / sqrt(2) = 0.3113 -> 0.537-1.160,
+    # cut to [0, 1] (an accuracy above 100% is no interval)
+    wide = summarise([0.873, 0.824])
+    assert (wide["low"], wide["high"]) == pytest.approx((0.8485 - 0.31130, 1.0), abs=1e-4)
 
 
 def test_settings_table_with_one_stage_is_a_sentence_not_a_broken_table():

@@ -203,7 +203,8 @@ def summarise(accuracies: list[float], test_images: int | None = None, confidenc
             low, high = wilson(mean, test_images, confidence)
             return {"n": n, "mean": mean, "std": std, "low": low, "high": high, "interval_kind": kind}
         half = None
-    low, high = (mean - half, mean + half) if half is not None else (None, None)
+    # an accuracy lies in [0, 1]: cut there (2 seeds, 87.3% and 82.4%, have t = 12.7 and gave 53.7-116.0%)
+    low, high = (max(0.0, mean - half), min(1.0, mean + half)) if half is not None else (None, None)
     return {"n": n, "mean": mean, "std": std, "low": low, "high": high, "interval_kind": kind}
 
 
